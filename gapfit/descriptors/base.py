@@ -1,0 +1,145 @@
+"""Backend-independent container and settings for per-atom SOAP descriptors.
+
+Every backend returns, per frame, the *raw* power spectrum ``q_i`` of each
+atom, its gradients with respect to atomic positions (sparse: one entry per
+centre-neighbour pair, periodic images folded onto their owner atom) and with
+respect to cell strain. :func:`normalise` then turns these into the normalised
+vectors ``q̂_i = q_i / |q_i|`` and their gradients, which is what the kernel
+uses. Keeping normalisation here means both backends share one code path for
+the chain rule.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import numpy as np
+
+
+@dataclass
+class SoapSettings:
+    """SOAP hyperparameters, named as gap_fit users know them.
+
+    Parameters
+    ----------
+    cutoff : float, default=5.0
+        Cutoff radius in Å.
+    cutoff_transition_width : float, default=1.0
+        Width in Å of the smooth region below ``cutoff`` where neighbour
+        contributions go to zero (featomic's ShiftedCosine smoothing).
+    n_max : int, default=8
+        Number of radial basis functions.
+    l_max : int, default=8
+        Highest angular channel.
+    atom_sigma : float, default=0.5
+        Width in Å of the Gaussian placed on each neighbour.
+    backend : {"featomic", "dscribe"}, default="featomic"
+        Which library computes the power spectrum.
+    dscribe_mode : {"smooth", "analytic"}, default="smooth"
+        For the dscribe backend only. ``"smooth"`` uses dscribe's polynomial
+        weighting, which goes to zero with zero slope at ``cutoff`` (numerical
+        derivatives, slow). ``"analytic"`` uses dscribe's analytic derivatives
+        without weighting: fast but *not smooth* (the Gaussian tails are cut
+        at about ``cutoff + 3.7 atom_sigma``), so MD will not conserve energy.
+    """
+
+    cutoff: float = 5.0
+    cutoff_transition_width: float = 1.0
+    n_max: int = 8
+    l_max: int = 8
+    atom_sigma: float = 0.5
+    backend: str = "featomic"
+    dscribe_mode: str = "smooth"
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the setting that is out of range."""
+        if not self.cutoff > 0:
+            raise ValueError(f"cutoff must be > 0 Å, got {self.cutoff}")
+        if not 0 < self.cutoff_transition_width <= self.cutoff:
+            raise ValueError(
+                "cutoff_transition_width must be in (0, cutoff], got "
+                f"{self.cutoff_transition_width}")
+        if int(self.n_max) < 1 or int(self.l_max) < 0:
+            raise ValueError(f"need n_max >= 1 and l_max >= 0, got {self.n_max}, {self.l_max}")
+        if not self.atom_sigma > 0:
+            raise ValueError(f"atom_sigma must be > 0 Å, got {self.atom_sigma}")
+        if self.backend not in ("featomic", "dscribe"):
+            raise ValueError(f"backend must be 'featomic' or 'dscribe', got {self.backend!r}")
+        if self.dscribe_mode not in ("smooth", "analytic"):
+            raise ValueError(f"dscribe_mode must be 'smooth' or 'analytic', got {self.dscribe_mode!r}")
+
+    def to_dict(self) -> dict:
+        """Plain-JSON form, the inverse of ``SoapSettings(**d)``."""
+        return asdict(self)
+
+
+@dataclass
+class FrameDescriptors:
+    """SOAP descriptors of one frame.
+
+    Attributes
+    ----------
+    numbers : ndarray of shape (n_atoms,), int
+        Atomic numbers, in the frame's atom order.
+    values : ndarray of shape (n_atoms, n_features)
+        Power spectrum of each atom's environment (raw, or normalised after
+        :func:`normalise`).
+    pair_centre, pair_neighbour : ndarray of shape (n_pairs,), int
+        For each stored gradient, the centre atom ``i`` whose descriptor moves
+        and the atom ``j`` that is moved. Periodic images are folded onto their
+        owner, and ``i == j`` (the self term) is included.
+    pair_gradients : ndarray of shape (n_pairs, 3, n_features) or None
+        ``d values[i] / d r_j[x]`` for each pair (Å⁻¹ units of the descriptor).
+    strain_gradients : ndarray of shape (n_atoms, 3, 3, n_features) or None
+        ``d values[i] / d epsilon[a, b]`` for a homogeneous strain of cell and
+        positions ``r -> r (1 + epsilon)``. None for non-periodic frames.
+    norms : ndarray of shape (n_atoms,) or None
+        ``|q_i|`` before normalisation (set by :func:`normalise`).
+    """
+
+    numbers: np.ndarray
+    values: np.ndarray
+    pair_centre: Optional[np.ndarray] = None
+    pair_neighbour: Optional[np.ndarray] = None
+    pair_gradients: Optional[np.ndarray] = None
+    strain_gradients: Optional[np.ndarray] = None
+    norms: Optional[np.ndarray] = None
+    normalised: bool = field(default=False)
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.numbers)
+
+    @property
+    def has_gradients(self) -> bool:
+        return self.pair_gradients is not None
+
+
+def normalise(desc: FrameDescriptors) -> FrameDescriptors:
+    """Normalise descriptors and their gradients in place; returns ``desc``.
+
+    With ``q̂ = q/|q|``, ``dq̂ = (dq - q̂ (q̂·dq)) / |q|``: the part of the
+    gradient along ``q`` only changes the length and is removed.
+    """
+    if desc.normalised:
+        return desc
+    norms = np.linalg.norm(desc.values, axis=1)
+    if np.any(norms == 0):
+        bad = int(np.flatnonzero(norms == 0)[0])
+        raise ValueError(f"atom {bad} has an all-zero SOAP vector (no neighbours and no self term)")
+    qhat = desc.values / norms[:, None]
+    if desc.pair_gradients is not None and len(desc.pair_centre):
+        g = desc.pair_gradients
+        qc = qhat[desc.pair_centre]  # (n_pairs, D)
+        proj = np.einsum("pxd,pd->px", g, qc)
+        g -= proj[:, :, None] * qc[:, None, :]
+        g /= norms[desc.pair_centre][:, None, None]
+    if desc.strain_gradients is not None:
+        s = desc.strain_gradients
+        proj = np.einsum("iabd,id->iab", s, qhat)
+        s -= proj[..., None] * qhat[:, None, None, :]
+        s /= norms[:, None, None, None]
+    desc.values = qhat
+    desc.norms = norms
+    desc.normalised = True
+    return desc

@@ -1,0 +1,482 @@
+"""The GAP estimator: fit a SOAP sparse-GP potential, predict with uncertainties.
+
+Flow: frames -> labels (:mod:`.data`) -> descriptors (:mod:`.descriptors`)
+-> sparse points (:mod:`.sparsify`) -> design rows and QR solve
+(:mod:`.sgp`) -> weights. Prediction reuses the same descriptor and kernel
+code, so training and prediction cannot drift apart.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from typing import Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import scipy.linalg
+from ase import Atoms
+
+from . import sgp
+from .data import (SIGMA_INFO_KEYS, Labels, check_structure, get_labels, is_isolated_atom,
+                   species_of, where_of)
+from .descriptors import SoapSettings, make_descriptor
+from .errors import InputError, NotFittedError
+from .kernels import dot_kernel
+from .sparsify import METHODS, select_sparse
+
+log = logging.getLogger("gapfit")
+
+#: Sparse points per species when ``n_sparse`` is not given (capped by the data).
+DEFAULT_SPARSE_PER_SPECIES = 2000
+_ATOMS_PER_CHUNK = 1500
+
+
+class GAP:
+    """SOAP Gaussian Approximation Potential with a sparse Gaussian process.
+
+    Parameters (all keyword-only; stored as given, checked in :meth:`fit`)
+    ----------
+    cutoff, cutoff_transition_width, n_max, l_max, atom_sigma, backend, dscribe_mode
+        SOAP settings, see :class:`gapfit.descriptors.SoapSettings` (Å).
+    zeta : float, default=4
+        Exponent of the dot-product kernel.
+    delta : float or None, default=None
+        Kernel scale δ in eV. None: the root mean square of the per-atom
+        training energies after subtracting e0, floored at 0.1 eV.
+    n_sparse : int or dict {Z: int} or None
+        Sparse points per species. None: ``min(environments, 2000)``.
+    sparse_method : {"cur", "fps", "random"}, default="cur"
+    sigma_energy : float, default=0.003
+        Energy noise in eV per atom; a frame of N atoms gets σ_E·√N.
+    sigma_forces : float, default=0.05
+        Force-component noise in eV/Å.
+    sigma_virial : float, default=0.05
+        Virial noise in eV per atom (σ_V·√N per component).
+    config_type_sigma : dict, optional
+        ``{config_type: {"energy": .., "forces": .., "virial": ..}}`` overrides.
+        Per-frame ``info`` keys ``energy_sigma``, ``force_sigma`` and
+        ``virial_sigma`` override both (gap_fit's names).
+    e0 : dict {Z or symbol: eV} or None
+        Energy of an isolated atom per species. None: from isolated-atom
+        frames when present, else least squares on the training energies.
+    jitter : float, default=1e-8
+        Added to the diagonal of K_MM, relative to δ².
+    seed : int, default=0
+        Seed of the sparse-point selection: same data and seed, same model.
+    energy_key, forces_key, stress_key : str or None
+        Names of the labels in ``info``/``arrays`` when not the calculator's.
+    progress : bool, default=False
+        Show progress bars.
+    """
+
+    def __init__(self, *, cutoff: float = 5.0, cutoff_transition_width: float = 1.0,
+                 n_max: int = 8, l_max: int = 8, atom_sigma: float = 0.5,
+                 backend: str = "featomic", dscribe_mode: str = "smooth",
+                 zeta: float = 4.0, delta: Optional[float] = None,
+                 n_sparse: Union[int, Mapping, None] = None, sparse_method: str = "cur",
+                 sigma_energy: float = 0.003, sigma_forces: float = 0.05,
+                 sigma_virial: float = 0.05, config_type_sigma: Optional[Mapping] = None,
+                 e0: Optional[Mapping] = None, jitter: float = 1e-8, seed: int = 0,
+                 energy_key: Optional[str] = None, forces_key: Optional[str] = None,
+                 stress_key: Optional[str] = None, progress: bool = False):
+        self.cutoff = cutoff
+        self.cutoff_transition_width = cutoff_transition_width
+        self.n_max = n_max
+        self.l_max = l_max
+        self.atom_sigma = atom_sigma
+        self.backend = backend
+        self.dscribe_mode = dscribe_mode
+        self.zeta = zeta
+        self.delta = delta
+        self.n_sparse = n_sparse
+        self.sparse_method = sparse_method
+        self.sigma_energy = sigma_energy
+        self.sigma_forces = sigma_forces
+        self.sigma_virial = sigma_virial
+        self.config_type_sigma = config_type_sigma
+        self.e0 = e0
+        self.jitter = jitter
+        self.seed = seed
+        self.energy_key = energy_key
+        self.forces_key = forces_key
+        self.stress_key = stress_key
+        self.progress = progress
+
+    # ------------------------------------------------------------------ params
+    _PARAMS = ("cutoff", "cutoff_transition_width", "n_max", "l_max", "atom_sigma", "backend",
+               "dscribe_mode", "zeta", "delta", "n_sparse", "sparse_method", "sigma_energy",
+               "sigma_forces", "sigma_virial", "config_type_sigma", "e0", "jitter", "seed",
+               "energy_key", "forces_key", "stress_key", "progress")
+
+    def get_params(self) -> dict:
+        """Constructor parameters, as in scikit-learn."""
+        return {k: getattr(self, k) for k in self._PARAMS}
+
+    def set_params(self, **params) -> "GAP":
+        """Set constructor parameters; unknown names raise ``ValueError``."""
+        for k, v in params.items():
+            if k not in self._PARAMS:
+                raise ValueError(f"unknown parameter {k!r}; known: {', '.join(self._PARAMS)}")
+            setattr(self, k, v)
+        return self
+
+    @property
+    def soap_settings(self) -> SoapSettings:
+        return SoapSettings(cutoff=float(self.cutoff),
+                            cutoff_transition_width=float(self.cutoff_transition_width),
+                            n_max=int(self.n_max), l_max=int(self.l_max),
+                            atom_sigma=float(self.atom_sigma), backend=self.backend,
+                            dscribe_mode=self.dscribe_mode)
+
+    def _validate(self) -> None:
+        try:
+            self.soap_settings.validate()
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        for name in ("sigma_energy", "sigma_forces", "sigma_virial", "zeta", "jitter"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and v > 0):
+                raise InputError(f"{name} must be a positive number, got {v!r}")
+        if self.delta is not None and not self.delta > 0:
+            raise InputError(f"delta must be > 0 eV, got {self.delta!r}")
+        if self.sparse_method not in METHODS:
+            raise InputError(f"sparse_method must be one of {METHODS}, got {self.sparse_method!r}")
+
+    # --------------------------------------------------------------------- fit
+    def fit(self, frames: Sequence[Atoms]) -> "GAP":
+        """Fit to frames carrying total energies and any of forces and stress.
+
+        Returns ``self``. Raises :class:`gapfit.errors.InputError` naming the
+        frame and field when the data cannot be used.
+        """
+        t_start = time.perf_counter()
+        self._validate()
+        frames = list(frames)
+        if not frames:
+            raise InputError("no training frames given")
+        labels = self._labels(frames)
+        if all(lb.energy_eV is None for lb in labels):
+            raise InputError(f"{labels[0].where}: no frame has field 'energy'; a fit needs total energies "
+                             "(use --energy-key NAME if they are stored under another name)")
+        species = species_of(frames)
+        self.species_ = species
+        self.e0_ = self._fit_e0(frames, labels, species)
+        isolated = np.array([is_isolated_atom(a, lb) for a, lb in zip(frames, labels)])
+        train_idx = [k for k in range(len(frames)) if not isolated[k]]
+        if not train_idx:
+            raise InputError("only isolated-atom frames given; add frames of condensed configurations")
+        for k in train_idx:
+            lb = labels[k]
+            if lb.energy_eV is None and lb.forces_eV_per_A is None and lb.stress_eV_per_A3 is None:
+                raise InputError(f"{lb.where}: frame has none of the fields 'energy', 'forces', 'stress'; "
+                                 "label it or remove it")
+        self.delta_ = float(self.delta) if self.delta is not None else self._default_delta(frames, labels, train_idx)
+        self.descriptor_ = make_descriptor(self.soap_settings, species)
+
+        # Pass 1: descriptors without gradients, for the sparse points.
+        t0 = time.perf_counter()
+        train_frames = [frames[k] for k in train_idx]
+        by_species: Dict[int, List[np.ndarray]] = {z: [] for z in species}
+        for chunk in self._chunks(train_frames, "descriptors"):
+            for d in self.descriptor_.compute(chunk):
+                for z in species:
+                    by_species[z].append(d.values[d.numbers == z])
+        points = {}
+        n_env = {}
+        for z in species:
+            x = np.concatenate(by_species[z]) if by_species[z] else np.zeros((0, self.descriptor_.n_features))
+            n_env[z] = len(x)
+            if len(x) == 0:
+                continue
+            m = self._n_sparse_for(z, len(x))
+            idx = select_sparse(x, m, self.sparse_method, seed=self.seed + z, zeta=self.zeta)
+            points[z] = np.ascontiguousarray(x[idx])
+        del by_species
+        self.sparse_ = sgp.SparseSet(points, self.delta_, float(self.zeta))
+        log.info("sparse points per species: %s (of %s environments, method %s), %.1f s",
+                 {z: len(p) for z, p in points.items()}, n_env, self.sparse_method, time.perf_counter() - t0)
+
+        # Pass 2: design rows with gradients, streamed into the QR factor.
+        t0 = time.perf_counter()
+        self.kmm_chol_ = sgp.kmm_cholesky(self.sparse_, self.jitter)
+        M = self.sparse_.n_total
+        acc = sgp.QRAccumulator(M)
+        Lt = np.zeros((M, M))
+        for z, Lz in self.kmm_chol_.items():
+            o = self.sparse_.offsets[z]
+            Lt[o:o + len(Lz), o:o + len(Lz)] = Lz.T
+        acc.add(Lt, np.zeros(M))
+        del Lt
+        counts = {"energy": 0, "forces": 0, "virial": 0}
+        for chunk_idx in self._chunks(train_idx, "design rows", [len(frames[k]) for k in train_idx]):
+            chunk = [frames[k] for k in chunk_idx]
+            lbs = [labels[k] for k in chunk_idx]
+            need_grad = any(lb.forces_eV_per_A is not None or lb.stress_eV_per_A3 is not None for lb in lbs)
+            descs = self.descriptor_.compute(chunk, gradients=need_grad)
+            rows = sgp.design_rows(descs, self.sparse_, forces=need_grad,
+                                   virial=any(lb.stress_eV_per_A3 is not None for lb in lbs))
+            A, b = self._weighted_rows(chunk, lbs, rows, counts)
+            acc.add(A, b)
+        self.R_ab_ = acc.factor()
+        self.alpha_, self.R_, resid = sgp.solve_from_factor(self.R_ab_)
+        self.training_summary_ = {
+            "n_frames": len(frames), "n_train_frames": len(train_idx),
+            "n_atoms": int(sum(len(frames[k]) for k in train_idx)),
+            "n_observations": counts, "config_types": _count(lb.config_type for lb in labels),
+            "species": species, "n_environments": {str(z): int(n) for z, n in n_env.items()},
+            "fit_seconds": None,
+        }
+        log.info("solved %d observations for %d weights in %.1f s", acc.n_rows - M, M,
+                 time.perf_counter() - t0)
+        self.training_summary_["fit_seconds"] = round(time.perf_counter() - t_start, 3)
+        return self
+
+    def _labels(self, frames) -> List[Labels]:
+        out = []
+        for k, a in enumerate(frames):
+            where = where_of(a, k)
+            check_structure(a, where)
+            out.append(get_labels(a, where, energy_key=self.energy_key, forces_key=self.forces_key,
+                                  stress_key=self.stress_key))
+        return out
+
+    def _n_sparse_for(self, z: int, n_env: int) -> int:
+        ns = self.n_sparse
+        if ns is None:
+            return min(n_env, DEFAULT_SPARSE_PER_SPECIES)
+        if isinstance(ns, Mapping):
+            from ase.data import atomic_numbers, chemical_symbols
+            for key in (z, str(z), chemical_symbols[z]):
+                if key in ns:
+                    return min(n_env, int(ns[key]))
+            return min(n_env, DEFAULT_SPARSE_PER_SPECIES)
+        return min(n_env, int(ns))
+
+    def _fit_e0(self, frames, labels, species) -> Dict[int, float]:
+        from ase.data import atomic_numbers
+        e0: Dict[int, float] = {}
+        if self.e0:
+            for key, val in self.e0.items():
+                z = atomic_numbers[key] if isinstance(key, str) and not key.isdigit() else int(key)
+                e0[z] = float(val)
+        for a, lb in zip(frames, labels):
+            if is_isolated_atom(a, lb) and lb.energy_eV is not None and len(a) == 1:
+                z = int(a.numbers[0])
+                e0.setdefault(z, lb.energy_eV)
+        missing = [z for z in species if z not in e0]
+        if missing:
+            rows, rhs = [], []
+            for a, lb in zip(frames, labels):
+                if lb.energy_eV is None or is_isolated_atom(a, lb):
+                    continue
+                counts = np.array([np.sum(a.numbers == z) for z in missing], dtype=float)
+                known = sum(e0[int(z)] for z in a.numbers if int(z) in e0)
+                rows.append(counts)
+                rhs.append(lb.energy_eV - known)
+            if rows:
+                # lstsq (SVD) gives the minimum-norm answer when the composition
+                # never varies, as in a molecular-dynamics data set.
+                sol = np.linalg.lstsq(np.array(rows), np.array(rhs), rcond=None)[0]
+                e0.update({z: float(v) for z, v in zip(missing, sol)})
+            else:
+                e0.update({z: 0.0 for z in missing})
+        return {z: e0[z] for z in species}
+
+    def _default_delta(self, frames, labels, idx) -> float:
+        per_atom = []
+        for k in idx:
+            lb = labels[k]
+            if lb.energy_eV is None:
+                continue
+            a = frames[k]
+            per_atom.append((lb.energy_eV - sum(self.e0_[int(z)] for z in a.numbers)) / len(a))
+        if not per_atom:
+            return 1.0
+        return float(max(np.sqrt(np.mean(np.square(per_atom))), 0.1))
+
+    def _sigmas(self, atoms: Atoms, lb: Labels):
+        s = {"energy": float(self.sigma_energy), "forces": float(self.sigma_forces),
+             "virial": float(self.sigma_virial)}
+        if self.config_type_sigma and lb.config_type in self.config_type_sigma:
+            for k, v in self.config_type_sigma[lb.config_type].items():
+                if k not in s:
+                    raise InputError(f"config_type_sigma[{lb.config_type!r}]: unknown key {k!r}; "
+                                     "use energy, forces, virial")
+                s[k] = float(v)
+        for k, info_key in SIGMA_INFO_KEYS.items():
+            if info_key in atoms.info:
+                v = float(atoms.info[info_key])
+                if not v > 0:
+                    raise InputError(f"{lb.where}: field '{info_key}' must be > 0, got {v}")
+                s[k] = v
+        return s
+
+    def _weighted_rows(self, chunk, lbs, rows: sgp.DesignRows, counts):
+        A_parts, b_parts = [], []
+        for f, (a, lb) in enumerate(zip(chunk, lbs)):
+            n = len(a)
+            sig = self._sigmas(a, lb)
+            if lb.energy_eV is not None:
+                w = 1.0 / (sig["energy"] * np.sqrt(n))
+                target = lb.energy_eV - sum(self.e0_[int(z)] for z in a.numbers)
+                A_parts.append(rows.energy[f:f + 1] * w)
+                b_parts.append(np.array([target * w]))
+                counts["energy"] += 1
+            if lb.forces_eV_per_A is not None:
+                lo = 3 * rows.atom_start[f]
+                w = 1.0 / sig["forces"]
+                # forces = -dE/dr
+                A_parts.append(rows.gradient[lo:lo + 3 * n] * (-w))
+                b_parts.append(lb.forces_eV_per_A.ravel() * w)
+                counts["forces"] += 3 * n
+            if lb.stress_eV_per_A3 is not None and rows.virial is not None:
+                w = 1.0 / (sig["virial"] * np.sqrt(n))
+                vol = a.get_volume()
+                A_parts.append(rows.virial[f] * w)
+                b_parts.append(lb.stress_eV_per_A3 * vol * w)
+                counts["virial"] += 6
+        if not A_parts:
+            return np.zeros((0, self.sparse_.n_total)), np.zeros(0)
+        return np.vstack(A_parts), np.concatenate(b_parts)
+
+    def _chunks(self, items, what, sizes=None):
+        """Yield consecutive slices of ``items`` holding about _ATOMS_PER_CHUNK atoms."""
+        from tqdm.auto import tqdm
+        if sizes is None:
+            sizes = [len(x) for x in items]
+        bar = tqdm(total=len(items), desc=what, unit="frame", disable=not self.progress, leave=False)
+        chunk, n = [], 0
+        for it, size in zip(items, sizes):
+            chunk.append(it)
+            n += size
+            if n >= _ATOMS_PER_CHUNK:
+                yield chunk
+                bar.update(len(chunk))
+                chunk, n = [], 0
+        if chunk:
+            yield chunk
+            bar.update(len(chunk))
+        bar.close()
+
+    # ----------------------------------------------------------------- predict
+    def _check_fitted(self):
+        if not hasattr(self, "alpha_"):
+            raise NotFittedError("this GAP model is not fitted yet: call fit(frames) or gapfit.load(path) first")
+
+    def predict(self, frames: Union[Atoms, Sequence[Atoms]], *, forces: bool = True, stress: bool = True,
+                uncertainty: bool = False) -> List[dict]:
+        """Predict each frame.
+
+        Returns a list (one per frame) of dicts with ``energy`` (eV),
+        ``energies`` (per-atom local energies, eV), and as asked ``forces``
+        (eV/Å, (n, 3)), ``stress`` (eV/Å³, Voigt xx yy zz yz xz xy, periodic
+        frames only), and with ``uncertainty=True`` the posterior standard
+        deviations ``energy_std`` (eV), ``local_energy_std`` (eV, (n,)) and
+        ``forces_std`` (eV/Å, (n, 3)).
+        """
+        self._check_fitted()
+        if isinstance(frames, Atoms):
+            frames = [frames]
+        out = []
+        for k, a in enumerate(frames):
+            where = where_of(a, k)
+            check_structure(a, where)
+            unknown = sorted(set(int(z) for z in a.numbers) - set(self.species_))
+            if unknown:
+                from ase.data import chemical_symbols
+                raise InputError(f"{where}: field 'numbers' holds species {[chemical_symbols[z] for z in unknown]} "
+                                 f"that the model was not trained on (it knows "
+                                 f"{[chemical_symbols[z] for z in self.species_]})")
+        grad = forces or stress or uncertainty
+        for chunk in self._chunks(list(frames), "predict"):
+            descs = self.descriptor_.compute(chunk, gradients=grad)
+            for a, d in zip(chunk, descs):
+                out.append(self._predict_one(a, d, forces, stress, uncertainty))
+        return out
+
+    def _predict_one(self, atoms, d, want_forces, want_stress, uncertainty) -> dict:
+        sp = self.sparse_
+        n = d.n_atoms
+        local = np.array([self.e0_[int(z)] for z in d.numbers], dtype=float)
+        dE_dq = np.zeros_like(d.values)
+        for z, X in sp.points.items():
+            m = d.numbers == z
+            if not m.any():
+                continue
+            a = self.alpha_[sp.offsets[z]:sp.offsets[z] + len(X)]
+            K, dK = dot_kernel(d.values[m], X, sp.delta, sp.zeta)
+            local[m] += K @ a
+            dE_dq[m] = (dK * a) @ X
+        res = {"energy": float(local.sum()), "energies": local}
+        if want_forces and d.pair_gradients is not None:
+            contrib = np.einsum("pxd,pd->px", d.pair_gradients, dE_dq[d.pair_centre])
+            f = np.zeros((n, 3))
+            for x in range(3):
+                f[:, x] = -np.bincount(d.pair_neighbour, weights=contrib[:, x], minlength=n)
+            res["forces"] = f
+        if want_stress and d.strain_gradients is not None:
+            W = np.einsum("iabd,id->ab", d.strain_gradients, dE_dq)
+            W = 0.5 * (W + W.T)
+            res["stress"] = np.array([W[a, b] for a, b in sgp.VOIGT]) / atoms.get_volume()
+        if uncertainty:
+            res.update(self._uncertainty(d))
+        return res
+
+    def _uncertainty(self, d) -> dict:
+        """DTC predictive standard deviations of the latent (noise-free) quantities.
+
+        var = k** − kᵀ K_MM⁻¹ k + kᵀ (K_MM + K_MN Σ⁻¹ K_NM)⁻¹ k, each term by
+        triangular solves with the Cholesky factor of K_MM and the QR factor R.
+        The first two terms grow away from the sparse points.
+        """
+        sp = self.sparse_
+        rows = sgp.design_rows([d], sp, forces=d.pair_gradients is not None, virial=False, local=True)
+        dd = sp.delta ** 2
+        # local energies: k** = δ² (q̂·q̂)^ζ = δ²
+        var_local = dd - self._nystrom(rows.local) + self._posterior(rows.local)
+        # total energy: k** = Σ_{i,i'} same species k(q̂_i, q̂_i')
+        kss = 0.0
+        for z in sp.points:
+            qz = d.values[d.numbers == z]
+            if len(qz):
+                kss += dot_kernel(qz, qz, sp.delta, sp.zeta)[0].sum()
+        kE = rows.energy
+        var_E = kss - self._nystrom(kE)[0] + self._posterior(kE)[0]
+        out = {"energy_std": float(np.sqrt(max(var_E, 0.0))),
+               "local_energy_std": np.sqrt(np.clip(var_local, 0, None))}
+        if rows.gradient is not None:
+            prior = sgp.force_prior_variance(d, sp.delta, sp.zeta).ravel()
+            var_F = prior - self._nystrom(rows.gradient) + self._posterior(rows.gradient)
+            out["forces_std"] = np.sqrt(np.clip(var_F, 0, None)).reshape(-1, 3)
+        return out
+
+    def _nystrom(self, K: np.ndarray) -> np.ndarray:
+        """Row-wise kᵀ K_MM⁻¹ k, species block by block."""
+        out = np.zeros(len(K))
+        for z, L in self.kmm_chol_.items():
+            o = self.sparse_.offsets[z]
+            blk = K[:, o:o + len(L)]
+            if not np.any(blk):
+                continue
+            v = scipy.linalg.solve_triangular(L, blk.T, lower=True, check_finite=False)
+            out += np.einsum("mk,mk->k", v, v)
+        return out
+
+    def _posterior(self, K: np.ndarray) -> np.ndarray:
+        """Row-wise kᵀ (RᵀR)⁻¹ k = ‖R⁻ᵀ k‖²."""
+        v = scipy.linalg.solve_triangular(self.R_, K.T, trans="T", check_finite=False)
+        return np.einsum("mk,mk->k", v, v)
+
+    # ------------------------------------------------------------------- files
+    def save(self, path: str) -> None:
+        """Write the model atomically to ``path`` (see docs/model-format.md)."""
+        self._check_fitted()
+        from .model_io import save_model
+        save_model(self, path)
+
+
+def _count(items) -> Dict[str, int]:
+    out: Dict[str, int] = {}
+    for it in items:
+        out[it] = out.get(it, 0) + 1
+    return out
