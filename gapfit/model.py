@@ -28,7 +28,7 @@ log = logging.getLogger("gapfit")
 
 #: Sparse points per species when ``n_sparse`` is not given (capped by the data).
 DEFAULT_SPARSE_PER_SPECIES = 2000
-_ATOMS_PER_CHUNK = 1500
+_ATOMS_PER_CHUNK = 1500  # reduced for wide descriptors, see _chunk_atoms
 
 
 class GAP:
@@ -161,9 +161,10 @@ class GAP:
         species = species_of(frames)
         self.species_ = species
         self.e0_ = self._fit_e0(frames, labels, species)
-        isolated = np.array([is_isolated_atom(a, lb) for a, lb in zip(frames, labels)])
-        train_idx = [k for k in range(len(frames)) if not isolated[k]]
-        if not train_idx:
+        # Isolated atoms stay in the fit: their energy rows pin the local
+        # energy of a lone atom to e0, as in gap_fit.
+        train_idx = list(range(len(frames)))
+        if all(is_isolated_atom(a, lb) for a, lb in zip(frames, labels)):
             raise InputError("only isolated-atom frames given; add frames of condensed configurations")
         for k in train_idx:
             lb = labels[k]

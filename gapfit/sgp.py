@@ -109,7 +109,7 @@ def design_rows(descs: Sequence[FrameDescriptors], sparse: SparseSet, *, forces:
         if forces:
             row_in_z = np.full(n_tot, -1, dtype=np.int64)
             row_in_z[atoms_z] = np.arange(len(atoms_z))
-            G[:, cols] += _pair_contraction(pc, pn, pg_parts, pair_start, row_in_z, dK, X, n_tot)
+            G[:, cols] += _pair_contraction(pc, pn, pg_parts, pair_start, row_in_z, dK, X, n_tot, numbers)
         if virial and any(periodic):
             for f in np.flatnonzero(periodic):
                 sel = atoms_z[(atoms_z >= start[f]) & (atoms_z < start[f + 1])]
@@ -125,23 +125,40 @@ def design_rows(descs: Sequence[FrameDescriptors], sparse: SparseSet, *, forces:
     return DesignRows(E, G, Wv, start, L)
 
 
-def _pair_contraction(pc, pn, pg_parts, pair_start, row_in_z, dK, X, n_tot):
+def _pair_contraction(pc, pn, pg_parts, pair_start, row_in_z, dK, X, n_tot, numbers_of_atoms):
     """Σ over pairs (i, j) with centre i of this species of dK_i ⊙ (∂q̂_i/∂r_j · X)."""
     M = len(X)
     out = np.zeros((3 * n_tot, M))
     mask = row_in_z[pc] >= 0
-    sel = np.flatnonzero(mask)
+    # Pairs are grouped by neighbour species (self pairs apart): moving an atom
+    # of species Z only changes the features that involve Z, so the GEMM can
+    # skip columns that are zero throughout the group (about half of them in
+    # a three-species molecule). Exact, just fewer flops.
+    groups = [np.flatnonzero(mask & (pc == pn))]
+    nb_species = numbers_of_atoms[pn]
+    for zn in np.unique(nb_species):
+        groups.append(np.flatnonzero(mask & (pc != pn) & (nb_species == zn)))
+    for sel in groups:
+        _contract_group(sel, pc, pn, pg_parts, pair_start, row_in_z, dK, X, out, n_tot)
+    return out
+
+
+def _contract_group(sel, pc, pn, pg_parts, pair_start, row_in_z, dK, X, out, n_tot):
+    M = len(X)
     # Walk through the selected pairs in slices; gradients live per frame.
     for lo in range(0, len(sel), _PAIRS_PER_GEMM):
         idx = sel[lo:lo + _PAIRS_PER_GEMM]
         grads = _gather_pairs(pg_parts, pair_start, idx)  # (B, 3, D)
         B = len(idx)
-        T = (grads.reshape(3 * B, -1) @ X.T).reshape(B, 3, M)
+        nz = np.flatnonzero(np.any(grads != 0.0, axis=(0, 1)))
+        if len(nz) < 0.9 * grads.shape[-1]:
+            T = (np.ascontiguousarray(grads[:, :, nz]).reshape(3 * B, -1) @ X[:, nz].T).reshape(B, 3, M)
+        else:
+            T = (grads.reshape(3 * B, -1) @ X.T).reshape(B, 3, M)
         T *= dK[row_in_z[pc[idx]]][:, None, :]
         rows = (3 * pn[idx][:, None] + np.arange(3)[None, :]).ravel()
         S = scipy.sparse.csr_matrix((np.ones(3 * B), (rows, np.arange(3 * B))), shape=(3 * n_tot, 3 * B))
         out += S @ T.reshape(3 * B, M)
-    return out
 
 
 def _gather_pairs(parts, pair_start, idx):

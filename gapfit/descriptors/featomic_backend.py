@@ -11,6 +11,7 @@ value, is identical to the full spectrum's, with about 45 % fewer features.
 """
 from __future__ import annotations
 
+import warnings
 from typing import List, Sequence
 
 import numpy as np
@@ -113,8 +114,11 @@ class FeatomicSOAP:
         unknown = set(int(z) for a in frames for z in a.numbers) - set(self.species)
         if unknown:
             raise ValueError(f"species {sorted(unknown)} are not in this descriptor's species {self.species}")
-        tmap = self._calc.compute(list(frames), gradients=grads, selected_keys=self._keys,
-                                  selected_properties=self._selection)
+        with warnings.catch_warnings():
+            # featomic warns that it ignores the cell of a non-periodic frame: expected here.
+            warnings.filterwarnings("ignore", message="periodic boundary conditions are disabled")
+            tmap = self._calc.compute(list(frames), gradients=grads, selected_keys=self._keys,
+                                      selected_properties=self._selection)
         n_per = np.array([len(a) for a in frames], dtype=np.int64)
         start = np.concatenate([[0], np.cumsum(n_per)])
         n_tot = int(start[-1])

@@ -1,0 +1,201 @@
+"""The ``gapfit`` command line: ``gapfit fit`` and ``gapfit eval``.
+
+Errors in the input end with one line on stderr naming file, frame and field,
+and exit status 2; ``-T`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from typing import List, Optional
+
+EXIT_BAD_INPUT = 2
+
+# (flag, GAP parameter, type, help) shared by the parser and the YAML config.
+FIT_OPTIONS = [
+    ("--cutoff", "cutoff", float, "SOAP cutoff radius in Å (default 5.0)"),
+    ("--cutoff-transition-width", "cutoff_transition_width", float, "smooth cutoff region width in Å (default 1.0)"),
+    ("--n-max", "n_max", int, "radial basis functions (default 8)"),
+    ("--l-max", "l_max", int, "highest angular channel (default 8)"),
+    ("--atom-sigma", "atom_sigma", float, "Gaussian width on each neighbour in Å (default 0.5)"),
+    ("--backend", "backend", str, "SOAP backend: featomic (default, smooth) or dscribe"),
+    ("--dscribe-mode", "dscribe_mode", str, "dscribe only: smooth (default) or analytic (fast, not smooth)"),
+    ("--zeta", "zeta", float, "kernel exponent (default 4)"),
+    ("--delta", "delta", float, "kernel scale δ in eV (default: from the data)"),
+    ("--n-sparse", "n_sparse", int, "sparse points per species (default min(environments, 2000))"),
+    ("--sparse-method", "sparse_method", str, "cur (default), fps or random"),
+    ("--sigma-energy", "sigma_energy", float, "energy noise, eV/atom (default 0.003)"),
+    ("--sigma-forces", "sigma_forces", float, "force noise, eV/Å (default 0.05)"),
+    ("--sigma-virial", "sigma_virial", float, "virial noise, eV/atom (default 0.05)"),
+    ("--jitter", "jitter", float, "relative jitter on K_MM (default 1e-8)"),
+    ("--seed", "seed", int, "seed of the sparse-point selection (default 0)"),
+    ("--energy-key", "energy_key", str, "info key of the energy (default: calculator 'energy')"),
+    ("--forces-key", "forces_key", str, "arrays key of the forces (default: calculator 'forces')"),
+    ("--stress-key", "stress_key", str, "info key of the stress (default: calculator 'stress')"),
+]
+CONFIG_ONLY = {"config_type_sigma", "e0", "n_sparse"}
+
+
+class CLIError(Exception):
+    """A user error the CLI reports in one line."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gapfit", description="Fit and use SOAP Gaussian Approximation Potentials.")
+    p.add_argument("-T", "--traceback", action="store_true", help="show the full traceback on errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    f = sub.add_parser("fit", help="fit a model to labelled frames",
+                       description="Fit a model to frames with energies (and forces, stresses).")
+    f.add_argument("train", nargs="+", help="training files (any format ase.io reads; extended XYZ usual)")
+    f.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
+    f.add_argument("--config", help="YAML file with GAP parameters (same names as the Python API)")
+    f.add_argument("--log", help="log file (default: MODEL.log beside the model)")
+    f.add_argument("--no-progress", action="store_true", help="no progress bars")
+    f.add_argument("--train-error-frames", type=int, default=300,
+                   help="frames (seeded sample) on which to report the training error; 0 to skip (default 300)")
+    g = f.add_argument_group("model settings (override --config)")
+    for flag, dest, typ, hlp in FIT_OPTIONS:
+        g.add_argument(flag, dest=dest, type=typ, default=None, help=hlp)
+
+    e = sub.add_parser("eval", help="errors of a model on labelled frames",
+                       description="MAE and RMSE of energies, forces and stresses of a model on labelled frames.")
+    e.add_argument("model", help="model file written by gapfit fit")
+    e.add_argument("data", nargs="+", help="labelled frames")
+    e.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    e.add_argument("--plot", help="write a parity plot (PNG, PDF or SVG)")
+    e.add_argument("--energy-key")
+    e.add_argument("--forces-key")
+    e.add_argument("--stress-key")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point; returns the exit status (also callable from tests)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .errors import GapfitError
+    try:
+        if args.command == "fit":
+            return _fit(args)
+        return _eval(args)
+    except (GapfitError, CLIError) as exc:
+        if args.traceback:
+            raise
+        print(f"gapfit {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"gapfit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _load_config(path: Optional[str]) -> dict:
+    if not path:
+        return {}
+    import yaml
+    try:
+        with open(path) as fh:
+            cfg = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        raise CLIError(f"{path}: no such config file") from None
+    except yaml.YAMLError as exc:
+        raise CLIError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(cfg, dict):
+        raise CLIError(f"{path}: expected a mapping of parameter names to values")
+    from .model import GAP
+    known = set(GAP._PARAMS)
+    bad = sorted(set(cfg) - known)
+    if bad:
+        raise CLIError(f"{path}: unknown parameter(s) {bad}; known: {sorted(known - {'progress'})}")
+    return cfg
+
+
+def _setup_logging(log_path: str) -> logging.Logger:
+    log = logging.getLogger("gapfit")
+    log.setLevel(logging.INFO)
+    log.handlers.clear()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    for h in (logging.StreamHandler(sys.stderr), logging.FileHandler(log_path, mode="w")):
+        h.setFormatter(fmt)
+        log.addHandler(h)
+    log.propagate = False
+    return log
+
+
+def _fit(args) -> int:
+    import os
+
+    import numpy as np
+
+    from .data import get_labels, read_frames, where_of
+    from .metrics import error_metrics, format_table, metrics_by_config_type
+    from .model import GAP
+
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(out_dir):
+        raise CLIError(f"{args.output}: folder {out_dir} does not exist")
+    params = _load_config(args.config)
+    for _, dest, _, _ in FIT_OPTIONS:
+        v = getattr(args, dest)
+        if v is not None:
+            params[dest] = v
+    params["progress"] = not args.no_progress
+    log = _setup_logging(args.log or args.output + ".log")
+    t0 = time.perf_counter()
+    frames = read_frames(args.train)
+    log.info("gapfit fit: %d frames, %d atoms from %s", len(frames), sum(len(a) for a in frames), args.train)
+    model = GAP(**params)
+    log.info("settings: %s", json.dumps({k: v for k, v in model.get_params().items()}, default=str))
+    model.fit(frames)
+    log.info("e0 (eV): %s; delta %.4g eV", {int(z): round(v, 6) for z, v in model.e0_.items()}, model.delta_)
+    model.save(args.output)
+    fit_s = time.perf_counter() - t0
+    log.info("wrote %s (fit wall time %.1f s)", args.output, fit_s)
+    n_check = min(args.train_error_frames, len(frames))
+    if n_check > 0:
+        rng = np.random.default_rng(0)
+        idx = np.sort(rng.choice(len(frames), size=n_check, replace=False))
+        sub = [frames[k] for k in idx]
+        preds = model.predict(sub)
+        labels = [get_labels(a, where_of(a, k), energy_key=model.energy_key, forces_key=model.forces_key,
+                             stress_key=model.stress_key) for k, a in zip(idx, sub)]
+        n_at = [len(a) for a in sub]
+        overall = error_metrics(preds, labels, n_at)
+        log.info("training error on %d of %d frames:\n%s", n_check, len(frames),
+                 format_table(overall, metrics_by_config_type(preds, labels, n_at)))
+    return 0
+
+
+def _eval(args) -> int:
+    from .data import get_labels, read_frames, where_of
+    from .metrics import error_metrics, format_table, metrics_by_config_type, parity_plot
+    from .model_io import load_model
+
+    model = load_model(args.model)
+    frames = read_frames(args.data)
+    labels = [get_labels(a, where_of(a, k), energy_key=args.energy_key or model.energy_key,
+                         forces_key=args.forces_key or model.forces_key,
+                         stress_key=args.stress_key or model.stress_key) for k, a in enumerate(frames)]
+    t0 = time.perf_counter()
+    preds = model.predict(frames)
+    dt = time.perf_counter() - t0
+    n_at = [len(a) for a in frames]
+    overall = error_metrics(preds, labels, n_at)
+    overall["predict_ms_per_atom"] = 1e3 * dt / max(1, sum(n_at))
+    if args.plot:
+        parity_plot(preds, labels, n_at, args.plot)
+    if args.json:
+        print(json.dumps(overall))
+    else:
+        print(format_table(overall, metrics_by_config_type(preds, labels, n_at)))
+        if args.plot:
+            print(f"parity plot: {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

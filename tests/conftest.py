@@ -1,0 +1,48 @@
+"""Shared fixtures: small fits on the project's own EMT Cu data (fast settings)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import ase.io
+import pytest
+
+import gapfit
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"
+SHARED = ROOT.parent / "shared" / "data"
+
+# Small SOAP for speed in tests; the physics does not depend on the size.
+FAST = dict(n_max=4, l_max=4, cutoff=4.5, cutoff_transition_width=1.0)
+
+
+@pytest.fixture(scope="session")
+def cu_train():
+    return ase.io.read(DATA / "Cu_emt_train.xyz", ":")
+
+
+@pytest.fixture(scope="session")
+def cu_test():
+    return ase.io.read(DATA / "Cu_emt_test.xyz", ":")
+
+
+@pytest.fixture(scope="session")
+def cu_model(cu_train):
+    """featomic model on the shipped data (all environments as sparse points)."""
+    return gapfit.GAP(**FAST, n_sparse=300, seed=1).fit(cu_train)
+
+
+@pytest.fixture(scope="session")
+def cu_model_dscribe(cu_train):
+    """dscribe (analytic mode) model on a few frames."""
+    small = [a for a in cu_train if len(a) <= 8][:8] + [cu_train[1]]
+    return gapfit.GAP(**FAST, backend="dscribe", dscribe_mode="analytic", n_sparse=100).fit(small)
+
+
+def shared_file(*parts) -> Path:
+    """A file under ../shared/data, or skip the test when it is absent."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"{p} not present (../shared is not beside this checkout)")
+    return p
