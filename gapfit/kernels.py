@@ -30,7 +30,11 @@ def dot_kernel(q_hat: np.ndarray, sparse: np.ndarray, delta: float, zeta: float
     dK : ndarray of shape (n, M)
         δ² ζ (q̂·x)^(ζ-1): the factor that multiplies ``d(q̂·x)``.
     """
-    c = q_hat @ sparse.T
+    return kernel_from_dot(q_hat @ sparse.T, delta, zeta)
+
+
+def kernel_from_dot(c: np.ndarray, delta: float, zeta: float) -> Tuple[np.ndarray, np.ndarray]:
+    """K and dK (as in :func:`dot_kernel`) from dot products ``c``; clips ``c`` in place."""
     # Normalised SOAP power spectra are non-negative, so c >= 0 up to rounding;
     # clipping keeps fractional ζ well defined.
     np.clip(c, 0.0, None, out=c)

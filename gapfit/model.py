@@ -17,6 +17,7 @@ import scipy.linalg
 from ase import Atoms
 
 from . import sgp
+from ._loops import contract_forces
 from .data import (SIGMA_INFO_KEYS, Labels, check_structure, get_labels, is_isolated_atom,
                    species_of, where_of)
 from .descriptors import SoapSettings, make_descriptor
@@ -409,14 +410,13 @@ class GAP:
             local[m] += K @ a
             dE_dq[m] = (dK * a) @ X
         res = {"energy": float(local.sum()), "energies": local}
+        # dE/dq from dE/dq̂: remove the radial part and divide by |q|, so the
+        # raw gradients can be contracted directly.
+        h = (dE_dq - np.einsum("id,id->i", dE_dq, d.values)[:, None] * d.values) / d.norms[:, None]
         if want_forces and d.pair_gradients is not None:
-            contrib = np.einsum("pxd,pd->px", d.pair_gradients, dE_dq[d.pair_centre])
-            f = np.zeros((n, 3))
-            for x in range(3):
-                f[:, x] = -np.bincount(d.pair_neighbour, weights=contrib[:, x], minlength=n)
-            res["forces"] = f
+            res["forces"] = contract_forces(d.pair_gradients, h, d.pair_centre, d.pair_neighbour, n)
         if want_stress and d.strain_gradients is not None:
-            W = np.einsum("iabd,id->ab", d.strain_gradients, dE_dq)
+            W = np.einsum("iad,id->a", d.strain_gradients.reshape(n, 9, -1), h).reshape(3, 3)
             W = 0.5 * (W + W.T)
             res["stress"] = np.array([W[a, b] for a, b in sgp.VOIGT]) / atoms.get_volume()
         if uncertainty:

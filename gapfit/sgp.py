@@ -22,7 +22,8 @@ import scipy.linalg
 import scipy.sparse
 
 from .descriptors.base import FrameDescriptors
-from .kernels import dot_kernel
+from .descriptors.base import normalised_pair_gradients
+from .kernels import dot_kernel, kernel_from_dot
 
 VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
 # Pairs per GEMM: bounds the (3·pairs × M) temporary to a few hundred MB.
@@ -82,6 +83,7 @@ def design_rows(descs: Sequence[FrameDescriptors], sparse: SparseSet, *, forces:
     M = sparse.n_total
     numbers = np.concatenate([d.numbers for d in descs])
     q = np.concatenate([d.values for d in descs])
+    norms = np.concatenate([d.norms for d in descs])
     frame_of_atom = np.repeat(np.arange(n_frames), n_at)
     E = np.zeros((n_frames, M))
     G = np.zeros((3 * n_tot, M)) if forces else None
@@ -92,6 +94,7 @@ def design_rows(descs: Sequence[FrameDescriptors], sparse: SparseSet, *, forces:
         pc = np.concatenate([d.pair_centre + s for d, s in zip(descs, start[:-1])])
         pn = np.concatenate([d.pair_neighbour + s for d, s in zip(descs, start[:-1])])
         pg_parts = [d.pair_gradients for d in descs]
+        pp_parts = [d.pair_projection for d in descs]
         pair_start = np.concatenate([[0], np.cumsum([len(d.pair_centre) for d in descs])])
     periodic = [d.strain_gradients is not None for d in descs]
 
@@ -100,24 +103,36 @@ def design_rows(descs: Sequence[FrameDescriptors], sparse: SparseSet, *, forces:
         atoms_z = np.flatnonzero(numbers == z)
         if len(atoms_z) == 0:
             continue
-        K, dK = dot_kernel(q[atoms_z], X, sparse.delta, sparse.zeta)
+        c = q[atoms_z] @ X.T
+        K, dK = kernel_from_dot(c, sparse.delta, sparse.zeta)
         ind = scipy.sparse.csr_matrix((np.ones(len(atoms_z)), (frame_of_atom[atoms_z], np.arange(len(atoms_z)))),
                                       shape=(n_frames, len(atoms_z)))
         E[:, cols] = ind @ K
         if local:
             L[atoms_z, cols] = K
+        if not (forces or virial):
+            continue
+        # Chain rule through q̂ = q/|q| applied on the kernel side, so the raw
+        # (column-sparse) gradients go straight into the GEMM:
+        # dk/dq · dq = dKn ⊙ (dq·x) − (dKn ⊙ c) (dq·q̂), with dKn = dK/|q|.
+        dKn = dK / norms[atoms_z][:, None]
+        Pc = dKn * c
         if forces:
             row_in_z = np.full(n_tot, -1, dtype=np.int64)
             row_in_z[atoms_z] = np.arange(len(atoms_z))
-            G[:, cols] += _pair_contraction(pc, pn, pg_parts, pair_start, row_in_z, dK, X, n_tot, numbers)
+            G[:, cols] += _pair_contraction(pc, pn, pg_parts, pp_parts, pair_start, row_in_z, dKn, Pc, X,
+                                            n_tot, numbers)
         if virial and any(periodic):
             for f in np.flatnonzero(periodic):
                 sel = atoms_z[(atoms_z >= start[f]) & (atoms_z < start[f + 1])]
                 if len(sel) == 0:
                     continue
-                S = descs[f].strain_gradients[sel - start[f]]  # (n, 3, 3, D)
+                loc = sel - start[f]
+                S = descs[f].strain_gradients[loc]  # (n, 3, 3, D) raw
+                sproj = descs[f].strain_projection[loc].reshape(len(sel), 9)
                 T = (S.reshape(-1, S.shape[-1]) @ X.T).reshape(len(sel), 9, len(X))
-                W9[f, :, cols] = np.einsum("nam,nm->am", T, dK[np.searchsorted(atoms_z, sel)])
+                rz = np.searchsorted(atoms_z, sel)
+                W9[f, :, cols] = np.einsum("nam,nm->am", T, dKn[rz]) - sproj.T @ Pc[rz]
     Wv = None
     if virial:
         W = W9.reshape(n_frames, 3, 3, M)
@@ -125,8 +140,8 @@ def design_rows(descs: Sequence[FrameDescriptors], sparse: SparseSet, *, forces:
     return DesignRows(E, G, Wv, start, L)
 
 
-def _pair_contraction(pc, pn, pg_parts, pair_start, row_in_z, dK, X, n_tot, numbers_of_atoms):
-    """Σ over pairs (i, j) with centre i of this species of dK_i ⊙ (∂q̂_i/∂r_j · X)."""
+def _pair_contraction(pc, pn, pg_parts, pp_parts, pair_start, row_in_z, dKn, Pc, X, n_tot, numbers_of_atoms):
+    """Σ over pairs (i, j) with centre i of this species of dk(q̂_i, X)/dr_j."""
     M = len(X)
     out = np.zeros((3 * n_tot, M))
     mask = row_in_z[pc] >= 0
@@ -139,11 +154,11 @@ def _pair_contraction(pc, pn, pg_parts, pair_start, row_in_z, dK, X, n_tot, numb
     for zn in np.unique(nb_species):
         groups.append(np.flatnonzero(mask & (pc != pn) & (nb_species == zn)))
     for sel in groups:
-        _contract_group(sel, pc, pn, pg_parts, pair_start, row_in_z, dK, X, out, n_tot)
+        _contract_group(sel, pc, pn, pg_parts, pp_parts, pair_start, row_in_z, dKn, Pc, X, out, n_tot)
     return out
 
 
-def _contract_group(sel, pc, pn, pg_parts, pair_start, row_in_z, dK, X, out, n_tot):
+def _contract_group(sel, pc, pn, pg_parts, pp_parts, pair_start, row_in_z, dKn, Pc, X, out, n_tot):
     M = len(X)
     # Walk through the selected pairs in slices; gradients live per frame.
     for lo in range(0, len(sel), _PAIRS_PER_GEMM):
@@ -155,7 +170,10 @@ def _contract_group(sel, pc, pn, pg_parts, pair_start, row_in_z, dK, X, out, n_t
             T = (np.ascontiguousarray(grads[:, :, nz]).reshape(3 * B, -1) @ X[:, nz].T).reshape(B, 3, M)
         else:
             T = (grads.reshape(3 * B, -1) @ X.T).reshape(B, 3, M)
-        T *= dK[row_in_z[pc[idx]]][:, None, :]
+        rz = row_in_z[pc[idx]]
+        T *= dKn[rz][:, None, :]
+        proj = _gather_pairs(pp_parts, pair_start, idx)  # (B, 3)
+        T -= proj[:, :, None] * Pc[rz][:, None, :]
         rows = (3 * pn[idx][:, None] + np.arange(3)[None, :]).ravel()
         S = scipy.sparse.csr_matrix((np.ones(3 * B), (rows, np.arange(3 * B))), shape=(3 * n_tot, 3 * B))
         out += S @ T.reshape(3 * B, M)
@@ -189,7 +207,9 @@ class QRAccumulator:
         self._buf: List[np.ndarray] = []
         self._n_buf = 0
         self.n_rows = 0
-        self.rows_per_flush = rows_per_flush or max(3 * n_cols, 4096)
+        # Each flush re-factors the carried R (n_cols rows): large flushes
+        # amortise that; ~1.5 GB of buffered rows bounds the memory.
+        self.rows_per_flush = rows_per_flush or max(3 * n_cols, int(1.5e9 / (8 * (n_cols + 1))))
 
     def add(self, A: np.ndarray, b: np.ndarray) -> None:
         """Append rows A (n, M) with targets b (n,)."""
@@ -263,7 +283,7 @@ def force_prior_variance(desc: FrameDescriptors, delta: float, zeta: float) -> n
         if len(p) == 0:
             continue
         ci = desc.pair_centre[p]
-        U = desc.pair_gradients[p]  # (k, 3, D)
+        U = normalised_pair_gradients(desc, p)  # (k, 3, D)
         Q = q[ci]
         C = np.clip(Q @ Q.T, 0, None)
         same = desc.numbers[ci][:, None] == desc.numbers[ci][None, :]

@@ -82,19 +82,25 @@ class FrameDescriptors:
     numbers : ndarray of shape (n_atoms,), int
         Atomic numbers, in the frame's atom order.
     values : ndarray of shape (n_atoms, n_features)
-        Power spectrum of each atom's environment (raw, or normalised after
-        :func:`normalise`).
+        Power spectrum of each atom's environment (raw before
+        :func:`normalise`, normalised q̂ after it).
     pair_centre, pair_neighbour : ndarray of shape (n_pairs,), int
         For each stored gradient, the centre atom ``i`` whose descriptor moves
         and the atom ``j`` that is moved. Periodic images are folded onto their
         owner, and ``i == j`` (the self term) is included.
     pair_gradients : ndarray of shape (n_pairs, 3, n_features) or None
-        ``d values[i] / d r_j[x]`` for each pair (Å⁻¹ units of the descriptor).
+        ``d q_i / d r_j[x]`` of the raw power spectrum for each pair.
     strain_gradients : ndarray of shape (n_atoms, 3, 3, n_features) or None
-        ``d values[i] / d epsilon[a, b]`` for a homogeneous strain of cell and
+        ``d q_i / d epsilon[a, b]`` of the raw power spectrum for a homogeneous strain of cell and
         positions ``r -> r (1 + epsilon)``. None for non-periodic frames.
     norms : ndarray of shape (n_atoms,) or None
         ``|q_i|`` before normalisation (set by :func:`normalise`).
+    pair_projection : ndarray of shape (n_pairs, 3) or None
+        ``(d q_i / d r_j) · q̂_i`` (set by :func:`normalise`).
+    strain_projection : ndarray of shape (n_atoms, 3, 3) or None
+        ``(d q_i / d ε_ab) · q̂_i`` (set by :func:`normalise`).
+
+    The gradients stay those of the *raw* q (see :func:`normalise`).
     """
 
     numbers: np.ndarray
@@ -104,6 +110,8 @@ class FrameDescriptors:
     pair_gradients: Optional[np.ndarray] = None
     strain_gradients: Optional[np.ndarray] = None
     norms: Optional[np.ndarray] = None
+    pair_projection: Optional[np.ndarray] = None
+    strain_projection: Optional[np.ndarray] = None
     normalised: bool = field(default=False)
 
     @property
@@ -116,10 +124,15 @@ class FrameDescriptors:
 
 
 def normalise(desc: FrameDescriptors) -> FrameDescriptors:
-    """Normalise descriptors and their gradients in place; returns ``desc``.
+    """Normalise the values in place and prepare the gradients' chain rule.
 
-    With ``q̂ = q/|q|``, ``dq̂ = (dq - q̂ (q̂·dq)) / |q|``: the part of the
-    gradient along ``q`` only changes the length and is removed.
+    With ``q̂ = q/|q|``, ``dq̂ = (dq - q̂ (q̂·dq)) / |q|``. The raw gradients
+    are kept (they are sparse in the feature index: moving an atom of species
+    Z only touches features that involve Z, which the kernel code exploits);
+    what the chain rule needs besides them is stored: ``norms`` = |q_i| and
+    the projections ``pair_projection`` = (dq·q̂_i) per pair and component,
+    ``strain_projection`` likewise. :func:`normalised_pair_gradients` builds
+    the normalised gradients where they are really wanted.
     """
     if desc.normalised:
         return desc
@@ -128,18 +141,28 @@ def normalise(desc: FrameDescriptors) -> FrameDescriptors:
         bad = int(np.flatnonzero(norms == 0)[0])
         raise ValueError(f"atom {bad} has an all-zero SOAP vector (no neighbours and no self term)")
     qhat = desc.values / norms[:, None]
-    if desc.pair_gradients is not None and len(desc.pair_centre):
-        g = desc.pair_gradients
-        qc = qhat[desc.pair_centre]  # (n_pairs, D)
-        proj = np.einsum("pxd,pd->px", g, qc)
-        g -= proj[:, :, None] * qc[:, None, :]
-        g /= norms[desc.pair_centre][:, None, None]
+    if desc.pair_gradients is not None:
+        from .._loops import pair_projection
+        desc.pair_projection = pair_projection(desc.pair_gradients, qhat, desc.pair_centre)
     if desc.strain_gradients is not None:
-        s = desc.strain_gradients
-        proj = np.einsum("iabd,id->iab", s, qhat)
-        s -= proj[..., None] * qhat[:, None, None, :]
-        s /= norms[:, None, None, None]
+        n, D = desc.strain_gradients.shape[0], desc.strain_gradients.shape[-1]
+        desc.strain_projection = np.einsum("iad,id->ia", desc.strain_gradients.reshape(n, 9, D), qhat).reshape(n, 3, 3)
     desc.values = qhat
     desc.norms = norms
     desc.normalised = True
     return desc
+
+
+def normalised_pair_gradients(desc: FrameDescriptors, pairs=None) -> np.ndarray:
+    """d q̂_i / d r_j for the given pair indices (all by default), (k, 3, D)."""
+    if pairs is None:
+        pairs = np.arange(len(desc.pair_centre))
+    c = desc.pair_centre[pairs]
+    g = desc.pair_gradients[pairs] - desc.pair_projection[pairs][:, :, None] * desc.values[c][:, None, :]
+    return g / desc.norms[c][:, None, None]
+
+
+def normalised_strain_gradients(desc: FrameDescriptors) -> np.ndarray:
+    """d q̂_i / d ε_ab, (n_atoms, 3, 3, D)."""
+    g = desc.strain_gradients - desc.strain_projection[..., None] * desc.values[:, None, None, :]
+    return g / desc.norms[:, None, None, None]

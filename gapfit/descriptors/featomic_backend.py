@@ -17,6 +17,7 @@ from typing import List, Sequence
 import numpy as np
 from ase import Atoms
 
+from .._loops import scale_inplace, scatter_scaled
 from .base import FrameDescriptors, SoapSettings, normalise
 
 # featomic parallelises over systems; a batch bounds the memory of one call.
@@ -137,20 +138,27 @@ class FeatomicSOAP:
             if "positions" in grads:
                 g = block.gradient("positions")
                 gs = g.samples.values
-                pair_parts.append((rows[gs[:, 0]], start[gs[:, 1]] + gs[:, 2], sl,
-                                   np.asarray(g.values) * sc))
+                pair_parts.append((rows[gs[:, 0]], start[gs[:, 1]] + gs[:, 2], sl, g.values))
             if strain is not None:
                 g = block.gradient("strain")
                 strain[rows[g.samples.values[:, 0]], :, :, sl] = np.asarray(g.values) * sc
         pairs = None
         if pair_parts:
-            codes = np.concatenate([ci * n_tot + nj for ci, nj, _, _ in pair_parts])
-            uniq, inv = np.unique(codes, return_inverse=True)
-            grad = np.zeros((len(uniq), 3, D))
-            pos = 0
-            for ci, _, sl, gv in pair_parts:
-                grad[inv[pos:pos + len(ci)], :, sl] = gv
-                pos += len(ci)
+            codes = [ci * n_tot + nj for ci, nj, _, _ in pair_parts]
+            if (len(pair_parts) == 1 and pair_parts[0][2].stop - pair_parts[0][2].start == D
+                    and np.all(np.diff(codes[0]) > 0)):
+                # one block (one species): featomic's order is already sorted
+                uniq = codes[0]
+                grad = np.array(pair_parts[0][3], dtype=np.float64, order="C")
+                scale_inplace(grad.reshape(-1, grad.shape[-1]), self._scale[pair_parts[0][2]])
+            else:
+                uniq, inv = np.unique(np.concatenate(codes), return_inverse=True)
+                grad = np.zeros((len(uniq), 3, D))
+                pos = 0
+                for ci, _, sl, gv in pair_parts:
+                    scatter_scaled(grad, inv[pos:pos + len(ci)], sl.start,
+                                   np.ascontiguousarray(gv, dtype=np.float64), self._scale[sl])
+                    pos += len(ci)
             centre_row, nb_row = uniq // n_tot, uniq % n_tot
             frame_of_pair = np.searchsorted(start, centre_row, side="right") - 1
             bounds = np.searchsorted(frame_of_pair, np.arange(len(frames) + 1))

@@ -1,0 +1,60 @@
+"""Numba loops for the memory-bound steps BLAS cannot express.
+
+Each walks the per-pair gradient array once, in place, without temporaries
+the size of that array (which is the largest object gapfit holds).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True)
+def scatter_scaled(dst, rows, col_start, src, scale):
+    """dst[rows[k], :, col_start + d] = src[k, :, d] * scale[d]."""
+    n, nx, nd = src.shape
+    for k in range(n):
+        r = rows[k]
+        for x in range(nx):
+            for d in range(nd):
+                dst[r, x, col_start + d] = src[k, x, d] * scale[d]
+
+
+@numba.njit(cache=True)
+def scale_inplace(a, scale):
+    """a[..., d] *= scale[d] for a C-contiguous array viewed as (n, D)."""
+    n, nd = a.shape
+    for k in range(n):
+        for d in range(nd):
+            a[k, d] *= scale[d]
+
+
+@numba.njit(cache=True)
+def pair_projection(grad, qhat, centre):
+    """proj[p, x] = grad[p, x, :] · qhat[centre[p], :]."""
+    n, nx, nd = grad.shape
+    out = np.zeros((n, nx))
+    for p in range(n):
+        c = centre[p]
+        for x in range(nx):
+            s = 0.0
+            for d in range(nd):
+                s += grad[p, x, d] * qhat[c, d]
+            out[p, x] = s
+    return out
+
+
+@numba.njit(cache=True)
+def contract_forces(grad, h, centre, neighbour, n_atoms):
+    """F[j, x] = -Σ_{p: neighbour[p] = j} grad[p, x, :] · h[centre[p], :]."""
+    n, nx, nd = grad.shape
+    f = np.zeros((n_atoms, nx))
+    for p in range(n):
+        c = centre[p]
+        j = neighbour[p]
+        for x in range(nx):
+            s = 0.0
+            for d in range(nd):
+                s += grad[p, x, d] * h[c, d]
+            f[j, x] -= s
+    return f

@@ -1,0 +1,83 @@
+"""The ASE calculator in MD, optimisation and cell relaxation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import units
+from ase.build import bulk
+from ase.filters import FrechetCellFilter
+from ase.md.langevin import Langevin
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+from ase.md.verlet import VelocityVerlet
+from ase.optimize import BFGS
+
+import gapfit
+
+
+def _cell(seed=0):
+    a = bulk("Cu", "fcc", 3.61, cubic=True).repeat((2, 2, 2))
+    a.rattle(0.05, seed=seed)
+    return a
+
+
+def test_results_and_uncertainties(cu_model):
+    a = _cell()
+    a.calc = gapfit.GAPCalculator(cu_model)
+    e = a.get_potential_energy()
+    assert a.get_forces().shape == (len(a), 3)
+    assert a.get_stress().shape == (6,)
+    assert np.isclose(a.get_potential_energies().sum(), e)
+    r = a.calc.results
+    assert r["forces_std"].shape == (len(a), 3) and r["local_energy_std"].shape == (len(a),)
+    assert r["energy_std"] > 0
+    assert a.calc.implemented_properties == gapfit.GAPCalculator.implemented_properties
+
+
+def test_calculator_from_path(cu_model, tmp_path):
+    p = tmp_path / "m.npz"
+    cu_model.save(str(p))
+    a, b = _cell(), _cell()
+    a.calc = gapfit.GAPCalculator(str(p), uncertainty=False)
+    b.calc = gapfit.GAPCalculator(cu_model, uncertainty=False)
+    assert a.get_potential_energy() == b.get_potential_energy()
+
+
+def test_nve_conserves_energy(cu_model):
+    a = _cell(1)
+    a.calc = gapfit.GAPCalculator(cu_model, uncertainty=False)
+    MaxwellBoltzmannDistribution(a, temperature_K=600, rng=np.random.default_rng(0))
+    dyn = VelocityVerlet(a, timestep=1.0 * units.fs)
+    etot = []
+    dyn.attach(lambda: etot.append(a.get_total_energy()), interval=5)
+    dyn.run(200)
+    etot = np.array(etot) / len(a)
+    assert np.ptp(etot) < 2e-3  # eV/atom over 200 fs
+    assert a.get_kinetic_energy() > 0
+
+
+def test_langevin_bfgs_and_cell_filter(cu_model):
+    a = _cell(2)
+    a.calc = gapfit.GAPCalculator(cu_model, uncertainty=False)
+    Langevin(a, 2 * units.fs, temperature_K=500, friction=0.02, fixcm=False, rng=np.random.default_rng(1)).run(10)
+    b = _cell(3)
+    b.calc = gapfit.GAPCalculator(cu_model, uncertainty=False)
+    opt = BFGS(b, logfile=None)
+    assert opt.run(fmax=0.01, steps=200)
+    assert np.abs(b.get_forces()).max() < 0.01
+    c = bulk("Cu", "fcc", 3.75, cubic=True)  # stretched: should shrink
+    c.calc = gapfit.GAPCalculator(cu_model, uncertainty=False)
+    v0 = c.get_volume()
+    opt = BFGS(FrechetCellFilter(c), logfile=None)
+    assert opt.run(fmax=1e-3, steps=200)
+    assert c.get_volume() < v0
+    assert np.abs(c.get_stress()).max() < 1e-3
+
+
+def test_stress_not_available_for_molecule(cu_model):
+    from ase.calculators.calculator import PropertyNotImplementedError
+    a = _cell()
+    a.pbc = False
+    a.calc = gapfit.GAPCalculator(cu_model, uncertainty=False)
+    a.get_potential_energy()
+    with pytest.raises(PropertyNotImplementedError):
+        a.get_stress()
