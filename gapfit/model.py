@@ -29,7 +29,7 @@ log = logging.getLogger("gapfit")
 
 #: Sparse points per species when ``n_sparse`` is not given (capped by the data).
 DEFAULT_SPARSE_PER_SPECIES = 2000
-_ATOMS_PER_CHUNK = 1500  # reduced for wide descriptors, see _chunk_atoms
+_ATOMS_PER_CHUNK = 1500  # upper bound; wide descriptors use less, see _atoms_per_chunk
 
 
 class GAP:
@@ -43,7 +43,7 @@ class GAP:
         Exponent of the dot-product kernel.
     delta : float or None, default=None
         Kernel scale δ in eV. None: the root mean square of the per-atom
-        training energies after subtracting e0, floored at 0.1 eV.
+        training energies after subtracting e0, floored at 0.5 eV.
     n_sparse : int or dict {Z: int} or None
         Sparse points per species. None: ``min(environments, 2000)``.
     sparse_method : {"cur", "fps", "random"}, default="cur"
@@ -210,7 +210,8 @@ class GAP:
         acc.add(Lt, np.zeros(M))
         del Lt
         counts = {"energy": 0, "forces": 0, "virial": 0}
-        for chunk_idx in self._chunks(train_idx, "design rows", [len(frames[k]) for k in train_idx]):
+        for chunk_idx in self._chunks(train_idx, "design rows", [len(frames[k]) for k in train_idx],
+                                      atoms_per_chunk=self._atoms_per_chunk()):
             chunk = [frames[k] for k in chunk_idx]
             lbs = [labels[k] for k in chunk_idx]
             need_grad = any(lb.forces_eV_per_A is not None or lb.stress_eV_per_A3 is not None for lb in lbs)
@@ -294,7 +295,11 @@ class GAP:
             per_atom.append((lb.energy_eV - sum(self.e0_[int(z)] for z in a.numbers)) / len(a))
         if not per_atom:
             return 1.0
-        return float(max(np.sqrt(np.mean(np.square(per_atom))), 0.1))
+        # The floor keeps δ from collapsing when e0 absorbs nearly all of the
+        # energy (molecular dynamics of one molecule): there the RMS measures
+        # thermal noise, not the scale of local energies. 0.5 eV was best or
+        # equal on aspirin and Si (see docs/index.md).
+        return float(max(np.sqrt(np.mean(np.square(per_atom))), 0.5))
 
     def _sigmas(self, atoms: Atoms, lb: Labels):
         s = {"energy": float(self.sigma_energy), "forces": float(self.sigma_forces),
@@ -341,8 +346,14 @@ class GAP:
             return np.zeros((0, self.sparse_.n_total)), np.zeros(0)
         return np.vstack(A_parts), np.concatenate(b_parts)
 
-    def _chunks(self, items, what, sizes=None):
-        """Yield consecutive slices of ``items`` holding about _ATOMS_PER_CHUNK atoms."""
+    def _atoms_per_chunk(self) -> int:
+        # Pair gradients take about 3·D·8 bytes per pair and ~30 pairs per atom:
+        # keep a chunk's gradients near 0.5 GB whatever the descriptor width.
+        D = self.descriptor_.n_features
+        return int(np.clip(5e8 / (8 * 3 * D * 30), 64, _ATOMS_PER_CHUNK))
+
+    def _chunks(self, items, what, sizes=None, atoms_per_chunk=_ATOMS_PER_CHUNK):
+        """Yield consecutive slices of ``items`` holding about ``atoms_per_chunk`` atoms."""
         from tqdm.auto import tqdm
         if sizes is None:
             sizes = [len(x) for x in items]
@@ -351,7 +362,7 @@ class GAP:
         for it, size in zip(items, sizes):
             chunk.append(it)
             n += size
-            if n >= _ATOMS_PER_CHUNK:
+            if n >= atoms_per_chunk:
                 yield chunk
                 bar.update(len(chunk))
                 chunk, n = [], 0
@@ -390,7 +401,7 @@ class GAP:
                                  f"that the model was not trained on (it knows "
                                  f"{[chemical_symbols[z] for z in self.species_]})")
         grad = forces or stress or uncertainty
-        for chunk in self._chunks(list(frames), "predict"):
+        for chunk in self._chunks(list(frames), "predict", atoms_per_chunk=self._atoms_per_chunk()):
             descs = self.descriptor_.compute(chunk, gradients=grad)
             for a, d in zip(chunk, descs):
                 out.append(self._predict_one(a, d, forces, stress, uncertainty))

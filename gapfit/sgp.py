@@ -197,46 +197,58 @@ def _gather_pairs(parts, pair_start, idx):
 class QRAccumulator:
     """Streamed QR (TSQR) of a tall matrix [A | b] given in row chunks.
 
-    Only the (M+1) × (M+1) triangular factor is kept between flushes, so
-    memory is bounded by the buffer, not by the number of observations.
+    Rows are written straight into a preallocated Fortran-ordered buffer
+    under the running triangular factor, and LAPACK's dgeqrf factorises it in
+    place: no copies of the buffer, and memory bounded by the buffer plus the
+    (M+1) × (M+1) factor whatever the number of observations.
     """
 
     def __init__(self, n_cols: int, rows_per_flush: Optional[int] = None):
         self.n_cols = n_cols
-        self.R: Optional[np.ndarray] = None
-        self._buf: List[np.ndarray] = []
-        self._n_buf = 0
+        k = n_cols + 1
+        # Each flush re-factors the carried R (k rows): large flushes amortise
+        # that; ~1.5 GB of buffered rows bounds the memory.
+        self.rows_per_flush = rows_per_flush or max(3 * k, int(1.5e9 / (8 * k)))
+        self._buf = np.zeros((k + self.rows_per_flush, k), order="F")
+        self._fill = 0
+        self._has_r = False
         self.n_rows = 0
-        # Each flush re-factors the carried R (n_cols rows): large flushes
-        # amortise that; ~1.5 GB of buffered rows bounds the memory.
-        self.rows_per_flush = rows_per_flush or max(3 * n_cols, int(1.5e9 / (8 * (n_cols + 1))))
 
     def add(self, A: np.ndarray, b: np.ndarray) -> None:
         """Append rows A (n, M) with targets b (n,)."""
-        if len(A) == 0:
-            return
-        self._buf.append(np.hstack([A, b[:, None]]))
-        self._n_buf += len(A)
-        self.n_rows += len(A)
-        if self._n_buf >= self.rows_per_flush:
-            self._flush()
+        k = self.n_cols + 1
+        pos = 0
+        while pos < len(A):
+            take = min(len(A) - pos, self.rows_per_flush - self._fill)
+            lo = k + self._fill
+            self._buf[lo:lo + take, :-1] = A[pos:pos + take]
+            self._buf[lo:lo + take, -1] = b[pos:pos + take]
+            self._fill += take
+            pos += take
+            self.n_rows += take
+            if self._fill == self.rows_per_flush:
+                self._flush(self._buf)
 
-    def _flush(self) -> None:
-        if not self._buf:
-            return
-        stack = self._buf if self.R is None else [self.R] + self._buf
-        big = np.vstack(stack)
-        self._buf, self._n_buf = [], 0
-        r = scipy.linalg.qr(big, mode="r", overwrite_a=True, check_finite=False)[0]
-        k = min(r.shape)
-        R = np.zeros((self.n_cols + 1, self.n_cols + 1))
-        R[:k] = r[:k]
-        self.R = R
+    def _flush(self, a: np.ndarray) -> None:
+        from scipy.linalg import lapack
+        k = self.n_cols + 1
+        lwork = int(lapack.dgeqrf_lwork(a.shape[0], a.shape[1])[0])
+        qr, _, _, info = lapack.dgeqrf(a, lwork=max(lwork, 1), overwrite_a=True)
+        if info != 0:
+            raise np.linalg.LinAlgError(f"QR factorisation failed (LAPACK info {info})")
+        R = np.triu(qr[:k])
+        self._buf[:k] = R
+        self._buf[k:] = 0.0
+        self._fill = 0
+        self._has_r = True
 
     def factor(self) -> np.ndarray:
-        """Upper-triangular R of [A | b] (rows beyond the data count are zero)."""
-        self._flush()
-        return self.R
+        """Upper-triangular R of [A | b], shape (M+1, M+1)."""
+        k = self.n_cols + 1
+        if self._fill or not self._has_r:
+            used = np.asfortranarray(self._buf[:k + self._fill])
+            self._flush(used)
+        return np.ascontiguousarray(self._buf[:k])
 
 
 def solve_from_factor(Rab: np.ndarray):

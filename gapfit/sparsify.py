@@ -45,11 +45,16 @@ def select_sparse(x: np.ndarray, n_sparse: int, method: str, seed: int, zeta: fl
 
 
 def _cur(x: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
-    # Leverage scores from the top-k right... left singular vectors, as in
-    # Mahoney & Drineas (PNAS 2009), the method behind gap_fit's cur_points.
+    # Leverage scores from the top-k left singular vectors (Mahoney & Drineas,
+    # PNAS 2009), the method behind gap_fit's cur_points. The singular vectors
+    # come from the D x D Gram matrix: one BLAS product and a small eigh
+    # instead of an SVD of the tall n x D matrix.
     k = max(1, min(m, x.shape[1], x.shape[0]) // 2)
-    u, s, _ = np.linalg.svd(x - 0.0, full_matrices=False)
-    lev = np.sum(u[:, :k] ** 2, axis=1)
+    w, v = np.linalg.eigh(x.T @ x)
+    w, v = w[::-1][:k], v[:, ::-1][:, :k]
+    keep = w > w[0] * 1e-12
+    u = (x @ v[:, keep]) / np.sqrt(w[keep])
+    lev = np.sum(u ** 2, axis=1)
     # A floor keeps every environment reachable once m exceeds the rank.
     p = lev + 1e-3 * lev.mean()
     p /= p.sum()
