@@ -21,6 +21,14 @@ import gapfit
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _rel(path: str) -> str:
+    """Path relative to the repository root when inside it (for the printed command)."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return path
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("model", nargs="?", default=str(ROOT / "bench" / "out" / "Si.npz"))
@@ -47,7 +55,7 @@ def main():
     slope = np.polyfit(t_ps, etot, 1)[0]
     drift = 1e3 * slope * (t_ps[-1] - t_ps[0])
     spread = 1e3 * np.ptp(etot)
-    print(f"Command: python bench/nve.py {args.model} --steps {args.steps} --temperature {args.temperature}")
+    print(f"Command: python bench/nve.py {_rel(args.model)} --steps {args.steps} --temperature {args.temperature}")
     print("| atoms | steps | dt fs | T start K | mean T K | drift meV/atom (linear) | spread meV/atom | wall s |")
     print("|---|---|---|---|---|---|---|---|")
     print(f"| {len(atoms)} | {args.steps} | 1.0 | {args.temperature:.0f} | {np.mean(temp):.0f} | {drift:+.3f} | "

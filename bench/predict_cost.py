@@ -19,6 +19,14 @@ import gapfit
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _rel(path: str) -> str:
+    """Path relative to the repository root when inside it (for the printed command)."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return path
+
+
 def timed(fn, repeats=5):
     fn()  # warm up (numba, featomic)
     ts = []
@@ -40,7 +48,7 @@ def main(path):
     t_soap = timed(lambda: model.descriptor_.compute([atoms], gradients=True))
     t_pred = timed(lambda: model.predict([atoms], forces=True, stress=True))
     t_unc = timed(lambda: model.predict([atoms], forces=True, stress=True, uncertainty=True), repeats=2)
-    print(f"Command: python bench/predict_cost.py {path}")
+    print(f"Command: python bench/predict_cost.py {_rel(path)}")
     print(f"512-atom rattled Si, model with {model.sparse_.n_total} sparse points, D = {model.descriptor_.n_features}\n")
     print("| step | ms/atom | ratio to SOAP+gradients |")
     print("|---|---|---|")

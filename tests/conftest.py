@@ -40,6 +40,16 @@ def cu_model_dscribe(cu_train):
     return gapfit.GAP(**FAST, backend="dscribe", dscribe_mode="analytic", n_sparse=100).fit(small)
 
 
+@pytest.fixture(scope="session")
+def cu_model_dscribe_smooth(cu_train):
+    """dscribe smooth (weighting, numerical derivatives) model on a few frames."""
+    small = [a for a in cu_train if len(a) <= 8][:6]
+    return gapfit.GAP(**FAST, backend="dscribe", dscribe_mode="smooth", n_sparse=60).fit(small)
+
+
+BACKEND_MODELS = ["cu_model", "cu_model_dscribe", "cu_model_dscribe_smooth"]
+
+
 def shared_file(*parts) -> Path:
     """A file under ../shared/data, or skip the test when it is absent."""
     p = SHARED.joinpath(*parts)

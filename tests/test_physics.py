@@ -8,7 +8,7 @@ from ase.build import bulk
 from ase.calculators.calculator import Calculator
 
 import gapfit
-from conftest import FAST
+from conftest import BACKEND_MODELS, FAST
 
 
 def _energy(model, atoms):
@@ -53,7 +53,7 @@ def _rattled_cu(n=1, seed=0, d=0.1):
     return a
 
 
-@pytest.mark.parametrize("which", ["cu_model", "cu_model_dscribe"])
+@pytest.mark.parametrize("which", BACKEND_MODELS)
 def test_forces_and_stress_are_energy_derivatives(which, request):
     model = request.getfixturevalue(which)
     atoms = _rattled_cu(1, seed=3)
@@ -87,7 +87,9 @@ def test_calculator_matches_ase_numerical_derivatives(cu_model):
     assert np.abs(s - sn).max() < 1e-5 * np.abs(sn).max()
 
 
-def test_rotation_translation_permutation_invariance(cu_model):
+@pytest.mark.parametrize("which", BACKEND_MODELS)
+def test_rotation_translation_permutation_invariance(which, request):
+    cu_model = request.getfixturevalue(which)
     atoms = _rattled_cu(1, seed=11)
     r0 = cu_model.predict([atoms])[0]
     rng = np.random.default_rng(0)
@@ -113,7 +115,9 @@ def test_rotation_translation_permutation_invariance(cu_model):
     assert np.allclose(rp["forces"], r0["forces"][perm], atol=1e-8)
 
 
-def test_energy_is_extensive(cu_model):
+@pytest.mark.parametrize("which", BACKEND_MODELS)
+def test_energy_is_extensive(which, request):
+    cu_model = request.getfixturevalue(which)
     one = _rattled_cu(1, seed=13)
     one.pbc = False
     one.cell = None
