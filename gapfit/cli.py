@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("model", help="model file written by gapfit fit")
     e.add_argument("data", nargs="+", help="labelled frames")
     e.add_argument("--json", action="store_true", help="print exactly one JSON object")
-    e.add_argument("--plot", help="write a parity plot (PNG, PDF or SVG)")
+    e.add_argument("--plot", help="write a parity plot, with calibration panels (PNG, PDF or SVG)")
+    e.add_argument("--no-uncertainty", action="store_true",
+                   help="skip predicted uncertainties and their calibration metrics (faster)")
     e.add_argument("--energy-key")
     e.add_argument("--forces-key")
     e.add_argument("--stress-key")
@@ -186,12 +188,19 @@ def _eval(args) -> int:
     n_at = [len(a) for a in frames]
     overall = error_metrics(preds, labels, n_at)
     overall["predict_ms_per_atom"] = 1e3 * dt / max(1, sum(n_at))
+    if not args.no_uncertainty:
+        from .calibration import uncertainty_metrics
+        preds = model.predict(frames, uncertainty=True)
+        overall.update(uncertainty_metrics(preds, labels))
     if args.plot:
         parity_plot(preds, labels, n_at, args.plot)
     if args.json:
         print(json.dumps(overall))
     else:
         print(format_table(overall, metrics_by_config_type(preds, labels, n_at)))
+        unc = {k: v for k, v in overall.items() if "sigma" in k or "spearman" in k}
+        if unc:
+            print("uncertainty: " + ", ".join(f"{k} {v:.3f}" for k, v in unc.items()))
         if args.plot:
             print(f"parity plot: {args.plot}")
     return 0

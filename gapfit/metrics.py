@@ -83,7 +83,12 @@ def parity_plot(preds, labels, n_atoms, path: str) -> None:
          if lb.stress_eV_per_A3 is not None and "stress" in p]
     if s:
         panels.append(("stress (GPa)", np.concatenate(s)))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
+    with_cal = any("forces_std" in p for p in preds)
+    n_panels = len(panels) + (2 if with_cal else 0)
+    fig, axes = plt.subplots(1, n_panels, figsize=(4.2 * n_panels, 4), squeeze=False)
+    if with_cal:
+        from .calibration import calibration_plot
+        calibration_plot(preds, labels, axes[0][len(panels):])
     for ax, (title, xy) in zip(axes[0], panels):
         ax.scatter(xy[:, 0], xy[:, 1], s=4, alpha=0.5)
         lo, hi = xy.min(), xy.max()

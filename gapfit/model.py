@@ -63,7 +63,13 @@ class GAP:
     jitter : float, default=1e-8
         Added to the diagonal of K_MM, relative to δ².
     seed : int, default=0
-        Seed of the sparse-point selection: same data and seed, same model.
+        Seed of the sparse-point selection and calibration split: same data
+        and seed, same model.
+    calibration_fraction : float, default=0.1
+        Fraction of the frames (at most 200, at least 10 frames needed) held
+        out while the model is first solved, to fit the scales that calibrate
+        the predicted standard deviations; their rows are then added to the
+        factorisation, so the final weights use all the data. 0 disables.
     energy_key, forces_key, stress_key : str or None
         Names of the labels in ``info``/``arrays`` when not the calculator's.
     progress : bool, default=False
@@ -78,6 +84,7 @@ class GAP:
                  sigma_energy: float = 0.003, sigma_forces: float = 0.05,
                  sigma_virial: float = 0.05, config_type_sigma: Optional[Mapping] = None,
                  e0: Optional[Mapping] = None, jitter: float = 1e-8, seed: int = 0,
+                 calibration_fraction: float = 0.1,
                  energy_key: Optional[str] = None, forces_key: Optional[str] = None,
                  stress_key: Optional[str] = None, progress: bool = False):
         self.cutoff = cutoff
@@ -98,6 +105,7 @@ class GAP:
         self.e0 = e0
         self.jitter = jitter
         self.seed = seed
+        self.calibration_fraction = calibration_fraction
         self.energy_key = energy_key
         self.forces_key = forces_key
         self.stress_key = stress_key
@@ -107,6 +115,7 @@ class GAP:
     _PARAMS = ("cutoff", "cutoff_transition_width", "n_max", "l_max", "atom_sigma", "backend",
                "dscribe_mode", "zeta", "delta", "n_sparse", "sparse_method", "sigma_energy",
                "sigma_forces", "sigma_virial", "config_type_sigma", "e0", "jitter", "seed",
+               "calibration_fraction",
                "energy_key", "forces_key", "stress_key", "progress")
 
     def get_params(self) -> dict:
@@ -175,11 +184,16 @@ class GAP:
         self.delta_ = float(self.delta) if self.delta is not None else self._default_delta(frames, labels, train_idx)
         self.descriptor_ = make_descriptor(self.soap_settings, species)
 
-        # Pass 1: descriptors without gradients, for the sparse points.
+        cal_idx = self._calibration_split(frames, labels, train_idx)
+        cal_set = set(cal_idx)
+        fit_idx = [k for k in train_idx if k not in cal_set]
+
+        # Pass 1: descriptors without gradients, for the sparse points. The
+        # calibration frames are left out so their uncertainties are honest.
         t0 = time.perf_counter()
-        train_frames = [frames[k] for k in train_idx]
+        fit_frames = [frames[k] for k in fit_idx]
         by_species: Dict[int, List[np.ndarray]] = {z: [] for z in species}
-        for chunk in self._chunks(train_frames, "descriptors"):
+        for chunk in self._chunks(fit_frames, "descriptors"):
             for d in self.descriptor_.compute(chunk):
                 for z in species:
                     by_species[z].append(d.values[d.numbers == z])
@@ -194,6 +208,10 @@ class GAP:
             idx = select_sparse(x, m, self.sparse_method, seed=self.seed + z, zeta=self.zeta)
             points[z] = np.ascontiguousarray(x[idx])
         del by_species
+        missing = [z for z in species if z not in points]
+        if missing:
+            raise InputError(f"species {missing} occur only in calibration frames; set calibration_fraction=0 "
+                             "or add frames containing them")
         self.sparse_ = sgp.SparseSet(points, self.delta_, float(self.zeta))
         log.info("sparse points per species: %s (of %s environments, method %s), %.1f s",
                  {z: len(p) for z, p in points.items()}, n_env, self.sparse_method, time.perf_counter() - t0)
@@ -210,16 +228,19 @@ class GAP:
         acc.add(Lt, np.zeros(M))
         del Lt
         counts = {"energy": 0, "forces": 0, "virial": 0}
-        for chunk_idx in self._chunks(train_idx, "design rows", [len(frames[k]) for k in train_idx],
-                                      atoms_per_chunk=self._atoms_per_chunk()):
-            chunk = [frames[k] for k in chunk_idx]
-            lbs = [labels[k] for k in chunk_idx]
-            need_grad = any(lb.forces_eV_per_A is not None or lb.stress_eV_per_A3 is not None for lb in lbs)
-            descs = self.descriptor_.compute(chunk, gradients=need_grad)
-            rows = sgp.design_rows(descs, self.sparse_, forces=need_grad,
-                                   virial=any(lb.stress_eV_per_A3 is not None for lb in lbs))
-            A, b = self._weighted_rows(chunk, lbs, rows, counts)
-            acc.add(A, b)
+        self._accumulate(acc, frames, labels, fit_idx, counts)
+        self.calibration_ = None
+        if cal_idx:
+            self.R_ab_ = acc.factor()
+            self.alpha_, self.R_, _ = sgp.solve_from_factor(self.R_ab_)
+            cal_frames = [frames[k] for k in cal_idx]
+            preds = self.predict(cal_frames, uncertainty=True, calibrated=False)
+            from .calibration import fit_scales
+            scales = fit_scales(preds, [labels[k] for k in cal_idx])
+            self.calibration_ = {"method": "held-out frames, 95.45 % of |error|/std within 2",
+                                 "n_frames": len(cal_idx), **scales}
+            log.info("uncertainty calibration on %d held-out frames: %s", len(cal_idx), scales)
+            self._accumulate(acc, frames, labels, cal_idx, counts)
         self.R_ab_ = acc.factor()
         self.alpha_, self.R_, resid = sgp.solve_from_factor(self.R_ab_)
         self.training_summary_ = {
@@ -233,6 +254,30 @@ class GAP:
                  time.perf_counter() - t0)
         self.training_summary_["fit_seconds"] = round(time.perf_counter() - t_start, 3)
         return self
+
+    def _accumulate(self, acc, frames, labels, idx, counts) -> None:
+        """Design rows of frames ``idx``, weighted, into the QR accumulator."""
+        for chunk_idx in self._chunks(idx, "design rows", [len(frames[k]) for k in idx],
+                                      atoms_per_chunk=self._atoms_per_chunk()):
+            chunk = [frames[k] for k in chunk_idx]
+            lbs = [labels[k] for k in chunk_idx]
+            need_grad = any(lb.forces_eV_per_A is not None or lb.stress_eV_per_A3 is not None for lb in lbs)
+            descs = self.descriptor_.compute(chunk, gradients=need_grad)
+            rows = sgp.design_rows(descs, self.sparse_, forces=need_grad,
+                                   virial=any(lb.stress_eV_per_A3 is not None for lb in lbs))
+            A, b = self._weighted_rows(chunk, lbs, rows, counts)
+            acc.add(A, b)
+
+    def _calibration_split(self, frames, labels, train_idx) -> List[int]:
+        """Seeded choice of held-out calibration frames (empty when too few)."""
+        frac = float(self.calibration_fraction or 0.0)
+        eligible = [k for k in train_idx if not is_isolated_atom(frames[k], labels[k])
+                    and (labels[k].forces_eV_per_A is not None or labels[k].energy_eV is not None)]
+        n = min(200, int(round(frac * len(eligible))))
+        if frac <= 0 or len(eligible) < 10 or n < 1:
+            return []
+        rng = np.random.default_rng(self.seed + 7919)
+        return sorted(int(k) for k in rng.choice(eligible, size=n, replace=False))
 
     def _labels(self, frames) -> List[Labels]:
         out = []
@@ -377,7 +422,7 @@ class GAP:
             raise NotFittedError("this GAP model is not fitted yet: call fit(frames) or gapfit.load(path) first")
 
     def predict(self, frames: Union[Atoms, Sequence[Atoms]], *, forces: bool = True, stress: bool = True,
-                uncertainty: bool = False) -> List[dict]:
+                uncertainty: bool = False, calibrated: bool = True) -> List[dict]:
         """Predict each frame.
 
         Returns a list (one per frame) of dicts with ``energy`` (eV),
@@ -385,7 +430,10 @@ class GAP:
         (eV/Å, (n, 3)), ``stress`` (eV/Å³, Voigt xx yy zz yz xz xy, periodic
         frames only), and with ``uncertainty=True`` the posterior standard
         deviations ``energy_std`` (eV), ``local_energy_std`` (eV, (n,)) and
-        ``forces_std`` (eV/Å, (n, 3)).
+        ``forces_std`` (eV/Å, (n, 3)). When the model carries a calibration
+        and ``calibrated=True`` these are scaled by it, and the raw posterior
+        values are also returned under ``energy_std_raw``, ``local_energy_std_raw``
+        and ``forces_std_raw``.
         """
         self._check_fitted()
         if isinstance(frames, Atoms):
@@ -404,8 +452,21 @@ class GAP:
         for chunk in self._chunks(list(frames), "predict", atoms_per_chunk=self._atoms_per_chunk()):
             descs = self.descriptor_.compute(chunk, gradients=grad)
             for a, d in zip(chunk, descs):
-                out.append(self._predict_one(a, d, forces, stress, uncertainty))
+                r = self._predict_one(a, d, forces, stress, uncertainty)
+                if uncertainty and calibrated:
+                    self._apply_calibration(r)
+                out.append(r)
         return out
+
+    def _apply_calibration(self, r: dict) -> None:
+        cal = getattr(self, "calibration_", None)
+        if not cal:
+            return
+        se, sf = cal.get("energy_scale"), cal.get("forces_scale")
+        for key, scale in (("energy_std", se), ("local_energy_std", se), ("forces_std", sf)):
+            if key in r and scale is not None:
+                r[key + "_raw"] = r[key]
+                r[key] = r[key] * scale
 
     def _predict_one(self, atoms, d, want_forces, want_stress, uncertainty) -> dict:
         sp = self.sparse_

@@ -43,6 +43,10 @@ def test_eval_json_has_required_keys(model_path, capsys, tmp_path):
         assert key in res
     assert res["n_frames"] == len(ase.io.read(DATA / "Cu_emt_test.xyz", ":"))
     assert res["force_mae_mev_per_ang"] < 25
+    for key in ("force_std_spearman", "force_z_within_1sigma", "force_z_within_2sigma",
+                "energy_std_spearman", "energy_z_within_1sigma", "energy_z_within_2sigma"):
+        assert key in res
+    assert 0 <= res["force_z_within_1sigma"] <= res["force_z_within_2sigma"] <= 1
     assert plot.stat().st_size > 1000
 
 
