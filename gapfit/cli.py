@@ -73,6 +73,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--energy-key")
     e.add_argument("--forces-key")
     e.add_argument("--stress-key")
+    m = sub.add_parser("md", help="molecular dynamics with a model, watching its uncertainty",
+                       description="Run NVE, NVT (Langevin) or NPT (MTK) MD with a model; write an extended "
+                                   "XYZ trajectory with per-atom uncertainties and a log.")
+    m.add_argument("model", help="model file")
+    m.add_argument("start", help="starting structure (last frame of the file is used)")
+    m.add_argument("--ensemble", choices=["nve", "nvt", "npt"], default="nvt")
+    m.add_argument("--temperature", type=float, default=300.0, help="K (initial velocities and thermostat)")
+    m.add_argument("--timestep", type=float, default=1.0, help="fs")
+    m.add_argument("--steps", type=int, default=1000)
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--friction", type=float, default=0.01, help="Langevin friction, 1/fs")
+    m.add_argument("--pressure", type=float, default=0.0, help="NPT pressure, GPa")
+    m.add_argument("--interval", type=int, default=10, help="steps between trajectory frames and log lines")
+    m.add_argument("--max-force-std", type=float, help="stop cleanly when an atom's force std norm exceeds this (eV/Å)")
+    m.add_argument("-o", "--trajectory", default="md.xyz", help="trajectory file (extended XYZ)")
+    m.add_argument("--log", default=None, help="log file (default: TRAJECTORY.log)")
+    m.add_argument("--json", action="store_true", help="print one JSON summary line at the end")
+    m.add_argument("--no-progress", action="store_true")
     return p
 
 
@@ -84,6 +102,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command == "fit":
             return _fit(args)
+        if args.command == "md":
+            return _md(args)
         return _eval(args)
     except (GapfitError, CLIError) as exc:
         if args.traceback:
@@ -203,6 +223,32 @@ def _eval(args) -> int:
             print("uncertainty: " + ", ".join(f"{k} {v:.3f}" for k, v in unc.items()))
         if args.plot:
             print(f"parity plot: {args.plot}")
+    return 0
+
+
+def _md(args) -> int:
+    from .data import check_structure, read_frames
+    from .md import run_md
+    from .model_io import load_model
+
+    model = load_model(args.model)
+    atoms = read_frames([args.start])[-1]
+    check_structure(atoms, atoms.info["gapfit_source"])
+    for name in ("timestep", "steps", "interval"):
+        if getattr(args, name) <= 0:
+            raise CLIError(f"--{name} must be positive, got {getattr(args, name)}")
+    res = run_md(model, atoms, ensemble=args.ensemble, temperature_K=args.temperature,
+                 timestep_fs=args.timestep, steps=args.steps, seed=args.seed, friction_per_fs=args.friction,
+                 pressure_GPa=args.pressure, trajectory=args.trajectory,
+                 log=args.log or args.trajectory + ".log", interval=args.interval,
+                 max_force_std=args.max_force_std, progress=not args.no_progress)
+    summary = {"steps": res.steps, "stop_reason": res.stop_reason, "message": res.message,
+               "trajectory": res.trajectory, "log": res.log, "max_force_std_seen": res.max_force_std_seen}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{res.steps} steps, stopped: {res.stop_reason} {res.message}".rstrip())
+        print(f"trajectory {res.trajectory}, log {res.log}")
     return 0
 
 
