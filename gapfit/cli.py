@@ -91,6 +91,31 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--log", default=None, help="log file (default: TRAJECTORY.log)")
     m.add_argument("--json", action="store_true", help="print one JSON summary line at the end")
     m.add_argument("--no-progress", action="store_true")
+    ln = sub.add_parser("learn", help="on-the-fly learning: MD + reference calls where the model is unsure",
+                        description="Run MD with a model that calls a reference calculator where its uncertainty "
+                                    "passes a threshold, learns from the result and carries on.")
+    ln.add_argument("start", help="starting structure")
+    ln.add_argument("--reference", required=True, help="ASE calculator as MODULE:CLASS, e.g. ase.calculators.emt:EMT")
+    ln.add_argument("--reference-kwargs", help="JSON object of keyword arguments for the reference calculator")
+    ln.add_argument("-o", "--output", default="learn", help="output folder (default: learn)")
+    ln.add_argument("--config", help="YAML file with GAP parameters for the model")
+    ln.add_argument("--temperature", type=float, default=300.0, help="K")
+    ln.add_argument("--timestep", type=float, default=1.0, help="fs")
+    ln.add_argument("--steps", type=int, default=1000)
+    ln.add_argument("--ensemble", choices=["nve", "nvt"], default="nvt")
+    ln.add_argument("--friction", type=float, default=0.01, help="Langevin friction, 1/fs")
+    ln.add_argument("--seed", type=int, default=0)
+    ln.add_argument("--threshold-force-std", type=float, help="call when an atom's force std exceeds this (eV/Å)")
+    ln.add_argument("--threshold-relative", type=float,
+                    help="call when an atom's force std exceeds this multiple of sigma_forces (default 1 if no threshold set)")
+    ln.add_argument("--threshold-local-energy-std", type=float, help="call when a local-energy std exceeds this (eV)")
+    ln.add_argument("--max-calls", type=int, default=100, help="cap on reference calls")
+    ln.add_argument("--min-steps-between-calls", type=int, default=10)
+    ln.add_argument("--check-interval", type=int, default=1, help="steps between uncertainty checks")
+    ln.add_argument("--sparse-per-update", type=int, default=8, help="most uncertain environments added per call")
+    ln.add_argument("--resume", action="store_true", help="continue the run in the output folder")
+    ln.add_argument("--json", action="store_true", help="last line printed: one JSON summary")
+    ln.add_argument("--no-progress", action="store_true")
     return p
 
 
@@ -104,6 +129,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _fit(args)
         if args.command == "md":
             return _md(args)
+        if args.command == "learn":
+            return _learn(args)
         return _eval(args)
     except (GapfitError, CLIError) as exc:
         if args.traceback:
@@ -249,6 +276,37 @@ def _md(args) -> int:
     else:
         print(f"{res.steps} steps, stopped: {res.stop_reason} {res.message}".rstrip())
         print(f"trajectory {res.trajectory}, log {res.log}")
+    return 0
+
+
+def _learn(args) -> int:
+    import os
+
+    from .data import check_structure, read_frames
+    from .learn import Threshold, learn, load_reference
+
+    params = _load_config(args.config)
+    reference = load_reference(args.reference, args.reference_kwargs)
+    start = read_frames([args.start])[-1]
+    check_structure(start, start.info["gapfit_source"])
+    start.info.pop("gapfit_source", None)
+    os.makedirs(args.output, exist_ok=True)
+    _setup_logging(os.path.join(args.output, "gapfit.log"))
+    thr = Threshold(force_std=args.threshold_force_std, force_std_relative=args.threshold_relative,
+                    local_energy_std=args.threshold_local_energy_std)
+    res = learn(start, reference, args.output, params=params, temperature_K=args.temperature,
+                timestep_fs=args.timestep, steps=args.steps, ensemble=args.ensemble,
+                friction_per_fs=args.friction, seed=args.seed, threshold=thr, max_reference_calls=args.max_calls,
+                min_steps_between_calls=args.min_steps_between_calls, check_interval=args.check_interval,
+                sparse_per_update=args.sparse_per_update, resume=args.resume, progress=not args.no_progress)
+    summary = {"model": res.model, "data": res.data, "reference_calls": res.reference_calls, "steps": res.steps,
+               "stop_reason": res.stop_reason, "message": res.message}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{res.steps} steps, {res.reference_calls} reference calls, stopped: {res.stop_reason} "
+              f"{res.message}".rstrip())
+        print(f"model {res.model}, labelled data {res.data}")
     return 0
 
 
