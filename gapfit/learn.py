@@ -34,7 +34,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from .errors import InputError
 from .incremental import IncrementalGAP
-from .md import make_integrator, min_pair_distance
+from .md import initial_velocities, make_integrator, min_pair_distance
 from .md_io import AppendingXYZ, TextLog
 from .model_io import atomic_write
 
@@ -198,9 +198,7 @@ def learn(start: Atoms, reference: Callable, out_dir: str, *, params: Optional[d
                         calls, inc.model.sparse_.n_total, "initial"])
         from .calculator import GAPCalculator
         if not np.any(atoms.get_momenta()):
-            from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
-            MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
-            Stationary(atoms)
+            initial_velocities(atoms, temperature_K, seed)
         atoms.calc = GAPCalculator(inc.model, uncertainty=False)
         dyn = make_integrator(atoms, ensemble, timestep_fs=timestep_fs, temperature_K=temperature_K,
                               friction_per_fs=friction_per_fs, seed=seed + step0)

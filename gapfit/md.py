@@ -36,6 +36,17 @@ class MDResult:
     extra: dict = field(default_factory=dict)
 
 
+def initial_velocities(atoms: Atoms, temperature_K: float, seed: int) -> None:
+    """Seeded Maxwell-Boltzmann momenta at ``temperature_K`` with no centre-of-mass drift."""
+    from ase.md import velocitydistribution as vd
+    rng = np.random.default_rng(seed)
+    if hasattr(vd, "thermalize_momenta"):  # ASE >= 3.29
+        vd.thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
+    else:
+        vd.MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+    vd.Stationary(atoms)
+
+
 def make_integrator(atoms: Atoms, ensemble: str, *, timestep_fs: float, temperature_K: float,
                     friction_per_fs: float = 0.01, pressure_GPa: float = 0.0, seed: int = 0):
     """The ASE integrator for the ensemble name."""
@@ -104,9 +115,7 @@ def run_md(model, atoms: Atoms, *, ensemble: str = "nvt", temperature_K: float =
         raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}")
     atoms.calc = GAPCalculator(model, uncertainty=False)
     if init_velocities and not np.any(atoms.get_momenta()):
-        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
-        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
-        Stationary(atoms)
+        initial_velocities(atoms, temperature_K, seed)
     dyn = make_integrator(atoms, ensemble, timestep_fs=timestep_fs, temperature_K=temperature_K,
                           friction_per_fs=friction_per_fs, pressure_GPa=pressure_GPa, seed=seed)
     traj = AppendingXYZ(trajectory) if trajectory else None

@@ -131,3 +131,24 @@ def test_console_script_runs(model_path):
     r = subprocess.run([exe, "eval", str(model_path), "/nonexistent.xyz"], capture_output=True, text=True)
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_md_command_writes_uncertainties_and_stops_on_threshold(model_path, tmp_path, capsys):
+    start = tmp_path / "start.xyz"
+    ase.io.write(start, bulk("Cu", "fcc", 3.61, cubic=True).repeat((2, 2, 2)))
+    traj = tmp_path / "md.xyz"
+    assert main(["md", str(model_path), str(start), "--steps", "20", "--interval", "5", "--temperature", "600",
+                 "-o", str(traj), "--json", "--no-progress"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["stop_reason"] == "completed" and res["steps"] == 20
+    frames = ase.io.read(traj, ":")
+    assert len(frames) == 5
+    assert frames[-1].arrays["forces_std"].shape == (32, 3)
+    assert frames[-1].arrays["local_energy_std"].shape == (32,)
+    log = (tmp_path / "md.xyz.log").read_text().splitlines()
+    assert log[0].startswith("# step") and len(log) == 6
+    # a threshold below any std stops at once, cleanly
+    assert main(["md", str(model_path), str(start), "--steps", "50", "--temperature", "600", "-o", str(traj),
+                 "--max-force-std", "1e-12", "--json", "--no-progress"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["stop_reason"] == "max_force_std" and res["steps"] < 50

@@ -1,0 +1,127 @@
+"""On-the-fly learning: triggering, the call cap, MD blow-up, incremental exactness, resume after SIGKILL."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import ase.io
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.emt import EMT
+
+from conftest import FAST
+import gapfit
+from gapfit.incremental import IncrementalGAP
+from gapfit.learn import Threshold, learn
+
+PARAMS = dict(n_max=3, l_max=3, cutoff=4.0, cutoff_transition_width=1.0)
+
+
+def _start():
+    return bulk("Cu", "fcc", 3.61, cubic=True).repeat((2, 2, 2))
+
+
+def test_incremental_equals_batch_solve(cu_train):
+    inc = IncrementalGAP(FAST, [29])
+    for a in cu_train[1:8]:
+        inc.add_frame(a, list(range(0, len(a), 4)))
+    m = inc.model
+    from gapfit import sgp
+    from gapfit.data import get_labels
+    acc = sgp.QRAccumulator(m.sparse_.n_total)
+    Lt = np.zeros((m.sparse_.n_total,) * 2)
+    for z, Lz in m.kmm_chol_.items():
+        o = m.sparse_.offsets[z]
+        Lt[o:o + len(Lz), o:o + len(Lz)] = Lz.T
+    acc.add(Lt, np.zeros(len(Lt)))
+    frames = cu_train[1:8]
+    rows = sgp.design_rows(m.descriptor_.compute(frames, gradients=True), m.sparse_)
+    A, b = m._weighted_rows(frames, [get_labels(a, "x") for a in frames], rows,
+                            {"energy": 0, "forces": 0, "virial": 0})
+    acc.add(A, b)
+    alpha = sgp.solve_from_factor(acc.factor())[0]
+    assert np.abs(alpha - m.alpha_).max() < 1e-6 * np.abs(alpha).max()
+    # a frame whose environments are all known adds rows only
+    inc.add_frame(cu_train[9], [])
+    assert "rows" in inc.timings
+
+
+def test_threshold_triggers_reference_calls(tmp_path):
+    low = learn(_start(), EMT, str(tmp_path / "low"), params=PARAMS, temperature_K=800, timestep_fs=2,
+                steps=40, threshold=Threshold(force_std=0.005), min_steps_between_calls=5, seed=1)
+    high = learn(_start(), EMT, str(tmp_path / "high"), params=PARAMS, temperature_K=800, timestep_fs=2,
+                 steps=40, threshold=Threshold(force_std=50.0), min_steps_between_calls=5, seed=1)
+    assert high.reference_calls == 1  # only the initial frame
+    assert low.reference_calls > 3
+    frames = ase.io.read(low.data, ":")
+    assert len(frames) == low.reference_calls
+    assert all(abs(a.get_potential_energy() - _emt(a)) < 1e-6 for a in frames)
+    model = gapfit.load(low.model)
+    assert model.training_summary_["n_frames"] == low.reference_calls
+
+
+def _emt(a):
+    b = a.copy()
+    b.calc = EMT()
+    return b.get_potential_energy()
+
+
+def test_reference_call_cap(tmp_path):
+    res = learn(_start(), EMT, str(tmp_path / "cap"), params=PARAMS, temperature_K=1000, timestep_fs=2,
+                steps=200, threshold=Threshold(force_std=1e-4), min_steps_between_calls=1, max_reference_calls=3)
+    assert res.stop_reason == "max_reference_calls"
+    assert res.reference_calls == 3
+    assert len(ase.io.read(res.data, ":")) == 3
+
+
+def test_md_blow_up_stops_cleanly(tmp_path):
+    # absurd temperature and step: atoms collide; the run must stop, not crash
+    res = learn(_start(), EMT, str(tmp_path / "boom"), params=PARAMS, temperature_K=2e5, timestep_fs=10,
+                steps=200, threshold=Threshold(force_std=1e6), min_distance=1.2)
+    assert res.stop_reason == "unstable"
+    state = ase.io.read(tmp_path / "boom" / "state.xyz")
+    from gapfit.md import min_pair_distance
+    assert min_pair_distance(state, 1.2) >= 1.2  # the last good state was kept
+    assert gapfit.load(res.model).training_summary_["n_frames"] == res.reference_calls
+
+
+def test_resume_after_sigkill_keeps_every_reference_call(tmp_path):
+    start = tmp_path / "start.xyz"
+    ase.io.write(start, _start())
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("\n".join(f"{k}: {v}" for k, v in PARAMS.items()) + "\n")
+    out = tmp_path / "run"
+    exe = [sys.executable, "-m", "gapfit.cli"]
+    args = ["learn", str(start), "--reference", "ase.calculators.emt:EMT", "-o", str(out), "--config", str(cfg),
+            "--temperature", "900", "--timestep", "2", "--steps", "100000", "--threshold-force-std", "0.003",
+            "--min-steps-between-calls", "3", "--no-progress", "--max-calls", "1000"]
+    proc = subprocess.Popen(exe + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    data = out / "labelled.xyz"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if data.exists() and len(ase.io.read(data, ":")) >= 4:
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = ase.io.read(data, ":")
+    assert len(before) >= 4
+    r = subprocess.run(exe + args[:-2] + ["--max-calls", str(len(before) + 2), "--resume", "--json"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    after = ase.io.read(data, ":")
+    # every call made before the kill is still there, unchanged, and none was repeated
+    for a, b in zip(before, after):
+        assert np.array_equal(a.positions, b.positions)
+        assert a.get_potential_energy() == b.get_potential_energy()
+    positions = [tuple(np.round(a.positions.ravel(), 8)) for a in after]
+    assert len(set(positions)) == len(after)
+    assert summary["reference_calls"] == len(after) == len(before) + 2
+    assert summary["stop_reason"] == "max_reference_calls"
+    assert gapfit.load(summary["model"]).training_summary_["n_frames"] == len(after)
