@@ -170,11 +170,7 @@ class IncrementalGAP:
         m = self.model
         M = m.sparse_.n_total
         acc = sgp.QRAccumulator(M)
-        Lt = np.zeros((M, M))
-        for z, Lz in m.kmm_chol_.items():
-            o = m.sparse_.offsets[z]
-            Lt[o:o + len(Lz), o:o + len(Lz)] = Lz.T
-        acc.add(Lt, np.zeros(M))
+        acc.add(sgp.prior_rows(m.sparse_, m.kmm_chol_), np.zeros(M))
         acc.add(np.vstack(self._A), np.concatenate(self._b))
         m.R_ab_ = acc.factor()
 

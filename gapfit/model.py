@@ -221,12 +221,7 @@ class GAP:
         self.kmm_chol_ = sgp.kmm_cholesky(self.sparse_, self.jitter)
         M = self.sparse_.n_total
         acc = sgp.QRAccumulator(M)
-        Lt = np.zeros((M, M))
-        for z, Lz in self.kmm_chol_.items():
-            o = self.sparse_.offsets[z]
-            Lt[o:o + len(Lz), o:o + len(Lz)] = Lz.T
-        acc.add(Lt, np.zeros(M))
-        del Lt
+        acc.add(sgp.prior_rows(self.sparse_, self.kmm_chol_), np.zeros(M))
         counts = {"energy": 0, "forces": 0, "virial": 0}
         self._accumulate(acc, frames, labels, fit_idx, counts)
         self.calibration_ = None

@@ -278,6 +278,19 @@ def kmm_cholesky(sparse: SparseSet, jitter: float) -> Dict[int, np.ndarray]:
     return out
 
 
+def prior_rows(sparse: SparseSet, kmm_chol: Dict[int, np.ndarray]) -> np.ndarray:
+    """Lᵀ of K_MM = L Lᵀ as rows of the stacked least-squares system, (M, M).
+
+    K_MM is block diagonal by species, so Lᵀ is placed block by block.
+    """
+    M = sparse.n_total
+    Lt = np.zeros((M, M))
+    for z, Lz in kmm_chol.items():
+        o = sparse.offsets[z]
+        Lt[o:o + len(Lz), o:o + len(Lz)] = Lz.T
+    return Lt
+
+
 def force_prior_variance(desc: FrameDescriptors, delta: float, zeta: float) -> np.ndarray:
     """Prior variance of each force component, (n_atoms, 3), exactly.
 

@@ -34,11 +34,7 @@ def test_incremental_equals_batch_solve(cu_train):
     from gapfit import sgp
     from gapfit.data import get_labels
     acc = sgp.QRAccumulator(m.sparse_.n_total)
-    Lt = np.zeros((m.sparse_.n_total,) * 2)
-    for z, Lz in m.kmm_chol_.items():
-        o = m.sparse_.offsets[z]
-        Lt[o:o + len(Lz), o:o + len(Lz)] = Lz.T
-    acc.add(Lt, np.zeros(len(Lt)))
+    acc.add(sgp.prior_rows(m.sparse_, m.kmm_chol_), np.zeros(m.sparse_.n_total))
     frames = cu_train[1:8]
     rows = sgp.design_rows(m.descriptor_.compute(frames, gradients=True), m.sparse_)
     A, b = m._weighted_rows(frames, [get_labels(a, "x") for a in frames], rows,
