@@ -6,7 +6,6 @@ from typing import Union
 import numpy as np
 from ase.calculators.calculator import Calculator, CalculatorSetupError, all_changes
 
-from .errors import GapfitError
 
 
 class GAPCalculator(Calculator):
@@ -39,11 +38,8 @@ class GAPCalculator(Calculator):
         if "stress" in properties and not periodic:
             from ase.calculators.calculator import PropertyNotImplementedError
             raise PropertyNotImplementedError("stress needs a periodic cell with three lattice vectors")
-        try:
-            r = self.model.predict([a], forces=True, stress=periodic,
-                                   uncertainty=bool(self.parameters.uncertainty))[0]
-        except GapfitError:
-            raise
+        r = self.model.predict([a], forces=True, stress=periodic,
+                               uncertainty=bool(self.parameters.uncertainty))[0]
         self.results["energy"] = r["energy"]
         self.results["free_energy"] = r["energy"]
         self.results["energies"] = r["energies"]

@@ -124,7 +124,6 @@ class IncrementalGAP:
             new.setdefault(z, []).append(q)
         if not new:
             return 0
-        n_old_cols = sp.n_total
         old_offsets = sp.offsets
         new_sets = {z: np.array(v) for z, v in new.items()}
         # kernel columns of the stored observations against the new points only

@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 

@@ -10,7 +10,6 @@ than ``min_distance``, or a non-finite energy).
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 

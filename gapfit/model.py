@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -237,7 +236,7 @@ class GAP:
             log.info("uncertainty calibration on %d held-out frames: %s", len(cal_idx), scales)
             self._accumulate(acc, frames, labels, cal_idx, counts)
         self.R_ab_ = acc.factor()
-        self.alpha_, self.R_, resid = sgp.solve_from_factor(self.R_ab_)
+        self.alpha_, self.R_, _ = sgp.solve_from_factor(self.R_ab_)
         self.training_summary_ = {
             "n_frames": len(frames), "n_train_frames": len(train_idx),
             "n_atoms": int(sum(len(frames[k]) for k in train_idx)),
@@ -288,7 +287,7 @@ class GAP:
         if ns is None:
             return min(n_env, DEFAULT_SPARSE_PER_SPECIES)
         if isinstance(ns, Mapping):
-            from ase.data import atomic_numbers, chemical_symbols
+            from ase.data import chemical_symbols
             for key in (z, str(z), chemical_symbols[z]):
                 if key in ns:
                     return min(n_env, int(ns[key]))

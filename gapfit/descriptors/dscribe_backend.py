@@ -308,13 +308,14 @@ def _neighbour_pairs(positions, cell, pbc, radius):
     the atoms that can be within ``radius`` of the cell once and queries a
     k-d tree.
     """
-    n = len(positions)
-    frac = positions @ np.linalg.inv(cell)
+    from ase.cell import Cell
+    recip = Cell(cell).reciprocal()  # rows b_a with b_a · c_b = δ_ab (no 2π)
+    frac = positions @ recip.T
     off = np.where(pbc, np.floor(frac), 0.0).astype(np.int64)
     wrapped = positions - off @ cell
     fw = frac - off
     # |Δf_a| <= |Δr| |b_a| with b_a the reciprocal vectors (columns of inv(cell)).
-    reach = np.where(pbc, radius * np.linalg.norm(np.linalg.inv(cell), axis=0), 0.0)
+    reach = np.where(pbc, radius * np.linalg.norm(recip, axis=1), 0.0)
     nmax = np.where(pbc, np.floor(reach).astype(np.int64) + 1, 0)
     grids = np.meshgrid(*[np.arange(-m, m + 1) for m in nmax], indexing="ij")
     T = np.stack(grids, axis=-1).reshape(-1, 3)
