@@ -150,7 +150,9 @@ def learn(start: Atoms, reference: Callable, out_dir: str, *, params: Optional[d
             inc.add_frame(a, [int(i) for i in np.atleast_1d(a.info.get("gapfit_sparse_atoms", []))])
         calls = len(labelled)
         state = json.load(open(state_json)) if os.path.exists(state_json) else {}
-        if os.path.exists(state_xyz) and state.get("reference_calls", -1) <= calls:
+        # The checkpoint is current only if it was written after the last
+        # labelled frame; otherwise restart from that frame (it carries momenta).
+        if os.path.exists(state_xyz) and state.get("reference_calls", -1) == calls:
             atoms = ase.io.read(state_xyz)
             step0 = int(state.get("step", 0))
             last_call_step = int(state.get("last_call_step", -10 ** 9))
