@@ -7,11 +7,11 @@ from ase import units
 from ase.build import bulk
 from ase.filters import FrechetCellFilter
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS
 
 import gapfit
+from gapfit.md import initial_velocities
 
 
 def _cell(seed=0):
@@ -45,7 +45,7 @@ def test_calculator_from_path(cu_model, tmp_path):
 def test_nve_conserves_energy(cu_model):
     a = _cell(1)
     a.calc = gapfit.GAPCalculator(cu_model, uncertainty=False)
-    MaxwellBoltzmannDistribution(a, temperature_K=600, rng=np.random.default_rng(0))
+    initial_velocities(a, 600, seed=0)
     dyn = VelocityVerlet(a, timestep=1.0 * units.fs)
     etot = []
     dyn.attach(lambda: etot.append(a.get_total_energy()), interval=5)
