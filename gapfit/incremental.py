@@ -19,7 +19,6 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-import scipy.linalg
 from ase import Atoms
 
 from . import sgp
@@ -168,16 +167,13 @@ class IncrementalGAP:
     def _refactor(self) -> None:
         m = self.model
         M = m.sparse_.n_total
-        acc = sgp.QRAccumulator(M)
-        acc.add(sgp.prior_rows(m.sparse_, m.kmm_chol_), np.zeros(M))
-        acc.add(np.vstack(self._A), np.concatenate(self._b))
-        m.R_ab_ = acc.factor()
+        A = np.vstack(self._A)
+        stacked = np.zeros((M + len(A), M + 1), order="F")
+        stacked[:M, :M] = sgp.prior_rows(m.sparse_, m.kmm_chol_)
+        stacked[M:, :M] = A
+        stacked[M:, M] = np.concatenate(self._b)
+        m.R_ab_ = sgp.qr_r(stacked)
 
     def _append_rows(self, A: np.ndarray, b: np.ndarray) -> None:
         m = self.model
-        stacked = np.vstack([m.R_ab_, np.hstack([A, b[:, None]])])
-        r = scipy.linalg.qr(stacked, mode="r", overwrite_a=True, check_finite=False)[0]
-        R = np.zeros_like(m.R_ab_)
-        k = min(r.shape)
-        R[:k] = r[:k]
-        m.R_ab_ = R
+        m.R_ab_ = sgp.qr_r(np.vstack([m.R_ab_, np.hstack([A, b[:, None]])]))

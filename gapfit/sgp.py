@@ -238,7 +238,9 @@ class QRAccumulator:
             raise np.linalg.LinAlgError(f"QR factorisation failed (LAPACK info {info})")
         R = np.triu(qr[:k])
         self._buf[:k] = R
-        self._buf[k:] = 0.0
+        # only the rows written since the last flush are dirty; leaving the
+        # rest untouched keeps the unused part of the buffer unallocated
+        self._buf[k:k + self._fill] = 0.0
         self._fill = 0
         self._has_r = True
 
@@ -249,6 +251,21 @@ class QRAccumulator:
             used = np.asfortranarray(self._buf[:k + self._fill])
             self._flush(used)
         return np.ascontiguousarray(self._buf[:k])
+
+
+def qr_r(a: np.ndarray) -> np.ndarray:
+    """Upper-triangular R (n_cols × n_cols) of a tall matrix, by LAPACK dgeqrf in place on a Fortran copy."""
+    from scipy.linalg import lapack
+    a = np.asfortranarray(a, dtype=np.float64)
+    lwork = int(lapack.dgeqrf_lwork(a.shape[0], a.shape[1])[0])
+    qr, _, _, info = lapack.dgeqrf(a, lwork=max(lwork, 1), overwrite_a=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"QR factorisation failed (LAPACK info {info})")
+    n = a.shape[1]
+    R = np.zeros((n, n))
+    k = min(qr.shape)
+    R[:k] = np.triu(qr[:k])
+    return R
 
 
 def solve_from_factor(Rab: np.ndarray):
