@@ -98,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     ln.add_argument("--reference", required=True, help="ASE calculator as MODULE:CLASS, e.g. ase.calculators.emt:EMT")
     ln.add_argument("--reference-kwargs", help="JSON object of keyword arguments for the reference calculator")
     ln.add_argument("-o", "--output", default="learn", help="output folder (default: learn)")
-    ln.add_argument("--config", help="YAML file with GAP parameters for the model")
+    ln.add_argument("--config", help="YAML file with GAP parameters for the model (when starting from nothing)")
+    ln.add_argument("--model", help="start from this model file instead of from nothing (needs --initial-data)")
+    ln.add_argument("--initial-data", help="the labelled frames the --model was fitted to")
     ln.add_argument("--temperature", type=float, default=300.0, help="K")
     ln.add_argument("--timestep", type=float, default=1.0, help="fs")
     ln.add_argument("--steps", type=int, default=1000)
@@ -298,7 +300,8 @@ def _learn(args) -> int:
                 timestep_fs=args.timestep, steps=args.steps, ensemble=args.ensemble,
                 friction_per_fs=args.friction, seed=args.seed, threshold=thr, max_reference_calls=args.max_calls,
                 min_steps_between_calls=args.min_steps_between_calls, check_interval=args.check_interval,
-                sparse_per_update=args.sparse_per_update, resume=args.resume, progress=not args.no_progress)
+                sparse_per_update=args.sparse_per_update, resume=args.resume, progress=not args.no_progress,
+                initial_model=args.model, initial_data=args.initial_data)
     summary = {"model": res.model, "data": res.data, "reference_calls": res.reference_calls, "steps": res.steps,
                "stop_reason": res.stop_reason, "message": res.message}
     if args.json:

@@ -54,6 +54,50 @@ class IncrementalGAP:
         self._counts = {"energy": 0, "forces": 0, "virial": 0}
         self.timings: Dict[str, float] = {}
 
+    @classmethod
+    def from_model(cls, model: GAP, frames: Sequence[Atoms]) -> "IncrementalGAP":
+        """Continue a fitted model: its settings, e0, δ and sparse points, with
+        ``frames`` (its training data) as the stored rows.
+
+        The descriptors of the training frames are needed to add sparse points
+        later, so a model file alone is not enough.
+        """
+        if not hasattr(model, "alpha_"):
+            raise ValueError("from_model needs a fitted model")
+        if not frames:
+            raise ValueError("from_model needs the model's training frames")
+        params = {k: v for k, v in model.get_params().items()}
+        params.update(delta=model.delta_, e0={int(z): v for z, v in model.e0_.items()})
+        inc = cls(params, model.species_)
+        m = inc.model
+        m._validate()
+        m.species_ = list(model.species_)
+        m.e0_ = dict(model.e0_)
+        m.delta_ = model.delta_
+        m.descriptor_ = model.descriptor_
+        m.sparse_ = sgp.SparseSet({z: p.copy() for z, p in model.sparse_.points.items()}, model.delta_,
+                                  model.sparse_.zeta)
+        m.kmm_chol_ = sgp.kmm_cholesky(m.sparse_, m.jitter)
+        m.calibration_ = getattr(model, "calibration_", None)
+        for k, atoms in enumerate(frames):
+            where = where_of(atoms, k)
+            check_structure(atoms, where)
+            lb = get_labels(atoms, where, energy_key=m.energy_key, forces_key=m.forces_key,
+                            stress_key=m.stress_key)
+            d = m.descriptor_.compute([atoms], gradients=True)[0]
+            rows = sgp.design_rows([d], m.sparse_, forces=lb.forces_eV_per_A is not None,
+                                   virial=lb.stress_eV_per_A3 is not None)
+            A, b = m._weighted_rows([atoms], [lb], rows, inc._counts)
+            inc.frames.append(atoms)
+            inc.labels.append(lb)
+            inc._descs.append(d)
+            inc._A.append(A)
+            inc._b.append(b)
+        inc._refactor()
+        m.alpha_, m.R_, _ = sgp.solve_from_factor(m.R_ab_)
+        m.training_summary_ = dict(getattr(model, "training_summary_", {}), incremental=True)
+        return inc
+
     @property
     def n_frames(self) -> int:
         return len(self.frames)

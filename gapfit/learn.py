@@ -127,8 +127,14 @@ def learn(start: Atoms, reference: Callable, out_dir: str, *, params: Optional[d
           friction_per_fs: float = 0.01, seed: int = 0, threshold: Optional[Threshold] = None,
           max_reference_calls: int = 100, min_steps_between_calls: int = 10, check_interval: int = 1,
           sparse_per_update: int = 8, checkpoint_interval: int = 100, min_distance: float = 0.5,
-          resume: bool = False, progress: bool = False) -> LearnResult:
-    """Run on-the-fly learning; see the module docstring. ``reference()`` returns a new ASE calculator."""
+          resume: bool = False, progress: bool = False, initial_model: Optional[str] = None,
+          initial_data: Optional[str] = None) -> LearnResult:
+    """Run on-the-fly learning; see the module docstring. ``reference()`` returns a new ASE calculator.
+
+    ``initial_model`` (a model file) with ``initial_data`` (the file of its
+    training frames) starts from that model instead of from nothing; both are
+    recorded in ``state.json`` so that ``resume`` finds them again.
+    """
     from tqdm.auto import tqdm
     import ase.io
 
@@ -139,7 +145,22 @@ def learn(start: Atoms, reference: Callable, out_dir: str, *, params: Optional[d
     state_json = os.path.join(out_dir, "state.json")
     state_xyz = os.path.join(out_dir, "state.xyz")
     species = sorted(set(int(z) for z in start.numbers))
-    inc = IncrementalGAP(params, species)
+    if resume and os.path.exists(state_json) and initial_model is None:
+        saved = json.load(open(state_json))
+        initial_model, initial_data = saved.get("initial_model"), saved.get("initial_data")
+    if initial_model is not None:
+        from .model_io import load_model
+        if not initial_data:
+            raise InputError("--model needs --initial-data (the model's training frames): the incremental "
+                             "model needs their descriptors to add sparse points")
+        from .data import read_frames
+        inc = IncrementalGAP.from_model(load_model(initial_model), read_frames([initial_data]))
+        missing = set(species) - set(inc.species)
+        if missing:
+            raise InputError(f"{initial_model}: the start structure has species {sorted(missing)} the model lacks")
+        initial_model, initial_data = os.path.abspath(initial_model), os.path.abspath(initial_data)
+    else:
+        inc = IncrementalGAP(params, species)
     step0, calls, last_call_step = 0, 0, -10 ** 9
     atoms = start.copy()
     if resume:
@@ -179,7 +200,8 @@ def learn(start: Atoms, reference: Callable, out_dir: str, *, params: Optional[d
     def checkpoint(step: int) -> None:
         _write_xyz_atomic(state_xyz, atoms)
         _write_json_atomic(state_json, {"step": step, "reference_calls": calls, "last_call_step": last_call_step,
-                                        "n_sparse": inc.model.sparse_.n_total if inc.n_frames else 0})
+                                        "n_sparse": inc.model.sparse_.n_total if inc.n_frames else 0,
+                                        "initial_model": initial_model, "initial_data": initial_data})
 
     def update(step: int, sparse_atoms: List[int]) -> None:
         nonlocal calls, last_call_step
@@ -195,6 +217,9 @@ def learn(start: Atoms, reference: Callable, out_dir: str, *, params: Optional[d
     try:
         if inc.n_frames == 0:
             update(step0, list(range(len(atoms))))  # from nothing: the first frame is labelled
+        elif calls == 0 and not os.path.exists(state_json):
+            inc.model.save(model_path)
+            checkpoint(step0)
             tlog.write([step0, step0 * timestep_fs, inc.frames[-1].get_potential_energy(), 0.0, 0.0, 0.0,
                         calls, inc.model.sparse_.n_total, "initial"])
         from .calculator import GAPCalculator

@@ -121,3 +121,22 @@ def test_resume_after_sigkill_keeps_every_reference_call(tmp_path):
     assert summary["reference_calls"] == len(after) == len(before) + 2
     assert summary["stop_reason"] == "max_reference_calls"
     assert gapfit.load(summary["model"]).training_summary_["n_frames"] == len(after)
+
+
+def test_start_from_existing_model(tmp_path, cu_train):
+    frames = [a for a in cu_train if len(a) == 32][:6]
+    data = tmp_path / "train.xyz"
+    ase.io.write(data, frames)
+    base = gapfit.GAP(**PARAMS, n_sparse=40, calibration_fraction=0.0).fit(ase.io.read(data, ":"))
+    path = tmp_path / "base.npz"
+    base.save(str(path))
+    inc = IncrementalGAP.from_model(gapfit.load(str(path)), ase.io.read(data, ":"))
+    probe = cu_train[3]
+    assert abs(inc.model.predict([probe])[0]["energy"] - base.predict([probe])[0]["energy"]) < 1e-8
+    res = learn(_start(), EMT, str(tmp_path / "cont"), temperature_K=900, timestep_fs=2, steps=30,
+                threshold=Threshold(force_std=0.01), min_steps_between_calls=5,
+                initial_model=str(path), initial_data=str(data))
+    m = gapfit.load(res.model)
+    assert m.training_summary_["n_frames"] == len(frames) + res.reference_calls
+    assert res.reference_calls >= 1
+    assert m.sparse_.n_total >= base.sparse_.n_total
