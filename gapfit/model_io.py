@@ -7,9 +7,11 @@ Format ``gapfit-model`` version 1 (documented in docs/model-format.md):
   sparse-point counts and offsets, training summary, fit parameters.
 - ``sparse_<Z>``: (M_Z, D) normalised sparse descriptors of species Z.
 - ``alpha``: (M,) weights in species order.
-- ``kmm_chol_<Z>``: (M_Z, M_Z) lower Cholesky factor of K_MM + jitter.
-- ``R``: (M, M) upper-triangular QR factor of the stacked training matrix
-  (for predictive variances); ``R_ab``: the same with the target column.
+- ``kmm_chol_<Z>``: lower Cholesky factor of K_MM + jitter, its lower
+  triangle packed row by row (M_Z (M_Z + 1) / 2 values).
+- ``R_ab``: upper-triangular QR factor of the stacked training matrix with
+  the target column, (M+1) × (M+1), its upper triangle packed row by row.
+  Its leading M × M block is the R that predictive variances use.
 
 Loading reads only arrays of numbers and one JSON string (``allow_pickle=False``),
 so a model file can never run code. Writes go to a temporary file in the
@@ -40,11 +42,25 @@ def atomic_write(path: str, write) -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp makes the file private; give it the permissions a plain open() would
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _unpack(packed, n: int, lower: bool) -> np.ndarray:
+    """Square matrix from its packed lower or upper triangle."""
+    packed = np.asarray(packed, dtype=float)
+    if packed.shape != (n * (n + 1) // 2,):
+        raise ValueError(f"packed triangle has {packed.shape} values, expected {n * (n + 1) // 2}")
+    out = np.zeros((n, n))
+    out[np.tril_indices(n) if lower else np.triu_indices(n)] = packed
+    return out
 
 
 def save_model(model, path: str) -> None:
@@ -70,11 +86,12 @@ def save_model(model, path: str) -> None:
         "params": params,
         "calibration": getattr(model, "calibration_", None),
     }
-    arrays = {"metadata": np.array(json.dumps(meta)), "alpha": model.alpha_, "R": model.R_,
-              "R_ab": model.R_ab_}
+    arrays = {"metadata": np.array(json.dumps(meta)), "alpha": model.alpha_,
+              "R_ab": model.R_ab_[np.triu_indices(len(model.R_ab_))]}
     for z, p in sp.points.items():
         arrays[f"sparse_{z}"] = p
-        arrays[f"kmm_chol_{z}"] = model.kmm_chol_[z]
+        L = model.kmm_chol_[z]
+        arrays[f"kmm_chol_{z}"] = L[np.tril_indices(len(L))]
     atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
@@ -113,10 +130,11 @@ def load_model(path: str):
         model.e0_ = {int(z): float(v) for z, v in meta["e0_eV"].items()}
         model.delta_ = float(meta["kernel"]["delta_eV"])
         model.sparse_ = sgp.SparseSet(points, model.delta_, float(meta["kernel"]["zeta"]))
-        model.kmm_chol_ = {z: np.asarray(data[f"kmm_chol_{z}"], dtype=float) for z in points}
+        model.kmm_chol_ = {z: _unpack(data[f"kmm_chol_{z}"], len(points[z]), lower=True) for z in points}
         model.alpha_ = np.asarray(data["alpha"], dtype=float)
-        model.R_ = np.asarray(data["R"], dtype=float)
-        model.R_ab_ = np.asarray(data["R_ab"], dtype=float)
+        M = len(model.alpha_)
+        model.R_ab_ = _unpack(data["R_ab"], M + 1, lower=False)
+        model.R_ = np.ascontiguousarray(model.R_ab_[:M, :M])
         model.training_summary_ = meta.get("training", {})
         if meta.get("calibration") is not None:
             model.calibration_ = meta["calibration"]

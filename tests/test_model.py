@@ -54,8 +54,11 @@ def test_save_load_identical_predictions(cu_model, cu_test, tmp_path):
     for a, b in zip(p0, p1):
         for key in ("energy", "forces", "stress", "energies", "energy_std", "forces_std", "local_energy_std"):
             assert np.array_equal(a[key], b[key]), key
-    # no temporary files left behind by the atomic write
+    # no temporary files left behind by the atomic write, and the usual permissions
     assert sorted(os.listdir(tmp_path)) == ["m.npz"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_load_rejects_non_models_and_newer_versions(cu_model, tmp_path):
