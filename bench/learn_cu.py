@@ -73,7 +73,7 @@ def force_mae(model, frames):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=3000)
-    ap.add_argument("--sparse-per-update", type=int, default=8)
+    ap.add_argument("--sparse-per-update", type=int, default=16)
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     params = yaml.safe_load(CONFIG.read_text())

@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     ln.add_argument("--max-calls", type=int, default=100, help="cap on reference calls")
     ln.add_argument("--min-steps-between-calls", type=int, default=10)
     ln.add_argument("--check-interval", type=int, default=1, help="steps between uncertainty checks")
-    ln.add_argument("--sparse-per-update", type=int, default=8, help="most uncertain environments added per call")
+    ln.add_argument("--sparse-per-update", type=int, default=16,
+                    help="most uncertain environments added as sparse points per call (default 16)")
     ln.add_argument("--resume", action="store_true", help="continue the run in the output folder")
     ln.add_argument("--json", action="store_true", help="last line printed: one JSON summary")
     ln.add_argument("--no-progress", action="store_true")

@@ -126,7 +126,7 @@ def learn(start: Atoms, reference: Callable, out_dir: str, *, params: Optional[d
           temperature_K: float = 300.0, timestep_fs: float = 1.0, steps: int = 1000, ensemble: str = "nvt",
           friction_per_fs: float = 0.01, seed: int = 0, threshold: Optional[Threshold] = None,
           max_reference_calls: int = 100, min_steps_between_calls: int = 10, check_interval: int = 1,
-          sparse_per_update: int = 8, checkpoint_interval: int = 100, min_distance: float = 0.5,
+          sparse_per_update: int = 16, checkpoint_interval: int = 100, min_distance: float = 0.5,
           resume: bool = False, progress: bool = False, initial_model: Optional[str] = None,
           initial_data: Optional[str] = None) -> LearnResult:
     """Run on-the-fly learning; see the module docstring. ``reference()`` returns a new ASE calculator.
@@ -260,7 +260,9 @@ def learn(start: Atoms, reference: Callable, out_dir: str, *, params: Optional[d
                                     inc.model.sparse_.n_total, "cap"])
                         break
                     order = np.argsort(-score)
-                    chosen = [int(i) for i in order[:sparse_per_update] if score[i] > 1.0] or [int(order[0])]
+                    # the most uncertain environments, whether or not each passed the
+                    # threshold: one call buys a whole frame of new information
+                    chosen = [int(i) for i in order[:sparse_per_update]]
                     update(step, chosen)
                     atoms.calc = GAPCalculator(inc.model, uncertainty=False)
                     event = "reference"
