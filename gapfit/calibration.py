@@ -65,24 +65,26 @@ def uncertainty_metrics(preds: Sequence[dict], labels: Sequence[Labels]) -> Dict
     the norm of the force error; coverage over components. Energies: per
     structure.
     """
-    from scipy.stats import spearmanr
-
     out: Dict[str, float] = {}
     got = _pairs(preds, labels, "forces")
     if got is not None:
-        err, std, en, sn = got
-        out["force_std_spearman"] = float(spearmanr(sn, en).statistic) if len(en) > 2 else float("nan")
-        z = err / np.where(std > 0, std, np.inf)
-        out["force_z_within_1sigma"] = float(np.mean(z <= 1.0))
-        out["force_z_within_2sigma"] = float(np.mean(z <= 2.0))
+        err, std, err_norm, std_norm = got
+        out.update(_stats("force", std_norm, err_norm, err, std))
     got = _pairs(preds, labels, "energy")
     if got is not None:
         err, std, _, _ = got
-        out["energy_std_spearman"] = float(spearmanr(std, err).statistic) if len(err) > 2 else float("nan")
-        z = err / np.where(std > 0, std, np.inf)
-        out["energy_z_within_1sigma"] = float(np.mean(z <= 1.0))
-        out["energy_z_within_2sigma"] = float(np.mean(z <= 2.0))
+        out.update(_stats("energy", std, err, err, std))
     return out
+
+
+def _stats(prefix: str, rank_std, rank_err, err, std) -> Dict[str, float]:
+    """Spearman of (rank_std, rank_err) and the fractions of err/std within 1 and 2."""
+    from scipy.stats import spearmanr
+
+    rho = float(spearmanr(rank_std, rank_err).statistic) if len(rank_err) > 2 else float("nan")
+    z = err / np.where(std > 0, std, np.inf)
+    return {f"{prefix}_std_spearman": rho, f"{prefix}_z_within_1sigma": float(np.mean(z <= 1.0)),
+            f"{prefix}_z_within_2sigma": float(np.mean(z <= 2.0))}
 
 
 def calibration_plot(preds: Sequence[dict], labels: Sequence[Labels], ax_pair) -> None:
