@@ -48,12 +48,14 @@ def fit_scales(preds: Sequence[dict], labels: Sequence[Labels]) -> Dict[str, Opt
     out: Dict[str, Optional[float]] = {}
     for key in ("energy", "forces"):
         got = _pairs(preds, labels, key)
-        if got is None or len(got[0]) < 5:
+        z = np.zeros(0)
+        if got is not None:
+            err, std = got[0], got[1]
+            ok = (std > 0) & np.isfinite(std) & np.isfinite(err)
+            z = err[ok] / std[ok]
+        if len(z) < 5:  # too few usable pairs to say anything
             out[f"{key}_scale"] = None
             continue
-        err, std = got[0], got[1]
-        ok = std > 0
-        z = err[ok] / std[ok]
         out[f"{key}_scale"] = float(max(np.quantile(z, TWO_SIGMA) / 2.0, 1e-12))
     return out
 

@@ -31,12 +31,35 @@ FIT_OPTIONS = [
     ("--sigma-forces", "sigma_forces", float, "force noise, eV/Å (default 0.05)"),
     ("--sigma-virial", "sigma_virial", float, "virial noise, eV/atom (default 0.05)"),
     ("--jitter", "jitter", float, "relative jitter on K_MM (default 1e-8)"),
-    ("--seed", "seed", int, "seed of the sparse-point selection (default 0)"),
+    ("--seed", "seed", int, "seed of the sparse-point selection and of the choice of held-out calibration "
+                            "frames (default 0)"),
     ("--energy-key", "energy_key", str, "info key of the energy (default: calculator 'energy')"),
     ("--forces-key", "forces_key", str, "arrays key of the forces (default: calculator 'forces')"),
     ("--stress-key", "stress_key", str, "info key of the stress (default: calculator 'stress')"),
 ]
 CONFIG_ONLY = {"config_type_sigma", "e0", "n_sparse"}
+
+# (flag, learn() argument, type, help) of the settings a learning run stores and --resume restores.
+LEARN_OPTIONS = [
+    ("--temperature", "temperature_K", float, "K"),
+    ("--timestep", "timestep_fs", float, "fs"),
+    ("--steps", "steps", int, "total MD steps of the run"),
+    ("--ensemble", "ensemble", str, "nve or nvt"),
+    ("--friction", "friction_per_fs", float, "Langevin friction, 1/fs"),
+    ("--seed", "seed", int, "seed of the initial velocities and the thermostat"),
+    ("--threshold-force-std", "threshold_force_std", float, "call when an atom's force std exceeds this (eV/Å)"),
+    ("--threshold-relative", "threshold_force_std_relative", float,
+     "call when an atom's force std exceeds this multiple of sigma_forces (1 if no threshold is set)"),
+    ("--threshold-local-energy-std", "threshold_local_energy_std", float,
+     "call when a local-energy std exceeds this (eV)"),
+    ("--max-calls", "max_reference_calls", int, "cap on reference calls"),
+    ("--min-steps-between-calls", "min_steps_between_calls", int, "fewest MD steps between two reference calls"),
+    ("--check-interval", "check_interval", int, "steps between uncertainty checks"),
+    ("--sparse-per-update", "sparse_per_update", int, "most uncertain environments added as sparse points per call"),
+]
+RUN_DEFAULTS_HELP = {"temperature_K": 300.0, "timestep_fs": 1.0, "steps": 1000, "ensemble": "nvt",
+                     "friction_per_fs": 0.01, "seed": 0, "max_reference_calls": 100, "min_steps_between_calls": 10,
+                     "check_interval": 1, "sparse_per_update": 16}
 
 
 class CLIError(Exception):
@@ -44,8 +67,10 @@ class CLIError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ._version import __version__
     p = argparse.ArgumentParser(prog="gapfit", description="Fit and use SOAP Gaussian Approximation Potentials.")
     p.add_argument("-T", "--traceback", action="store_true", help="show the full traceback on errors")
+    p.add_argument("--version", action="version", version=f"gapfit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -58,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-progress", action="store_true", help="no progress bars")
     f.add_argument("--train-error-frames", type=int, default=300,
                    help="frames (seeded sample) on which to report the training error; 0 to skip (default 300)")
+    f.add_argument("--dry-run", action="store_true",
+                   help="check the data and settings as a fit would, print a summary, write nothing")
     g = f.add_argument_group("model settings (override --config)")
     for flag, dest, typ, hlp in FIT_OPTIONS:
         g.add_argument(flag, dest=dest, type=typ, default=None, help=hlp)
@@ -93,30 +120,26 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--no-progress", action="store_true")
     ln = sub.add_parser("learn", help="on-the-fly learning: MD + reference calls where the model is unsure",
                         description="Run MD with a model that calls a reference calculator where its uncertainty "
-                                    "passes a threshold, learns from the result and carries on.")
-    ln.add_argument("start", help="starting structure")
-    ln.add_argument("--reference", required=True, help="ASE calculator as MODULE:CLASS, e.g. ase.calculators.emt:EMT")
+                                    "passes a threshold, learns from the result and carries on. --resume continues "
+                                    "an interrupted run with every setting it was started with.")
+    ln.add_argument("start", nargs="?", help="starting structure (with --resume: optional, the run's own is used)")
+    ln.add_argument("--reference", help="ASE calculator as MODULE:CLASS, e.g. ase.calculators.emt:EMT "
+                                        "(with --resume: optional, the run's own is used)")
     ln.add_argument("--reference-kwargs", help="JSON object of keyword arguments for the reference calculator")
     ln.add_argument("-o", "--output", default="learn", help="output folder (default: learn)")
     ln.add_argument("--config", help="YAML file with GAP parameters for the model (when starting from nothing)")
     ln.add_argument("--model", help="start from this model file instead of from nothing (needs --initial-data)")
     ln.add_argument("--initial-data", help="the labelled frames the --model was fitted to")
-    ln.add_argument("--temperature", type=float, default=300.0, help="K")
-    ln.add_argument("--timestep", type=float, default=1.0, help="fs")
-    ln.add_argument("--steps", type=int, default=1000)
-    ln.add_argument("--ensemble", choices=["nve", "nvt"], default="nvt")
-    ln.add_argument("--friction", type=float, default=0.01, help="Langevin friction, 1/fs")
-    ln.add_argument("--seed", type=int, default=0)
-    ln.add_argument("--threshold-force-std", type=float, help="call when an atom's force std exceeds this (eV/Å)")
-    ln.add_argument("--threshold-relative", type=float,
-                    help="call when an atom's force std exceeds this multiple of sigma_forces (default 1 if no threshold set)")
-    ln.add_argument("--threshold-local-energy-std", type=float, help="call when a local-energy std exceeds this (eV)")
-    ln.add_argument("--max-calls", type=int, default=100, help="cap on reference calls")
-    ln.add_argument("--min-steps-between-calls", type=int, default=10)
-    ln.add_argument("--check-interval", type=int, default=1, help="steps between uncertainty checks")
-    ln.add_argument("--sparse-per-update", type=int, default=16,
-                    help="most uncertain environments added as sparse points per call (default 16)")
-    ln.add_argument("--resume", action="store_true", help="continue the run in the output folder")
+    for flag, dest, typ, hlp in LEARN_OPTIONS:
+        kw = {"choices": ["nve", "nvt"]} if dest == "ensemble" else {}
+        default = RUN_DEFAULTS_HELP.get(dest)
+        ln.add_argument(flag, dest=dest, type=typ, default=None,
+                        help=hlp + (f" (default {default})" if default is not None else ""), **kw)
+    ln.add_argument("--resume", action="store_true",
+                    help="continue the run in the output folder with its stored settings")
+    ln.add_argument("--override", action="store_true",
+                    help="with --resume: options given again replace the stored ones (each change is logged); "
+                         "without it a contradicting option is refused")
     ln.add_argument("--json", action="store_true", help="last line printed: one JSON summary")
     ln.add_argument("--no-progress", action="store_true")
     return p
@@ -138,75 +161,159 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (GapfitError, CLIError) as exc:
         if args.traceback:
             raise
-        print(f"gapfit {args.command}: error: {exc}", file=sys.stderr)
+        print(f"gapfit {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # the environment, not gapfit: a full disk, a vanished folder
+        if args.traceback:
+            raise
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"gapfit {args.command}: error: {where}{exc.strerror or exc} (-T shows the traceback)",
+              file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"gapfit {args.command}: interrupted", file=sys.stderr)
         return 130
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
 def _load_config(path: Optional[str]) -> dict:
+    """The parameters of a YAML config file, each checked by name (errors name the file)."""
     if not path:
         return {}
     import yaml
+
+    from .errors import InputError
+    from .params import check_params
     try:
-        with open(path) as fh:
-            cfg = yaml.safe_load(fh) or {}
+        with open(path, encoding="utf-8") as fh:
+            cfg = yaml.safe_load(fh)
     except FileNotFoundError:
         raise CLIError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise CLIError(f"{path}: is a folder, not a config file") from None
+    except UnicodeDecodeError:
+        raise CLIError(f"{path}: not a text file; a config is YAML text") from None
     except yaml.YAMLError as exc:
-        raise CLIError(f"{path}: not valid YAML ({exc})") from None
+        raise CLIError(f"{path}: not valid YAML ({_one_line(exc)})") from None
+    if cfg is None:
+        return {}
     if not isinstance(cfg, dict):
-        raise CLIError(f"{path}: expected a mapping of parameter names to values")
-    from .model import GAP
-    known = set(GAP._PARAMS)
-    bad = sorted(set(cfg) - known)
-    if bad:
-        raise CLIError(f"{path}: unknown parameter(s) {bad}; known: {sorted(known - {'progress'})}")
+        raise CLIError(f"{path}: expected a mapping of parameter names to values, got {type(cfg).__name__}")
+    odd = [k for k in cfg if not isinstance(k, str)]
+    if odd:
+        raise CLIError(f"{path}: parameter names must be text, got {odd[0]!r}")
+    try:
+        check_params(cfg)
+    except InputError as exc:
+        raise CLIError(f"{path}: {exc}") from None
     return cfg
 
 
-def _setup_logging(log_path: str) -> logging.Logger:
+def _setup_logging(log_path: str, mode: str = "w") -> logging.Logger:
     log = logging.getLogger("gapfit")
     log.setLevel(logging.INFO)
-    log.handlers.clear()
+    _close_logging(log)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
-    for h in (logging.StreamHandler(sys.stderr), logging.FileHandler(log_path, mode="w")):
+    for h in (logging.StreamHandler(sys.stderr), logging.FileHandler(log_path, mode=mode)):
         h.setFormatter(fmt)
         log.addHandler(h)
     log.propagate = False
     return log
 
 
-def _fit(args) -> int:
-    import os
+def _close_logging(log: logging.Logger) -> None:
+    for h in list(log.handlers):
+        h.close()
+        log.removeHandler(h)
 
-    import numpy as np
 
-    from .data import get_labels, read_frames, where_of
-    from .metrics import error_metrics, format_table, metrics_by_config_type
-    from .model import GAP
-
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(out_dir):
-        raise CLIError(f"{args.output}: folder {out_dir} does not exist")
+def _model_params(args, config_keys) -> dict:
+    """Config values overridden by the flags given."""
     params = _load_config(args.config)
+    config_keys.update(params)
     for _, dest, _, _ in FIT_OPTIONS:
         v = getattr(args, dest)
         if v is not None:
             params[dest] = v
+            config_keys.discard(dest)
+    return params
+
+
+def _name_config(args, config_keys, exc):
+    """An InputError about a setting read from --config, with the file named."""
+    from .errors import InputError
+    if getattr(exc, "param", None) in config_keys:
+        return InputError(f"{args.config}: {exc}", param=exc.param)
+    return exc
+
+
+def _fit(args) -> int:
+    from .data import read_frames
+    from .errors import InputError
+    from .files import StagedFile, TargetLock
+    from .model import GAP
+    from .model_io import model_writer
+
+    config_keys: set = set()
+    params = _model_params(args, config_keys)
     params["progress"] = not args.no_progress
-    log = _setup_logging(args.log or args.output + ".log")
+    if args.dry_run:
+        frames = read_frames(args.train)
+        try:
+            summary = GAP(**params).check_data(frames)
+        except InputError as exc:
+            raise _name_config(args, config_keys, exc) from None
+        print(_format_summary(args.train, summary))
+        return 0
+    log_path = args.log or args.output + ".log"
+    # Nothing of the previous model or its log changes until the new ones are
+    # complete: both are written under temporary names and renamed at the end,
+    # while a lock refuses a second fit to the same output.
+    with TargetLock(args.output), StagedFile(args.output) as model_out, StagedFile(log_path) as log_out:
+        log = _setup_logging(log_out.tmp)
+        try:
+            _fit_logged(args, params, config_keys, log, model_out, model_writer, read_frames)
+            model_out.commit()
+            log.info("wrote %s and its log %s", args.output, log_path)
+        finally:
+            _close_logging(log)
+        log_out.commit()
+    return 0
+
+
+def _format_summary(paths, summary: dict) -> str:
+    lines = [f"{', '.join(paths)}: {summary['n_frames']} frames, {summary['n_atoms']} atoms, "
+             f"species {summary['species']}",
+             f"labels: {summary['n_energies']} energies, {summary['n_forces']} force sets, "
+             f"{summary['n_stresses']} stresses",
+             f"config types: {summary['config_types']}",
+             "settings and data are usable (dry run: nothing fitted, nothing written)"]
+    return "\n".join(lines)
+
+
+def _fit_logged(args, params, config_keys, log, model_out, model_writer, read_frames) -> None:
+    import numpy as np
+
+    from .data import get_labels, where_of
+    from .errors import InputError
+    from .metrics import error_metrics, format_table, metrics_by_config_type
+    from .model import GAP
+
     t0 = time.perf_counter()
     frames = read_frames(args.train)
     log.info("gapfit fit: %d frames, %d atoms from %s", len(frames), sum(len(a) for a in frames), args.train)
     model = GAP(**params)
     log.info("settings: %s", json.dumps({k: v for k, v in model.get_params().items()}, default=str))
-    model.fit(frames)
+    try:
+        model.fit(frames)
+    except InputError as exc:
+        raise _name_config(args, config_keys, exc) from None
     log.info("e0 (eV): %s; delta %.4g eV", {int(z): round(v, 6) for z, v in model.e0_.items()}, model.delta_)
-    model.save(args.output)
-    fit_s = time.perf_counter() - t0
-    log.info("wrote %s (fit wall time %.1f s)", args.output, fit_s)
+    model_out.write(model_writer(model))
+    log.info("fit wall time %.1f s", time.perf_counter() - t0)
     n_check = min(args.train_error_frames, len(frames))
     if n_check > 0:
         rng = np.random.default_rng(0)
@@ -219,7 +326,6 @@ def _fit(args) -> int:
         overall = error_metrics(preds, labels, n_at)
         log.info("training error on %d of %d frames:\n%s", n_check, len(frames),
                  format_table(overall, metrics_by_config_type(preds, labels, n_at)))
-    return 0
 
 
 def _eval(args) -> int:
@@ -288,21 +394,33 @@ def _learn(args) -> int:
     from .data import check_structure, read_frames
     from .learn import Threshold, learn, load_reference
 
-    params = _load_config(args.config)
-    reference = load_reference(args.reference, args.reference_kwargs)
-    start = read_frames([args.start])[-1]
-    check_structure(start, start.info["gapfit_source"])
-    start.info.pop("gapfit_source", None)
+    if not args.resume:
+        missing = [name for name, v in (("START", args.start), ("--reference", args.reference)) if v is None]
+        if missing:
+            raise CLIError(f"{' and '.join(missing)} needed to start a run (only --resume can do without)")
+    elif not os.path.isdir(args.output):
+        raise CLIError(f"{args.output}: no such run folder to resume")
+    if args.override and not args.resume:
+        raise CLIError("--override only applies with --resume")
+    params = _load_config(args.config) if args.config else None
+    reference = load_reference(args.reference, args.reference_kwargs) if args.reference else None
+    start = None
+    if args.start:
+        start = read_frames([args.start])[-1]
+        check_structure(start, start.info["gapfit_source"])
+        start.info.pop("gapfit_source", None)
     os.makedirs(args.output, exist_ok=True)
-    _setup_logging(os.path.join(args.output, "gapfit.log"))
-    thr = Threshold(force_std=args.threshold_force_std, force_std_relative=args.threshold_relative,
-                    local_energy_std=args.threshold_local_energy_std)
-    res = learn(start, reference, args.output, params=params, temperature_K=args.temperature,
-                timestep_fs=args.timestep, steps=args.steps, ensemble=args.ensemble,
-                friction_per_fs=args.friction, seed=args.seed, threshold=thr, max_reference_calls=args.max_calls,
-                min_steps_between_calls=args.min_steps_between_calls, check_interval=args.check_interval,
-                sparse_per_update=args.sparse_per_update, resume=args.resume, progress=not args.no_progress,
-                initial_model=args.model, initial_data=args.initial_data)
+    # a resumed run adds to the log of the run it continues
+    log = _setup_logging(os.path.join(args.output, "gapfit.log"), mode="a" if args.resume else "w")
+    given = {dest: getattr(args, dest) for _, dest, _, _ in LEARN_OPTIONS if not dest.startswith("threshold_")}
+    thresholds = [args.threshold_force_std, args.threshold_force_std_relative, args.threshold_local_energy_std]
+    thr = Threshold(*thresholds) if any(v is not None for v in thresholds) else None
+    try:
+        res = learn(start, reference, args.output, params=params, threshold=thr, resume=args.resume,
+                    override=args.override, progress=not args.no_progress, initial_model=args.model,
+                    initial_data=args.initial_data, **given)
+    finally:
+        _close_logging(log)
     summary = {"model": res.model, "data": res.data, "reference_calls": res.reference_calls, "steps": res.steps,
                "stop_reason": res.stop_reason, "message": res.message}
     if args.json:

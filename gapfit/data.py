@@ -8,7 +8,7 @@ from named ``info``/``arrays`` keys.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from ase import Atoms
@@ -17,6 +17,17 @@ from .errors import InputError
 
 #: Per-frame ``info`` keys that override the noise levels, as in gap_fit.
 SIGMA_INFO_KEYS = {"energy": "energy_sigma", "forces": "force_sigma", "virial": "virial_sigma"}
+
+#: Atoms closer than this (Å), periodic images included, make a frame an input
+#: error: no reference calculation gives such a frame, and SOAP gradients of
+#: coinciding atoms are undefined (NaN forces).
+MIN_DISTANCE_A = 0.1
+#: Largest accepted absolute coordinate and cell-vector length (Å). Beyond it a
+#: unit or parsing error is far likelier than a real structure.
+MAX_COORDINATE_A = 1e5
+#: Largest accepted absolute label per atom: energy (eV/atom), force component
+#: (eV/Å), stress component (eV/Å³). Beyond it a unit or parsing error is likelier.
+MAX_LABEL = 1e8
 
 
 @dataclass
@@ -64,22 +75,90 @@ def read_frames(paths: Sequence[str], index: str = ":") -> List[Atoms]:
 
 
 def check_structure(atoms: Atoms, where: str) -> None:
-    """Raise :class:`InputError` for frames no model can evaluate."""
+    """Raise :class:`InputError` for frames no model can evaluate.
+
+    Checks: at least one atom; real chemical species; finite coordinates no
+    larger than :data:`MAX_COORDINATE_A`; a full, finite cell when periodic
+    (all three directions or none); no two atoms (or an atom and a periodic
+    image) closer than :data:`MIN_DISTANCE_A`.
+    """
     if len(atoms) == 0:
         raise InputError(f"{where}: frame has no atoms")
+    numbers = atoms.numbers
+    bad_z = np.flatnonzero((numbers < 1) | (numbers > 118))
+    if len(bad_z):
+        k = int(bad_z[0])
+        raise InputError(f"{where}: field 'numbers' of atom {k} is {int(numbers[k])}, not a chemical element "
+                         "(dummy atoms 'X' cannot be fitted)")
     pos = atoms.get_positions()
     if not np.all(np.isfinite(pos)):
         bad = int(np.flatnonzero(~np.isfinite(pos).all(axis=1))[0])
         raise InputError(f"{where}: field 'positions' of atom {bad} is not finite (NaN or inf)")
+    if np.abs(pos).max() > MAX_COORDINATE_A:
+        bad = int(np.abs(pos).max(axis=1).argmax())
+        raise InputError(f"{where}: field 'positions' of atom {bad} is {pos[bad].tolist()} Å, beyond "
+                         f"{MAX_COORDINATE_A:g} Å; check the units (positions must be in Å)")
     pbc = atoms.get_pbc()
     if np.any(pbc):
         if not np.all(pbc):
             raise InputError(f"{where}: partly periodic frames (pbc={pbc.tolist()}) are not supported; "
                              "use pbc=True in all three directions or none")
-        vol = abs(float(np.linalg.det(atoms.cell[:])))
+        cell = atoms.cell[:]
+        if not np.all(np.isfinite(cell)) or np.abs(cell).max() > MAX_COORDINATE_A:
+            raise InputError(f"{where}: field 'cell' ({cell.tolist()}) is not finite or longer than "
+                             f"{MAX_COORDINATE_A:g} Å; check the lattice and its units (Å)")
+        vol = abs(float(np.linalg.det(cell)))
         if not np.isfinite(vol) or vol < 1e-6:
             raise InputError(f"{where}: field 'cell' has zero volume ({vol:.3g} Å³) but the frame is "
                              "periodic; give a full 3x3 cell or set pbc=False")
+    close = closest_pair(atoms, MIN_DISTANCE_A)
+    if close is not None:
+        i, j, d = close
+        if i == j:
+            raise InputError(f"{where}: atom {i} is {d:.3g} Å from its own periodic image (closer than "
+                             f"{MIN_DISTANCE_A} Å); the field 'cell' is too small")
+        raise InputError(f"{where}: atoms {i} and {j} are {d:.3g} Å apart, closer than {MIN_DISTANCE_A} Å "
+                         "(the same atom twice?); remove one or fix field 'positions'")
+
+
+def closest_pair(atoms: Atoms, limit_A: float) -> Optional[Tuple[int, int, float]]:
+    """The closest pair ``(i, j, distance)`` with ``i <= j`` nearer than ``limit_A``, or None.
+
+    Periodic images count (``i == j``: an atom and its own image). A k-d tree
+    (with its own periodic box for orthorhombic cells) costs about a
+    twentieth of ASE's neighbour list, which this check would otherwise add
+    to every prediction; other cells use ASE's neighbour list.
+    """
+    from scipy.spatial import cKDTree
+
+    if len(atoms) < 2 and not np.any(atoms.pbc):
+        return None
+    cell = atoms.cell[:]
+    box = np.diag(cell).copy()
+    if np.any(atoms.pbc) and not (np.count_nonzero(cell - np.diag(box)) == 0 and np.all(box > 2 * limit_A)):
+        from ase.neighborlist import neighbor_list
+        i, j, d = neighbor_list("ijd", atoms, limit_A)
+    else:
+        if np.any(atoms.pbc):
+            pos = np.mod(atoms.positions, box)
+            pos[pos >= box] = 0.0  # mod can round up to the box length itself
+            tree = cKDTree(pos, boxsize=box)
+        else:
+            tree = cKDTree(atoms.positions)
+        pairs = tree.query_pairs(limit_A, output_type="ndarray")
+        if not len(pairs):
+            return None
+        i, j = pairs[:, 0], pairs[:, 1]
+        delta = atoms.positions[j] - atoms.positions[i]
+        if np.any(atoms.pbc):
+            delta -= box * np.round(delta / box)  # minimum image in the orthorhombic box
+        d = np.linalg.norm(delta, axis=1)
+    keep = i <= j
+    i, j, d = i[keep], j[keep], d[keep]
+    if not len(d):
+        return None
+    k = int(np.argmin(d))
+    return int(i[k]), int(j[k]), float(d[k])
 
 
 def get_labels(atoms: Atoms, where: str, *, energy_key: Optional[str] = None,
@@ -114,26 +193,42 @@ def get_labels(atoms: Atoms, where: str, *, energy_key: Optional[str] = None,
             raise InputError(f"{where}: field '{ename}' is not a single number ({e!r})") from None
         if not np.isfinite(energy):
             raise InputError(f"{where}: field '{ename}' is not finite ({energy})")
+        if abs(energy) > MAX_LABEL * len(atoms):
+            raise InputError(f"{where}: field '{ename}' is {energy:g} eV, beyond {MAX_LABEL:g} eV per atom; "
+                             "check its units (eV)")
     forces = None
     if f is not None:
-        forces = np.asarray(f, dtype=float)
+        forces = _as_float_array(f, where, fname)
         if forces.shape != (len(atoms), 3):
             raise InputError(f"{where}: field '{fname}' has shape {forces.shape}, expected ({len(atoms)}, 3)")
         if not np.all(np.isfinite(forces)):
             raise InputError(f"{where}: field '{fname}' contains NaN or inf")
+        if np.abs(forces).max() > MAX_LABEL:
+            raise InputError(f"{where}: field '{fname}' has a component of {np.abs(forces).max():g} eV/Å, "
+                             f"beyond {MAX_LABEL:g}; check its units (eV/Å)")
     stress = None
     if s is not None:
-        st = np.asarray(s, dtype=float)
+        st = _as_float_array(s, where, sname)
         if st.shape == (3, 3):
             st = st[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
         if st.shape != (6,):
             raise InputError(f"{where}: field '{sname}' has shape {st.shape}, expected 6 Voigt components or 3x3")
         if not np.all(np.isfinite(st)):
             raise InputError(f"{where}: field '{sname}' contains NaN or inf")
+        if np.abs(st).max() > MAX_LABEL:
+            raise InputError(f"{where}: field '{sname}' has a component of {np.abs(st).max():g} eV/Å³, "
+                             f"beyond {MAX_LABEL:g}; check its units (eV/Å³)")
         if np.all(atoms.pbc):
             stress = st
     ct = str(atoms.info.get("config_type", "default"))
     return Labels(energy, forces, stress, ct, where)
+
+
+def _as_float_array(value, where: str, field: str) -> np.ndarray:
+    try:
+        return np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: field '{field}' is not an array of numbers ({str(value)[:60]!r})") from None
 
 
 def is_isolated_atom(atoms: Atoms, labels: Labels) -> bool:

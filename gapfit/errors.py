@@ -1,5 +1,13 @@
-"""Exception types. Messages say what is wrong, where, and how to fix it."""
+"""Exception types. Messages say what is wrong, where, and how to fix it.
+
+Every error gapfit raises on purpose derives from :class:`GapfitError`; the
+command line turns each into one line on stderr and exit status 2.
+"""
 from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
 
 
 class GapfitError(Exception):
@@ -7,7 +15,15 @@ class GapfitError(Exception):
 
 
 class InputError(GapfitError, ValueError):
-    """Bad user input: a file, frame or setting that cannot be used."""
+    """Bad user input: a file, frame or setting that cannot be used.
+
+    ``param`` names the setting at fault when there is one, so that the
+    command line can add the config file it came from.
+    """
+
+    def __init__(self, message: str, *, param: Optional[str] = None):
+        super().__init__(message)
+        self.param = param
 
 
 class ModelFormatError(GapfitError, ValueError):
@@ -16,3 +32,11 @@ class ModelFormatError(GapfitError, ValueError):
 
 class NotFittedError(GapfitError, RuntimeError):
     """A model used before ``fit`` was called."""
+
+
+class OutputError(GapfitError, OSError):
+    """An output that cannot be written: folder not writable, target locked or not replaceable."""
+
+
+class NumericalError(GapfitError, np.linalg.LinAlgError):
+    """A factorisation that failed (singular or not positive definite); the message says what to change."""

@@ -35,7 +35,7 @@ from .errors import InputError
 from .incremental import IncrementalGAP
 from .md import initial_velocities, make_integrator, min_pair_distance
 from .md_io import AppendingXYZ, TextLog
-from .model_io import atomic_write
+from .files import atomic_write
 
 log = logging.getLogger("gapfit")
 LOG_COLUMNS = ("step", "time_fs", "epot_eV", "temperature_K", "max_force_std_eV_per_A",
@@ -82,22 +82,41 @@ class LearnResult:
     timings: dict = field(default_factory=dict)
 
 
-def load_reference(spec: str, kwargs_json: Optional[str] = None):
-    """Instantiate an ASE calculator from ``"module:Class"`` and JSON keyword arguments."""
-    if ":" not in spec:
+class ReferenceFactory:
+    """Makes a new reference calculator ``cls(**kwargs)`` per call; remembers how, for ``--resume``."""
+
+    def __init__(self, spec: str, kwargs: dict):
+        self.spec, self.kwargs = spec, dict(kwargs)
+        mod_name, cls_name = spec.split(":", 1)
+        try:
+            self._cls = getattr(importlib.import_module(mod_name), cls_name)
+        except (ImportError, AttributeError) as exc:
+            raise InputError(f"--reference {spec!r}: cannot import it ({exc})") from None
+
+    def __call__(self):
+        return self._cls(**self.kwargs)
+
+
+def load_reference(spec: str, kwargs_json: Optional[str] = None) -> ReferenceFactory:
+    """Reference calculator factory from ``"module:Class"`` and JSON keyword arguments."""
+    if not isinstance(spec, str) or ":" not in spec:
         raise InputError(f"--reference {spec!r}: expected MODULE:CLASS, e.g. ase.calculators.emt:EMT")
-    mod_name, cls_name = spec.split(":", 1)
-    try:
-        cls = getattr(importlib.import_module(mod_name), cls_name)
-    except (ImportError, AttributeError) as exc:
-        raise InputError(f"--reference {spec!r}: cannot import it ({exc})") from None
     try:
         kwargs = json.loads(kwargs_json) if kwargs_json else {}
     except ValueError as exc:
         raise InputError(f"--reference-kwargs: not valid JSON ({exc})") from None
     if not isinstance(kwargs, dict):
         raise InputError("--reference-kwargs: expected a JSON object")
-    return lambda: cls(**kwargs)
+    return ReferenceFactory(spec, kwargs)
+
+
+def _reference_record(reference) -> Optional[dict]:
+    """How to rebuild ``reference`` (a factory or a calculator class), or None if it cannot be said."""
+    if isinstance(reference, ReferenceFactory):
+        return {"spec": reference.spec, "kwargs": reference.kwargs}
+    if isinstance(reference, type):
+        return {"spec": f"{reference.__module__}:{reference.__qualname__}", "kwargs": {}}
+    return None
 
 
 def label_frame(atoms: Atoms, make_calc: Callable) -> Atoms:
@@ -122,51 +141,212 @@ def _write_xyz_atomic(path: str, atoms: Atoms) -> None:
     atomic_write(path, lambda fh: fh.write(buf.getvalue().encode()))
 
 
-def learn(start: Atoms, reference: Callable, out_dir: str, *, params: Optional[dict] = None,
-          temperature_K: float = 300.0, timestep_fs: float = 1.0, steps: int = 1000, ensemble: str = "nvt",
-          friction_per_fs: float = 0.01, seed: int = 0, threshold: Optional[Threshold] = None,
-          max_reference_calls: int = 100, min_steps_between_calls: int = 10, check_interval: int = 1,
-          sparse_per_update: int = 16, checkpoint_interval: int = 100, min_distance: float = 0.5,
-          resume: bool = False, progress: bool = False, initial_model: Optional[str] = None,
-          initial_data: Optional[str] = None) -> LearnResult:
-    """Run on-the-fly learning; see the module docstring. ``reference()`` returns a new ASE calculator.
+#: Settings of a learning run, stored in ``DIR/run.json`` and restored by ``resume``,
+#: with their defaults for a new run.
+RUN_DEFAULTS = {
+    "temperature_K": 300.0, "timestep_fs": 1.0, "steps": 1000, "ensemble": "nvt", "friction_per_fs": 0.01,
+    "seed": 0, "threshold_force_std": None, "threshold_force_std_relative": None,
+    "threshold_local_energy_std": None, "max_reference_calls": 100, "min_steps_between_calls": 10,
+    "check_interval": 1, "sparse_per_update": 16,
+}
+#: Settings that define what is learned; a resumed run cannot change them (nor the reference).
+FIXED_SETTINGS = ("params", "initial_model", "initial_data")
+RUN_FILE = "run.json"
+RUN_FORMAT = "gapfit-learn-run"
 
-    ``initial_model`` (a model file) with ``initial_data`` (the file of its
-    training frames) starts from that model instead of from nothing; both are
-    recorded in ``state.json`` so that ``resume`` finds them again.
+
+def _normalised(value):
+    """JSON round trip, so that values read back from run.json compare equal to fresh ones."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def read_run_settings(out_dir: str) -> Optional[dict]:
+    """The stored settings of the run in ``out_dir`` (None when the folder holds no run.json)."""
+    path = os.path.join(out_dir, RUN_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as fh:
+            saved = json.load(fh)
+        if saved.get("format") != RUN_FORMAT or not isinstance(saved.get("settings"), dict):
+            raise ValueError("not a gapfit learning-run record")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise InputError(f"{path}: damaged run record ({exc}); start a new run with another -o DIR") from None
+    return saved["settings"]
+
+
+def _resolve_settings(given: dict, stored: Optional[dict], out_dir: str, override: bool):
+    """Merge the settings given for this call with the stored ones of the run being resumed.
+
+    Returns ``(settings, changes)``. Not given (None): the stored value (the
+    default for a new run). Given and different from the stored value: an
+    error naming both, unless ``override`` (then the change is returned to be
+    logged); settings in :data:`FIXED_SETTINGS` never change.
     """
+    settings, changes = {}, []
+    for name, default in list(RUN_DEFAULTS.items()) + [(k, None) for k in FIXED_SETTINGS]:
+        value = given.get(name)
+        if stored is None or name not in stored:
+            settings[name] = default if value is None else value
+            continue
+        old = stored[name]
+        if value is None or _normalised(value) == _normalised(old):
+            settings[name] = old
+            continue
+        if name in FIXED_SETTINGS:
+            raise InputError(f"{out_dir}: the run was made with {name} {_show(old)}, not {_show(value)}; "
+                             f"{name} cannot change in a resumed run: start a new run with another -o DIR")
+        if not override:
+            raise InputError(f"{out_dir}: the run was made with {name} {_show(old)}, but {_show(value)} was "
+                             f"given; leave it out to continue the same run, or add --override to change it")
+        settings[name] = value
+        changes.append((name, old, value))
+    return settings, changes
+
+
+def _show(value) -> str:
+    text = json.dumps(_normalised(value), sort_keys=True)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _same_structure(a: Atoms, b: Atoms) -> bool:
+    return (len(a) == len(b) and np.array_equal(a.numbers, b.numbers) and np.allclose(a.positions, b.positions)
+            and np.allclose(a.cell[:], b.cell[:]) and np.array_equal(a.pbc, b.pbc))
+
+
+def learn(start: Optional[Atoms], reference: Optional[Callable], out_dir: str, *,
+          params: Optional[dict] = None, temperature_K: Optional[float] = None,
+          timestep_fs: Optional[float] = None, steps: Optional[int] = None, ensemble: Optional[str] = None,
+          friction_per_fs: Optional[float] = None, seed: Optional[int] = None,
+          threshold: Optional[Threshold] = None, max_reference_calls: Optional[int] = None,
+          min_steps_between_calls: Optional[int] = None, check_interval: Optional[int] = None,
+          sparse_per_update: Optional[int] = None, checkpoint_interval: int = 100, min_distance: float = 0.5,
+          resume: bool = False, override: bool = False, progress: bool = False,
+          initial_model: Optional[str] = None, initial_data: Optional[str] = None) -> LearnResult:
+    """Run on-the-fly learning; see the module docstring.
+
+    ``reference()`` returns a new ASE calculator (a calculator class, or the
+    factory of :func:`load_reference`, which can be rebuilt on resume).
+    ``initial_model`` (a model file) with ``initial_data`` (the file of its
+    training frames) starts from that model instead of from nothing.
+
+    Every run setting (``params`` and those in :data:`RUN_DEFAULTS`;
+    ``threshold`` stands for the three ``threshold_*``) is stored in
+    ``DIR/run.json`` with the start structure (``DIR/start.xyz``). With
+    ``resume=True`` a setting left as None takes the stored value, so the run
+    continues as it was started; one given with another value is refused
+    (:class:`InputError` naming both) unless ``override=True``, which logs the
+    change. ``start`` and ``reference`` may be None when resuming.
+    """
+    from .files import TargetLock
+
+    os.makedirs(out_dir, exist_ok=True)
+    with TargetLock(out_dir, inside=True):
+        return _learn_locked(start, reference, out_dir, locals())
+
+
+def _learn_locked(start, reference, out_dir, args) -> LearnResult:
     from tqdm.auto import tqdm
     import ase.io
 
-    threshold = threshold or Threshold()
-    os.makedirs(out_dir, exist_ok=True)
+    resume = args["resume"]
     data_path = os.path.join(out_dir, "labelled.xyz")
     model_path = os.path.join(out_dir, "model.npz")
     state_json = os.path.join(out_dir, "state.json")
     state_xyz = os.path.join(out_dir, "state.xyz")
+    start_path = os.path.join(out_dir, "start.xyz")
+
+    labelled: List[Atoms] = []
+    if resume:
+        if not os.path.exists(data_path) and not os.path.exists(os.path.join(out_dir, RUN_FILE)):
+            raise InputError(f"{out_dir}: nothing to resume (no labelled.xyz); run without --resume")
+        labelled = _read_labelled(data_path) if os.path.exists(data_path) else []
+    elif os.path.exists(data_path) and os.path.getsize(data_path) > 0:
+        raise InputError(f"{out_dir}: already holds labelled.xyz; use --resume to continue or another -o DIR")
+
+    stored = read_run_settings(out_dir) if resume else None
+    if resume and stored is None:
+        log.warning("%s has no %s (a run of an older gapfit): using the settings given now", out_dir, RUN_FILE)
+        old_state = json.load(open(state_json)) if os.path.exists(state_json) else {}
+        stored = {k: old_state[k] for k in ("initial_model", "initial_data") if old_state.get(k)} or None
+    threshold = args["threshold"]
+    given = {name: args[name] for name in RUN_DEFAULTS if name in args}
+    if threshold is not None:
+        given.update(threshold_force_std=threshold.force_std, threshold_force_std_relative=threshold.force_std_relative,
+                     threshold_local_energy_std=threshold.local_energy_std)
+    given["params"] = args["params"]
+    for key in ("initial_model", "initial_data"):
+        given[key] = os.path.abspath(args[key]) if args[key] else None
+    settings, changes = _resolve_settings(given, stored, out_dir, args["override"])
+    # the reference: recorded when it can be rebuilt (a class or load_reference's factory)
+    stored_ref = (stored or {}).get("reference")
+    given_ref = _reference_record(reference) if reference is not None else None
+    if given_ref and stored_ref and _normalised(given_ref) != _normalised(stored_ref):
+        raise InputError(f"{out_dir}: the run's reference is {_show(stored_ref)}, not {_show(given_ref)}; the "
+                         "reference cannot change in a resumed run: start a new run with another -o DIR")
+    settings["reference"] = given_ref or stored_ref
+    if settings["params"] is None:
+        settings["params"] = {}
+    if settings["initial_model"] and not settings["initial_data"]:
+        raise InputError("--model needs --initial-data (the model's training frames): the incremental "
+                         "model needs their descriptors to add sparse points")
+    for name in ("steps", "max_reference_calls", "min_steps_between_calls", "check_interval", "sparse_per_update",
+                 "timestep_fs", "temperature_K"):
+        v = settings[name]
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < (0 if name in (
+                "min_steps_between_calls", "temperature_K") else 1):
+            raise InputError(f"{name} must be a positive number, got {v!r}")
+    if settings["ensemble"] not in ("nve", "nvt"):
+        raise InputError(f"ensemble must be 'nve' or 'nvt', got {settings['ensemble']!r}")
+
+    if reference is None:
+        if not settings["reference"]:
+            raise InputError(f"{out_dir}: the run's reference calculator is not recorded; give --reference")
+        reference = load_reference(settings["reference"]["spec"], json.dumps(settings["reference"]["kwargs"]))
+    if resume and os.path.exists(start_path):
+        saved_start = ase.io.read(start_path)
+        if start is not None and not _same_structure(start, saved_start):
+            raise InputError(f"{out_dir}: the run started from another structure than the one given now; "
+                             "leave the start structure out (or give the same) to continue the run")
+        start = saved_start
+    if start is None:
+        raise InputError(f"{out_dir}: no start structure given and none stored in the run folder")
+    from .params import check_params, check_species_settings
+    check_params(settings["params"])
     species = sorted(set(int(z) for z in start.numbers))
-    if resume and os.path.exists(state_json) and initial_model is None:
-        saved = json.load(open(state_json))
-        initial_model, initial_data = saved.get("initial_model"), saved.get("initial_data")
+    check_species_settings(settings["params"], species)
+
+    if not resume or changes or not os.path.exists(os.path.join(out_dir, RUN_FILE)):
+        record = {"format": RUN_FORMAT, "settings": settings,
+                  "changes": (_stored_changes(out_dir) + [{"name": n, "from": o, "to": v} for n, o, v in changes])}
+        _write_json_atomic(os.path.join(out_dir, RUN_FILE), record)
+    if not os.path.exists(start_path):
+        _write_xyz_atomic(start_path, start)
+    for name, old, value in changes:
+        log.warning("resumed with a changed setting (--override): %s %s -> %s", name, _show(old), _show(value))
+    log.info("learn settings: %s", json.dumps(settings, sort_keys=True))
+
+    thr = Threshold(force_std=settings["threshold_force_std"],
+                    force_std_relative=settings["threshold_force_std_relative"],
+                    local_energy_std=settings["threshold_local_energy_std"])
+    temperature_K, timestep_fs, steps = settings["temperature_K"], settings["timestep_fs"], settings["steps"]
+    seed, check_interval = settings["seed"], settings["check_interval"]
+    min_steps_between_calls = settings["min_steps_between_calls"]
+    initial_model, initial_data = settings["initial_model"], settings["initial_data"]
+    checkpoint_interval, min_distance = args["checkpoint_interval"], args["min_distance"]
+
     if initial_model is not None:
-        from .model_io import load_model
-        if not initial_data:
-            raise InputError("--model needs --initial-data (the model's training frames): the incremental "
-                             "model needs their descriptors to add sparse points")
         from .data import read_frames
+        from .model_io import load_model
         inc = IncrementalGAP.from_model(load_model(initial_model), read_frames([initial_data]))
         missing = set(species) - set(inc.species)
         if missing:
             raise InputError(f"{initial_model}: the start structure has species {sorted(missing)} the model lacks")
-        initial_model, initial_data = os.path.abspath(initial_model), os.path.abspath(initial_data)
     else:
-        inc = IncrementalGAP(params, species)
+        inc = IncrementalGAP(settings["params"], species)
     step0, calls, last_call_step = 0, 0, -10 ** 9
     atoms = start.copy()
-    if resume:
-        if not os.path.exists(data_path):
-            raise InputError(f"{out_dir}: nothing to resume (no labelled.xyz); run without --resume")
-        labelled = ase.io.read(data_path, ":")
+    if resume and labelled:
         for a in labelled:
             inc.add_frame(a, [int(i) for i in np.atleast_1d(a.info.get("gapfit_sparse_atoms", []))])
         calls = len(labelled)
@@ -182,12 +362,20 @@ def learn(start: Atoms, reference: Callable, out_dir: str, *, params: Optional[d
             atoms.set_momenta(labelled[-1].get_momenta())
             step0 = int(labelled[-1].info.get("gapfit_step", 0))
             last_call_step = step0
-        log.info("resumed from %s: %d reference calls, step %d", out_dir, calls, step0)
-    elif os.path.exists(data_path) and os.path.getsize(data_path) > 0:
-        raise InputError(f"{out_dir}: already holds labelled.xyz; use --resume to continue or another -o DIR")
+    elif resume and initial_model is not None and os.path.exists(state_xyz):
+        state = json.load(open(state_json)) if os.path.exists(state_json) else {}
+        atoms = ase.io.read(state_xyz)
+        step0 = int(state.get("step", 0))
+    if resume:
+        log.info("resumed %s at step %d of %d with %d reference calls: temperature %g K, timestep %g fs, "
+                 "ensemble %s, seed %d", out_dir, step0, steps, calls, temperature_K, timestep_fs,
+                 settings["ensemble"], seed)
 
     data = AppendingXYZ(data_path, append=True)
     tlog = TextLog(os.path.join(out_dir, "learn.log"), LOG_COLUMNS, append=resume)
+    for name, old, value in changes:
+        tlog.write([step0, step0 * timestep_fs, 0.0, 0.0, 0.0, 0.0, calls, inc.model.sparse_.n_total
+                    if inc.n_frames else 0, f"override:{name}:{_show(old)}->{_show(value)}".replace(" ", "")])
 
     def record(step: int, a: Atoms, sparse_atoms: List[int]) -> Atoms:
         labelled = label_frame(a, reference)
@@ -226,9 +414,9 @@ def learn(start: Atoms, reference: Callable, out_dir: str, *, params: Optional[d
         if not np.any(atoms.get_momenta()):
             initial_velocities(atoms, temperature_K, seed)
         atoms.calc = GAPCalculator(inc.model, uncertainty=False)
-        dyn = make_integrator(atoms, ensemble, timestep_fs=timestep_fs, temperature_K=temperature_K,
-                              friction_per_fs=friction_per_fs, seed=seed + step0)
-        bar = tqdm(total=steps, initial=min(step0, steps), desc="learn", unit="step", disable=not progress)
+        dyn = make_integrator(atoms, settings["ensemble"], timestep_fs=timestep_fs, temperature_K=temperature_K,
+                              friction_per_fs=settings["friction_per_fs"], seed=seed + step0)
+        bar = tqdm(total=steps, initial=min(step0, steps), desc="learn", unit="step", disable=not args["progress"])
         last_good = atoms.copy()
         step = step0
         while step < steps:
@@ -249,10 +437,10 @@ def learn(start: Atoms, reference: Callable, out_dir: str, *, params: Optional[d
             last_good = atoms.copy()
             if step % check_interval == 0:
                 pred = inc.model.predict([atoms], uncertainty=True)[0]
-                hit, score = threshold.exceeded(pred, inc.model.sigma_forces)
+                hit, score = thr.exceeded(pred, inc.model.sigma_forces)
                 event = ""
                 if hit and step - last_call_step >= min_steps_between_calls:
-                    if calls >= max_reference_calls:
+                    if calls >= settings["max_reference_calls"]:
                         result.stop_reason = "max_reference_calls"
                         result.message = f"step {step}: uncertainty above threshold and {calls} reference calls made"
                         tlog.write([step, step * timestep_fs, epot, atoms.get_temperature(),
@@ -262,7 +450,7 @@ def learn(start: Atoms, reference: Callable, out_dir: str, *, params: Optional[d
                     order = np.argsort(-score)
                     # the most uncertain environments, whether or not each passed the
                     # threshold: one call buys a whole frame of new information
-                    chosen = [int(i) for i in order[:sparse_per_update]]
+                    chosen = [int(i) for i in order[:settings["sparse_per_update"]]]
                     update(step, chosen)
                     atoms.calc = GAPCalculator(inc.model, uncertainty=False)
                     event = "reference"
@@ -281,3 +469,24 @@ def learn(start: Atoms, reference: Callable, out_dir: str, *, params: Optional[d
     result.reference_calls = calls
     result.timings = dict(inc.timings)
     return result
+
+
+def _stored_changes(out_dir: str) -> list:
+    path = os.path.join(out_dir, RUN_FILE)
+    try:
+        with open(path) as fh:
+            return list(json.load(fh).get("changes", []))
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def _read_labelled(path: str) -> List[Atoms]:
+    """The complete frames of ``labelled.xyz``; an incomplete last frame (a kill mid-write) is cut off."""
+    import ase.io
+    from .md_io import complete_xyz_frames
+    n, n_bytes = complete_xyz_frames(path)
+    if n_bytes < os.path.getsize(path):
+        log.warning("%s ends with an incomplete frame (the run was stopped while writing it): removed it; "
+                    "that reference call will be made again", path)
+        os.truncate(path, n_bytes)
+    return ase.io.read(path, ":") if n else []

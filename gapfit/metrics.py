@@ -98,7 +98,7 @@ def parity_plot(preds, labels, n_atoms, path: str) -> None:
         ax.set_xlabel("reference")
         ax.set_ylabel("gapfit")
     fig.tight_layout()
-    from .model_io import atomic_write
+    from .files import atomic_write
     import io
     buf = io.BytesIO()
     fig.savefig(buf, format=path.rsplit(".", 1)[-1] if "." in path else "png", dpi=120)

@@ -22,7 +22,8 @@ from .data import (SIGMA_INFO_KEYS, Labels, check_structure, get_labels, is_isol
 from .descriptors import SoapSettings, make_descriptor
 from .errors import InputError, NotFittedError
 from .kernels import dot_kernel
-from .sparsify import METHODS, select_sparse
+from .params import check_params, check_species_settings
+from .sparsify import select_sparse
 
 log = logging.getLogger("gapfit")
 
@@ -138,18 +139,7 @@ class GAP:
                             dscribe_mode=self.dscribe_mode)
 
     def _validate(self) -> None:
-        try:
-            self.soap_settings.validate()
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
-        for name in ("sigma_energy", "sigma_forces", "sigma_virial", "zeta", "jitter"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and v > 0):
-                raise InputError(f"{name} must be a positive number, got {v!r}")
-        if self.delta is not None and not self.delta > 0:
-            raise InputError(f"delta must be > 0 eV, got {self.delta!r}")
-        if self.sparse_method not in METHODS:
-            raise InputError(f"sparse_method must be one of {METHODS}, got {self.sparse_method!r}")
+        check_params(self.get_params())
 
     # --------------------------------------------------------------------- fit
     def fit(self, frames: Sequence[Atoms]) -> "GAP":
@@ -159,27 +149,13 @@ class GAP:
         frame and field when the data cannot be used.
         """
         t_start = time.perf_counter()
-        self._validate()
         frames = list(frames)
-        if not frames:
-            raise InputError("no training frames given")
-        labels = self._labels(frames)
-        if all(lb.energy_eV is None for lb in labels):
-            raise InputError(f"{labels[0].where}: no frame has field 'energy'; a fit needs total energies "
-                             "(use --energy-key NAME if they are stored under another name)")
-        species = species_of(frames)
+        labels, species = self._check(frames)
         self.species_ = species
         self.e0_ = self._fit_e0(frames, labels, species)
         # Isolated atoms stay in the fit: their energy rows pin the local
         # energy of a lone atom to e0, as in gap_fit.
         train_idx = list(range(len(frames)))
-        if all(is_isolated_atom(a, lb) for a, lb in zip(frames, labels)):
-            raise InputError("only isolated-atom frames given; add frames of condensed configurations")
-        for k in train_idx:
-            lb = labels[k]
-            if lb.energy_eV is None and lb.forces_eV_per_A is None and lb.stress_eV_per_A3 is None:
-                raise InputError(f"{lb.where}: frame has none of the fields 'energy', 'forces', 'stress'; "
-                                 "label it or remove it")
         self.delta_ = float(self.delta) if self.delta is not None else self._default_delta(frames, labels, train_idx)
         self.descriptor_ = make_descriptor(self.soap_settings, species)
 
@@ -249,6 +225,45 @@ class GAP:
         self.training_summary_["fit_seconds"] = round(time.perf_counter() - t_start, 3)
         return self
 
+    def check_data(self, frames: Sequence[Atoms]) -> dict:
+        """Check the settings and frames as :meth:`fit` would, without computing descriptors.
+
+        Raises :class:`gapfit.errors.InputError` naming the setting, or the
+        file, frame and field, at fault. Returns a summary: frame and atom
+        counts, species, label counts and frames per config_type.
+        """
+        from ase.data import chemical_symbols
+        frames = list(frames)
+        labels, species = self._check(frames)
+        return {"n_frames": len(frames), "n_atoms": int(sum(len(a) for a in frames)),
+                "species": [chemical_symbols[z] for z in species],
+                "n_energies": sum(lb.energy_eV is not None for lb in labels),
+                "n_forces": sum(lb.forces_eV_per_A is not None for lb in labels),
+                "n_stresses": sum(lb.stress_eV_per_A3 is not None for lb in labels),
+                "config_types": _count(lb.config_type for lb in labels)}
+
+    def _check(self, frames: List[Atoms]):
+        """(labels, species) of usable training frames, or the first problem as an InputError."""
+        self._validate()
+        if not frames:
+            raise InputError("no training frames given")
+        labels = self._labels(frames)
+        if all(lb.energy_eV is None for lb in labels):
+            raise InputError(f"{labels[0].where}: no frame has field 'energy'; a fit needs total energies "
+                             "(use --energy-key NAME if they are stored under another name)")
+        species = species_of(frames)
+        check_species_settings(self.get_params(), species)
+        unused = sorted(set(self.config_type_sigma or {}) - {lb.config_type for lb in labels})
+        if unused:
+            log.warning("config_type_sigma names config types that no frame has: %s", unused)
+        if all(is_isolated_atom(a, lb) for a, lb in zip(frames, labels)):
+            raise InputError("only isolated-atom frames given; add frames of condensed configurations")
+        for lb in labels:
+            if lb.energy_eV is None and lb.forces_eV_per_A is None and lb.stress_eV_per_A3 is None:
+                raise InputError(f"{lb.where}: frame has none of the fields 'energy', 'forces', 'stress'; "
+                                 "label it or remove it")
+        return labels, species
+
     def _accumulate(self, acc, frames, labels, idx, counts) -> None:
         """Design rows of frames ``idx``, weighted, into the QR accumulator."""
         for chunk_idx in self._chunks(idx, "design rows", [len(frames[k]) for k in idx],
@@ -278,8 +293,10 @@ class GAP:
         for k, a in enumerate(frames):
             where = where_of(a, k)
             check_structure(a, where)
-            out.append(get_labels(a, where, energy_key=self.energy_key, forces_key=self.forces_key,
-                                  stress_key=self.stress_key))
+            lb = get_labels(a, where, energy_key=self.energy_key, forces_key=self.forces_key,
+                            stress_key=self.stress_key)
+            self._sigmas(a, lb)  # bad per-frame sigmas fail now, not after the descriptors
+            out.append(lb)
         return out
 
     def _n_sparse_for(self, z: int, n_env: int) -> int:
@@ -345,15 +362,16 @@ class GAP:
              "virial": float(self.sigma_virial)}
         if self.config_type_sigma and lb.config_type in self.config_type_sigma:
             for k, v in self.config_type_sigma[lb.config_type].items():
-                if k not in s:
-                    raise InputError(f"config_type_sigma[{lb.config_type!r}]: unknown key {k!r}; "
-                                     "use energy, forces, virial")
-                s[k] = float(v)
+                s[k] = float(v)  # keys and values checked by check_params
         for k, info_key in SIGMA_INFO_KEYS.items():
             if info_key in atoms.info:
-                v = float(atoms.info[info_key])
-                if not v > 0:
-                    raise InputError(f"{lb.where}: field '{info_key}' must be > 0, got {v}")
+                try:
+                    v = float(np.asarray(atoms.info[info_key], dtype=float).reshape(()))
+                except (TypeError, ValueError):
+                    v = float("nan")
+                if not (np.isfinite(v) and v > 0):
+                    raise InputError(f"{lb.where}: field '{info_key}' must be a number > 0, "
+                                     f"got {atoms.info[info_key]!r}")
                 s[k] = v
         return s
 

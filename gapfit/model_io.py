@@ -20,37 +20,18 @@ same folder, are flushed to disk, then renamed over the target.
 from __future__ import annotations
 
 import json
+import math
 import os
-import tempfile
-import zipfile
+from typing import Callable, Dict
 
 import numpy as np
 
 from ._version import __version__
-from .errors import ModelFormatError
+from .errors import GapfitError, ModelFormatError
+from .files import atomic_write
 
 FORMAT_NAME = "gapfit-model"
 FORMAT_VERSION = 1
-
-
-def atomic_write(path: str, write) -> None:
-    """Call ``write(fileobj)`` on a temporary file, then rename it to ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp makes the file private; give it the permissions a plain open() would
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _unpack(packed, n: int, lower: bool) -> np.ndarray:
@@ -65,6 +46,11 @@ def _unpack(packed, n: int, lower: bool) -> np.ndarray:
 
 def save_model(model, path: str) -> None:
     """Write a fitted :class:`gapfit.GAP` to ``path`` atomically."""
+    atomic_write(path, model_writer(model))
+
+
+def model_writer(model) -> Callable:
+    """``write(fileobj)`` that writes the model file of a fitted :class:`gapfit.GAP`."""
     sp = model.sparse_
     params = {k: v for k, v in model.get_params().items() if k != "progress"}
     if params.get("n_sparse") is not None and isinstance(params["n_sparse"], dict):
@@ -92,56 +78,136 @@ def save_model(model, path: str) -> None:
         arrays[f"sparse_{z}"] = p
         L = model.kmm_chol_[z]
         arrays[f"kmm_chol_{z}"] = L[np.tril_indices(len(L))]
-    atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    return lambda fh: np.savez(fh, **arrays)
+
+
+def _read_arrays(path: str) -> Dict[str, np.ndarray]:
+    """Every entry of the archive, read now (so that damage shows here, CRC included)."""
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    if len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        raise ModelFormatError(f"{path}: not a gapfit model file: it is a Python pickle, which gapfit never "
+                               "loads (model files hold only arrays of numbers and JSON)")
+    if head != b"PK":
+        raise ModelFormatError(f"{path}: not a gapfit model file (not an .npz archive)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "object arrays" in str(exc).lower():
+            raise ModelFormatError(f"{path}: not a gapfit model file: an entry holds pickled Python objects, "
+                                   "which gapfit never loads (model files hold only arrays of numbers and "
+                                   "JSON)") from None
+        raise ModelFormatError(f"{path}: damaged or not a gapfit model file (ValueError: {exc}); refit the "
+                               "model or restore the file from a copy") from None
+    except Exception as exc:  # zipfile, zlib and numpy raise many types for damaged archives
+        raise ModelFormatError(f"{path}: damaged or not a gapfit model file ({type(exc).__name__}: {exc}); "
+                               "refit the model or restore the file from a copy") from None
+
+
+def _numbers(arrays: Dict[str, np.ndarray], name: str, shape: tuple) -> np.ndarray:
+    """A finite float64 entry of the given shape, or a ValueError naming it."""
+    if name not in arrays:
+        raise KeyError(f"entry '{name}' is missing")
+    a = arrays[name]
+    if a.dtype.kind not in "fi" or a.shape != shape:
+        raise ValueError(f"entry '{name}' has dtype {a.dtype} and shape {a.shape}, expected numbers of shape {shape}")
+    a = np.asarray(a, dtype=np.float64)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"entry '{name}' holds NaN or inf")
+    return a
+
+
+def _positive(value, what: str) -> float:
+    v = float(value)
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{what} must be a positive number, got {value!r}")
+    return v
 
 
 def load_model(path: str):
-    """Read a model written by :func:`save_model`; never executes code."""
+    """Read a model written by :func:`save_model`; never executes code.
+
+    Every entry is read and checked (shapes, finiteness, consistency with
+    the metadata) before the model is built: a damaged or foreign file
+    raises :class:`gapfit.errors.ModelFormatError`, never anything else.
+    """
     from . import sgp
     from .descriptors import SoapSettings, make_descriptor
     from .model import GAP
+    from .params import check_params
 
+    path = os.fspath(path)
     if not os.path.exists(path):
         raise ModelFormatError(f"{path}: no such model file")
+    if os.path.isdir(path):
+        raise ModelFormatError(f"{path}: is a folder, not a gapfit model file")
     try:
-        data = np.load(path, allow_pickle=False)
-        files = set(data.files)
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise ModelFormatError(f"{path}: not a gapfit model file (not a readable .npz archive: {exc})") from None
-    if "metadata" not in files:
+        arrays = _read_arrays(path)
+    except OSError as exc:
+        raise ModelFormatError(f"{path}: cannot read it ({exc.strerror or type(exc).__name__})") from None
+    if "metadata" not in arrays:
         raise ModelFormatError(f"{path}: not a gapfit model file (no 'metadata' entry)")
+    meta_arr = arrays["metadata"]
+    if meta_arr.dtype.kind != "U" or meta_arr.shape != ():
+        raise ModelFormatError(f"{path}: not a gapfit model file ('metadata' is not a JSON string)")
     try:
-        meta = json.loads(str(data["metadata"]))
-    except (ValueError, TypeError) as exc:
+        meta = json.loads(str(meta_arr))
+    except ValueError as exc:
         raise ModelFormatError(f"{path}: not a gapfit model file (metadata is not JSON: {exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        raise ModelFormatError(f"{path}: not a gapfit model file (format is {meta.get('format') if isinstance(meta, dict) else None!r})")
+        raise ModelFormatError(f"{path}: not a gapfit model file (format is "
+                               f"{meta.get('format') if isinstance(meta, dict) else None!r})")
     version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ModelFormatError(f"{path}: damaged gapfit model file (format_version {version!r})")
+    if version > FORMAT_VERSION:
         raise ModelFormatError(
             f"{path}: model format version {version} is newer than this gapfit ({__version__}) reads "
             f"(up to {FORMAT_VERSION}); upgrade gapfit")
     try:
         params = dict(meta["params"])
+        check_params(params)
         model = GAP(**params)
         species = [int(z) for z in meta["species"]]
-        points = {z: np.asarray(data[f"sparse_{z}"], dtype=float) for z in species if f"sparse_{z}" in files}
-        model.species_ = species
-        model.e0_ = {int(z): float(v) for z, v in meta["e0_eV"].items()}
-        model.delta_ = float(meta["kernel"]["delta_eV"])
-        model.sparse_ = sgp.SparseSet(points, model.delta_, float(meta["kernel"]["zeta"]))
-        model.kmm_chol_ = {z: _unpack(data[f"kmm_chol_{z}"], len(points[z]), lower=True) for z in points}
-        model.alpha_ = np.asarray(data["alpha"], dtype=float)
-        M = len(model.alpha_)
-        model.R_ab_ = _unpack(data["R_ab"], M + 1, lower=False)
-        model.R_ = np.ascontiguousarray(model.R_ab_[:M, :M])
-        model.training_summary_ = meta.get("training", {})
-        if meta.get("calibration") is not None:
-            model.calibration_ = meta["calibration"]
+        if not species or sorted(set(species)) != species or not all(1 <= z <= 118 for z in species):
+            raise ValueError(f"species {meta['species']!r} is not a sorted list of atomic numbers")
         model.descriptor_ = make_descriptor(SoapSettings(**meta["soap"]), species)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFormatError(f"{path}: damaged gapfit model file ({type(exc).__name__}: {exc})") from None
-    if model.descriptor_.n_features != meta.get("n_features"):
-        raise ModelFormatError(f"{path}: descriptor length {model.descriptor_.n_features} differs from the "
-                               f"file's {meta.get('n_features')}; the model was made with another SOAP layout")
+        D = model.descriptor_.n_features
+        if D != meta.get("n_features"):
+            raise ModelFormatError(f"{path}: descriptor length {D} differs from the file's "
+                                   f"{meta.get('n_features')}; the model was made with another SOAP layout")
+        counts = {int(z): int(n) for z, n in dict(meta["sparse_counts"]).items()}
+        if sorted(counts) != species or min(counts.values()) < 1:
+            raise ValueError(f"sparse_counts {meta['sparse_counts']!r} do not match species {species}")
+        points = {z: _numbers(arrays, f"sparse_{z}", (counts[z], D)) for z in species}
+        model.species_ = species
+        e0 = {int(z): float(v) for z, v in dict(meta["e0_eV"]).items()}
+        if sorted(e0) != species or not all(math.isfinite(v) for v in e0.values()):
+            raise ValueError(f"e0_eV {meta['e0_eV']!r} does not give a finite energy for each species")
+        model.e0_ = e0
+        model.delta_ = _positive(meta["kernel"]["delta_eV"], "kernel delta_eV")
+        zeta = _positive(meta["kernel"]["zeta"], "kernel zeta")
+        model.sparse_ = sgp.SparseSet(points, model.delta_, zeta)
+        model.kmm_chol_ = {z: _unpack(_numbers(arrays, f"kmm_chol_{z}", (counts[z] * (counts[z] + 1) // 2,)),
+                                      counts[z], lower=True) for z in species}
+        M = sum(counts.values())
+        model.alpha_ = _numbers(arrays, "alpha", (M,))
+        model.R_ab_ = _unpack(_numbers(arrays, "R_ab", ((M + 1) * (M + 2) // 2,)), M + 1, lower=False)
+        model.R_ = np.ascontiguousarray(model.R_ab_[:M, :M])
+        training = meta.get("training", {})
+        model.training_summary_ = training if isinstance(training, dict) else {}
+        cal = meta.get("calibration")
+        if cal is not None:
+            if not isinstance(cal, dict):
+                raise ValueError("calibration is not a mapping")
+            for key in ("energy_scale", "forces_scale"):
+                if cal.get(key) is not None:
+                    _positive(cal[key], f"calibration {key}")
+            model.calibration_ = cal
+    except ModelFormatError:
+        raise
+    except (GapfitError, KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise ModelFormatError(f"{path}: damaged gapfit model file ({type(exc).__name__}: {exc}); refit the "
+                               "model or restore the file from a copy") from None
     return model

@@ -23,6 +23,7 @@ import scipy.sparse
 
 from .descriptors.base import FrameDescriptors
 from .descriptors.base import normalised_pair_gradients
+from .errors import NumericalError
 from .kernels import dot_kernel, kernel_from_dot
 
 VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
@@ -235,7 +236,7 @@ class QRAccumulator:
         lwork = int(lapack.dgeqrf_lwork(a.shape[0], a.shape[1])[0])
         qr, _, _, info = lapack.dgeqrf(a, lwork=max(lwork, 1), overwrite_a=True)
         if info != 0:
-            raise np.linalg.LinAlgError(f"QR factorisation failed (LAPACK info {info})")
+            raise NumericalError(f"QR factorisation failed (LAPACK info {info})")
         R = np.triu(qr[:k])
         self._buf[:k] = R
         # only the rows written since the last flush are dirty; leaving the
@@ -260,7 +261,7 @@ def qr_r(a: np.ndarray) -> np.ndarray:
     lwork = int(lapack.dgeqrf_lwork(a.shape[0], a.shape[1])[0])
     qr, _, _, info = lapack.dgeqrf(a, lwork=max(lwork, 1), overwrite_a=True)
     if info != 0:
-        raise np.linalg.LinAlgError(f"QR factorisation failed (LAPACK info {info})")
+        raise NumericalError(f"QR factorisation failed (LAPACK info {info})")
     n = a.shape[1]
     R = np.zeros((n, n))
     k = min(qr.shape)
@@ -271,11 +272,15 @@ def qr_r(a: np.ndarray) -> np.ndarray:
 def solve_from_factor(Rab: np.ndarray):
     """Weights α, the triangular factor R of A and the residual norm from R of [A | b]."""
     M = Rab.shape[0] - 1
+    if not np.all(np.isfinite(Rab)):
+        raise NumericalError("the training system holds NaN or inf (from descriptors or labels); "
+                             "check the data for overlapping atoms or absurd values")
     R = Rab[:M, :M]
     z = Rab[:M, M]
     diag = np.abs(np.diag(R))
     if np.any(diag <= 1e-300):
-        raise np.linalg.LinAlgError("singular sparse-GP system; increase the jitter or reduce the sparse points")
+        raise NumericalError("singular sparse-GP system: the training data do not determine the weights; "
+                             "increase the jitter (e.g. --jitter 1e-6) or use fewer sparse points")
     alpha = scipy.linalg.solve_triangular(R, z, check_finite=False)
     return alpha, np.ascontiguousarray(R), float(abs(Rab[M, M]))
 
@@ -289,7 +294,7 @@ def kmm_cholesky(sparse: SparseSet, jitter: float) -> Dict[int, np.ndarray]:
         try:
             out[z] = np.linalg.cholesky(K)
         except np.linalg.LinAlgError:
-            raise np.linalg.LinAlgError(
+            raise NumericalError(
                 f"K_MM of species {z} is not positive definite with jitter {jitter}; "
                 "increase the jitter (e.g. 1e-6) or use fewer sparse points") from None
     return out

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import ase.io
@@ -56,3 +60,43 @@ def shared_file(*parts) -> Path:
     if not p.exists():
         pytest.skip(f"{p} not present (../shared is not beside this checkout)")
     return p
+
+
+#: The gapfit command line as a subprocess, independent of the console script.
+GAPFIT = [sys.executable, "-m", "gapfit.cli"]
+
+
+@pytest.fixture
+def spawn():
+    """Start subprocesses that are killed, with their whole process group, at teardown, pass or fail."""
+    procs = []
+
+    def start(cmd, **kwargs):
+        kwargs.setdefault("stdout", subprocess.DEVNULL)
+        kwargs.setdefault("stderr", subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, start_new_session=True, **kwargs)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait(timeout=60)
+
+
+def wait_for(condition, what: str, timeout_s: float = 240.0, proc=None):
+    """Poll ``condition()`` until true; fail naming ``what`` at the deadline or if ``proc`` died first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if proc is not None and proc.poll() is not None:
+            if condition():
+                return
+            raise AssertionError(f"process exited ({proc.returncode}) before {what}")
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")

@@ -14,10 +14,12 @@ import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
 
-from conftest import FAST
+from conftest import FAST, GAPFIT, wait_for
 import gapfit
 from gapfit.incremental import IncrementalGAP
+from gapfit.errors import InputError
 from gapfit.learn import Threshold, learn
+from gapfit.md_io import complete_xyz_frames
 
 PARAMS = dict(n_max=3, l_max=3, cutoff=4.0, cutoff_transition_width=1.0)
 
@@ -86,28 +88,34 @@ def test_md_blow_up_stops_cleanly(tmp_path):
     assert gapfit.load(res.model).training_summary_["n_frames"] == res.reference_calls
 
 
-def test_resume_after_sigkill_keeps_every_reference_call(tmp_path):
+def test_resume_after_sigkill_keeps_every_reference_call_and_every_setting(tmp_path, spawn):
     start = tmp_path / "start.xyz"
     ase.io.write(start, _start())
     cfg = tmp_path / "c.yaml"
     cfg.write_text("\n".join(f"{k}: {v}" for k, v in PARAMS.items()) + "\n")
     out = tmp_path / "run"
-    exe = [sys.executable, "-m", "gapfit.cli"]
+    data = out / "labelled.xyz"
     args = ["learn", str(start), "--reference", "ase.calculators.emt:EMT", "-o", str(out), "--config", str(cfg),
             "--temperature", "900", "--timestep", "2", "--steps", "100000", "--threshold-force-std", "0.003",
-            "--min-steps-between-calls", "3", "--no-progress", "--max-calls", "1000"]
-    proc = subprocess.Popen(exe + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    data = out / "labelled.xyz"
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if data.exists() and len(ase.io.read(data, ":")) >= 4:
-            break
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    before = ase.io.read(data, ":")
-    assert len(before) >= 4
-    r = subprocess.run(exe + args[:-2] + ["--max-calls", str(len(before) + 2), "--resume", "--json"],
+            "--min-steps-between-calls", "3", "--no-progress", "--max-calls", "10", "--seed", "3"]
+    proc = spawn(GAPFIT + args)
+    # whole frames only: the file exists (and may hold half a frame) before the first is complete
+    wait_for(lambda: data.exists() and complete_xyz_frames(data)[0] >= 3, "3 complete labelled frames", proc=proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    n_before, _ = complete_xyz_frames(data)
+    before = ase.io.read(data, f":{n_before}")
+
+    # a contradicting option is refused, naming both values, and nothing changes
+    bytes_before = data.read_bytes()
+    r = subprocess.run(GAPFIT + ["learn", "-o", str(out), "--resume", "--temperature", "300"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "temperature_K 900" in r.stderr and "300" in r.stderr and "--override" in r.stderr
+    assert data.read_bytes() == bytes_before
+
+    # the README's resume line, with nothing but --resume: every setting comes from the run
+    r = subprocess.run(GAPFIT + ["learn", "-o", str(out), "--resume", "--json", "--no-progress"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout.strip().splitlines()[-1])
@@ -118,9 +126,62 @@ def test_resume_after_sigkill_keeps_every_reference_call(tmp_path):
         assert a.get_potential_energy() == b.get_potential_energy()
     positions = [tuple(np.round(a.positions.ravel(), 8)) for a in after]
     assert len(set(positions)) == len(after)
-    assert summary["reference_calls"] == len(after) == len(before) + 2
+    assert summary["reference_calls"] == len(after) == 10  # the stored --max-calls
     assert summary["stop_reason"] == "max_reference_calls"
     assert gapfit.load(summary["model"]).training_summary_["n_frames"] == len(after)
+    log = (out / "gapfit.log").read_text()
+    assert "temperature 900 K, timestep 2 fs" in log and "of 100000" in log
+    settings = json.loads((out / "run.json").read_text())["settings"]
+    assert (settings["temperature_K"], settings["timestep_fs"], settings["seed"]) == (900.0, 2.0, 3)
+
+    # an explicit, logged change
+    r = subprocess.run(GAPFIT + ["learn", "-o", str(out), "--resume", "--json", "--no-progress",
+                                 "--max-calls", "11", "--override"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["reference_calls"] == 11
+    assert "max_reference_calls 10 -> 11" in (out / "gapfit.log").read_text()
+    assert json.loads((out / "run.json").read_text())["changes"][-1] == {"name": "max_reference_calls",
+                                                                         "from": 10, "to": 11}
+
+
+def test_resume_drops_an_incomplete_last_frame(tmp_path):
+    out = tmp_path / "run"
+    res = learn(_start(), EMT, str(out), params=PARAMS, temperature_K=800, timestep_fs=2, steps=20,
+                threshold=Threshold(force_std=0.005), min_steps_between_calls=5, seed=1)
+    data = out / "labelled.xyz"
+    whole = data.read_bytes()
+    n_whole = complete_xyz_frames(data)[0]
+    assert n_whole == res.reference_calls
+    with open(data, "ab") as fh:  # a kill in the middle of writing a frame
+        fh.write(b"32\nLattice=\"7.22 0 0 0 7.22 0 0 0 7.22\" Properties=species:S:1:pos:R:3\nCu 0 0 0\nCu 1.8")
+    assert complete_xyz_frames(data) == (n_whole, len(whole))
+    again = learn(None, None, str(out), resume=True)
+    assert again.reference_calls >= n_whole
+    assert data.read_bytes()[:len(whole)] == whole
+    assert complete_xyz_frames(data)[1] == data.stat().st_size
+
+
+def test_resume_with_other_settings_is_refused_in_python_too(tmp_path):
+    out = tmp_path / "run"
+    learn(_start(), EMT, str(out), params=PARAMS, temperature_K=800, timestep_fs=2, steps=6)
+    with pytest.raises(InputError, match="timestep_fs 2, but 1.0"):
+        learn(None, None, str(out), resume=True, timestep_fs=1.0)
+    with pytest.raises(InputError, match="cannot change"):
+        learn(None, None, str(out), resume=True, params=dict(PARAMS, n_max=4), override=True)
+    res = learn(None, None, str(out), resume=True, steps=10, override=True)
+    assert res.steps == 10
+
+
+def test_second_run_into_the_same_folder_is_refused_while_the_first_runs(tmp_path, spawn):
+    from gapfit.errors import OutputError
+    start = tmp_path / "start.xyz"
+    ase.io.write(start, _start())
+    out = tmp_path / "run"
+    proc = spawn(GAPFIT + ["learn", str(start), "--reference", "ase.calculators.emt:EMT", "-o", str(out),
+                           "--steps", "1000000", "--no-progress", "--threshold-force-std", "1e6"])
+    wait_for(lambda: (out / "model.npz").exists(), "the first model of the running learn", proc=proc)
+    with pytest.raises(OutputError, match="another gapfit run"):
+        learn(None, None, str(out), resume=True)
 
 
 def test_start_from_existing_model(tmp_path, cu_train):

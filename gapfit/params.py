@@ -1,0 +1,193 @@
+"""Checking GAP settings by name, before any work is done.
+
+:func:`check_params` is the one place that knows the type and range of every
+:class:`gapfit.GAP` parameter; ``GAP.fit`` and the command line's ``--config``
+reader both call it, so a wrong value is reported with the parameter's name
+(and, on the command line, the file it came from) instead of failing deep
+inside a fit. :func:`check_species_settings` then rejects per-species entries
+for species that the data do not contain, which would otherwise be ignored.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional
+
+from .errors import InputError
+
+#: Names of the noise groups in ``config_type_sigma`` entries.
+SIGMA_GROUPS = ("energy", "forces", "virial")
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _is_real(value: Any) -> bool:
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(float(value)))
+
+
+def _is_whole(value: Any) -> bool:
+    return _is_real(value) and float(value).is_integer()
+
+
+def _positive(name: str, value: Any) -> None:
+    if not (_is_real(value) and value > 0):
+        raise InputError(f"{name} must be a positive number, got {_describe(value)}", param=name)
+
+
+def _whole(minimum: int) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        if not (_is_whole(value) and value >= minimum):
+            raise InputError(f"{name} must be a whole number >= {minimum}, got {_describe(value)}", param=name)
+    return check
+
+
+def _one_of(*choices: str) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        if value not in choices:
+            raise InputError(f"{name} must be one of {list(choices)}, got {_describe(value)}", param=name)
+    return check
+
+
+def _optional(check: Callable[[str, Any], None]) -> Callable[[str, Any], None]:
+    def wrapped(name: str, value: Any) -> None:
+        if value is not None:
+            check(name, value)
+    return wrapped
+
+
+def species_number(key: Any) -> Optional[int]:
+    """Atomic number of a per-species key (``29``, ``"29"`` or ``"Cu"``), or None if it names no element."""
+    from ase.data import atomic_numbers
+    if isinstance(key, bool):
+        return None
+    if isinstance(key, numbers.Integral):
+        z = int(key)
+    elif isinstance(key, str) and key.strip().isdigit():
+        z = int(key.strip())
+    elif isinstance(key, str) and key in atomic_numbers:
+        z = atomic_numbers[key]
+    else:
+        return None
+    return z if 1 <= z <= 118 else None
+
+
+def _per_species(value_check: Callable[[str, Any], None], what: str) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        if not isinstance(value, Mapping):
+            raise InputError(f"{name} must be a mapping {{species: {what}}}, got {_describe(value)}", param=name)
+        for key, v in value.items():
+            if species_number(key) is None:
+                raise InputError(f"{name}: {key!r} is not a chemical element (use a symbol such as 'Si' "
+                                 "or an atomic number)", param=name)
+            value_check(f"{name}[{key!r}]", v)
+    return check
+
+
+def _n_sparse(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, Mapping):
+        _per_species(_whole(1), "whole number")(name, value)
+    else:
+        _whole(1)(name, value)
+
+
+def _finite(name: str, value: Any) -> None:
+    if not _is_real(value):
+        raise InputError(f"{name} must be a finite number, got {_describe(value)}", param=name.split("[")[0])
+
+
+def _config_type_sigma(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, Mapping):
+        raise InputError(f"{name} must be a mapping {{config_type: {{energy: .., forces: .., virial: ..}}}}, "
+                         f"got {_describe(value)}", param=name)
+    for ct, entry in value.items():
+        if not isinstance(entry, Mapping):
+            raise InputError(f"{name}[{ct!r}] must be a mapping with keys among {list(SIGMA_GROUPS)}, "
+                             f"got {_describe(entry)}", param=name)
+        for group, sigma in entry.items():
+            if group not in SIGMA_GROUPS:
+                raise InputError(f"{name}[{ct!r}]: unknown key {group!r}; use {', '.join(SIGMA_GROUPS)}",
+                                 param=name)
+            if not (_is_real(sigma) and sigma > 0):
+                raise InputError(f"{name}[{ct!r}][{group!r}] must be a positive number, got {_describe(sigma)}",
+                                 param=name)
+
+
+def _fraction(name: str, value: Any) -> None:
+    if not (_is_real(value) and 0 <= value < 1):
+        raise InputError(f"{name} must be a number in [0, 1), got {_describe(value)}", param=name)
+
+
+def _text(name: str, value: Any) -> None:
+    if not (isinstance(value, str) and value):
+        raise InputError(f"{name} must be a non-empty string, got {_describe(value)}", param=name)
+
+
+def _flag(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise InputError(f"{name} must be true or false, got {_describe(value)}", param=name)
+
+
+#: Every GAP parameter and its check (the same names as ``GAP.__init__``).
+CHECKS: Dict[str, Callable[[str, Any], None]] = {
+    "cutoff": _positive,
+    "cutoff_transition_width": _positive,
+    "n_max": _whole(1),
+    "l_max": _whole(0),
+    "atom_sigma": _positive,
+    "backend": _one_of("featomic", "dscribe"),
+    "dscribe_mode": _one_of("smooth", "analytic"),
+    "zeta": _positive,
+    "delta": _optional(_positive),
+    "n_sparse": _n_sparse,
+    "sparse_method": _one_of("cur", "fps", "random"),
+    "sigma_energy": _positive,
+    "sigma_forces": _positive,
+    "sigma_virial": _positive,
+    "config_type_sigma": _config_type_sigma,
+    "e0": _optional(_per_species(_finite, "energy in eV")),
+    "jitter": _positive,
+    "seed": _whole(0),
+    "calibration_fraction": _fraction,
+    "energy_key": _optional(_text),
+    "forces_key": _optional(_text),
+    "stress_key": _optional(_text),
+    "progress": _flag,
+}
+
+
+def check_params(params: Mapping[str, Any]) -> None:
+    """Raise :class:`InputError` (with ``param`` set) for the first unknown or ill-typed setting."""
+    for name, value in params.items():
+        if name not in CHECKS:
+            raise InputError(f"unknown parameter {name!r}; known: {sorted(k for k in CHECKS if k != 'progress')}",
+                             param=name)
+        CHECKS[name](name, value)
+    cutoff, width = params.get("cutoff"), params.get("cutoff_transition_width")
+    if cutoff is not None and width is not None and width > cutoff:
+        raise InputError(f"cutoff_transition_width ({width} Å) must not exceed cutoff ({cutoff} Å)",
+                         param="cutoff_transition_width")
+
+
+def check_species_settings(params: Mapping[str, Any], species: Iterable[int]) -> None:
+    """Reject per-species entries (``n_sparse``, ``e0``) for species absent from the data."""
+    from ase.data import chemical_symbols
+    present = sorted(set(int(z) for z in species))
+    for name in ("n_sparse", "e0"):
+        value = params.get(name)
+        if not isinstance(value, Mapping):
+            continue
+        absent = [key for key in value if species_number(key) not in present]
+        if absent:
+            raise InputError(f"{name} has entries for {[str(k) for k in absent]}, which the data do not contain "
+                             f"(species: {[chemical_symbols[z] for z in present]}); remove them or check the "
+                             "data files", param=name)
