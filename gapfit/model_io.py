@@ -92,7 +92,7 @@ def _read_arrays(path: str) -> Dict[str, np.ndarray]:
         raise ModelFormatError(f"{path}: not a gapfit model file (not an .npz archive)")
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {name: data[name] for name in data.files}
+            arrays = {name: data[name] for name in data.files}
     except ValueError as exc:
         if "pickle" in str(exc).lower() or "object arrays" in str(exc).lower():
             raise ModelFormatError(f"{path}: not a gapfit model file: an entry holds pickled Python objects, "
@@ -103,6 +103,10 @@ def _read_arrays(path: str) -> Dict[str, np.ndarray]:
     except Exception as exc:  # zipfile, zlib and numpy raise many types for damaged archives
         raise ModelFormatError(f"{path}: damaged or not a gapfit model file ({type(exc).__name__}: {exc}); "
                                "refit the model or restore the file from a copy") from None
+    odd = sorted(name for name, a in arrays.items() if not isinstance(a, np.ndarray))
+    if odd:  # numpy hands back the raw bytes of archive members that are not .npy arrays
+        raise ModelFormatError(f"{path}: not a gapfit model file (entry '{odd[0]}' is not an array)")
+    return arrays
 
 
 def _numbers(arrays: Dict[str, np.ndarray], name: str, shape: tuple) -> np.ndarray:

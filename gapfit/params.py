@@ -17,6 +17,10 @@ from .errors import InputError
 
 #: Names of the noise groups in ``config_type_sigma`` entries.
 SIGMA_GROUPS = ("energy", "forces", "virial")
+#: Largest accepted cutoff and Gaussian width (Å), and radial or angular basis size:
+#: beyond them a descriptor no longer fits in memory, so the value is a typo.
+MAX_CUTOFF_A = 50.0
+MAX_BASIS = 40
 
 
 def _describe(value: Any) -> str:
@@ -40,11 +44,17 @@ def _positive(name: str, value: Any) -> None:
         raise InputError(f"{name} must be a positive number, got {_describe(value)}", param=name)
 
 
-def _whole(minimum: int) -> Callable[[str, Any], None]:
+def _whole(minimum: int, maximum: Optional[int] = None) -> Callable[[str, Any], None]:
     def check(name: str, value: Any) -> None:
-        if not (_is_whole(value) and value >= minimum):
-            raise InputError(f"{name} must be a whole number >= {minimum}, got {_describe(value)}", param=name)
+        if not (_is_whole(value) and value >= minimum and (maximum is None or value <= maximum)):
+            span = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+            raise InputError(f"{name} must be a whole number {span}, got {_describe(value)}", param=name)
     return check
+
+
+def _length(name: str, value: Any) -> None:
+    if not (_is_real(value) and 0 < value <= MAX_CUTOFF_A):
+        raise InputError(f"{name} must be a length in (0, {MAX_CUTOFF_A:g}] Å, got {_describe(value)}", param=name)
 
 
 def _one_of(*choices: str) -> Callable[[str, Any], None]:
@@ -139,11 +149,11 @@ def _flag(name: str, value: Any) -> None:
 
 #: Every GAP parameter and its check (the same names as ``GAP.__init__``).
 CHECKS: Dict[str, Callable[[str, Any], None]] = {
-    "cutoff": _positive,
-    "cutoff_transition_width": _positive,
-    "n_max": _whole(1),
-    "l_max": _whole(0),
-    "atom_sigma": _positive,
+    "cutoff": _length,
+    "cutoff_transition_width": _length,
+    "n_max": _whole(1, MAX_BASIS),
+    "l_max": _whole(0, MAX_BASIS),
+    "atom_sigma": _length,
     "backend": _one_of("featomic", "dscribe"),
     "dscribe_mode": _one_of("smooth", "analytic"),
     "zeta": _positive,

@@ -52,6 +52,7 @@ from ase import Atoms
 from ase.geometry.cell import complete_cell
 from scipy.spatial import cKDTree
 
+from ..errors import InputError
 from .base import FrameDescriptors, SoapSettings, normalise
 
 __all__ = ["DscribeSOAP"]
@@ -117,7 +118,11 @@ class DscribeSOAP:
         if smooth:
             kwargs["weighting"] = {"function": "poly", "r0": float(settings.cutoff),
                                    "c": 1, "m": 2}
-        self._soap = SOAP(**kwargs)
+        try:
+            self._soap = SOAP(**kwargs)
+        except ValueError as exc:  # dscribe's checks of r_cut, n_max, l_max, sigma
+            raise InputError(f"SOAP settings not accepted by dscribe: {' '.join(str(exc).split())}",
+                             param="cutoff") from None
         self._method = "numerical" if smooth else "analytical"
         if smooth:
             self.radius = float(settings.cutoff)

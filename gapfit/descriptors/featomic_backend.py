@@ -18,6 +18,7 @@ import numpy as np
 from ase import Atoms
 
 from .._loops import scale_inplace, scatter_scaled
+from ..errors import InputError
 from .base import FrameDescriptors, SoapSettings, normalise
 
 # featomic parallelises over systems; a batch bounds the memory of one call.
@@ -43,13 +44,22 @@ class FeatomicSOAP:
         self.settings = settings
         self.species = sorted(int(z) for z in set(species))
         s = settings
-        self._calc = SoapPowerSpectrum(
-            cutoff={"radius": float(s.cutoff),
-                    "smoothing": {"type": "ShiftedCosine", "width": float(s.cutoff_transition_width)}},
-            density={"type": "Gaussian", "width": float(s.atom_sigma)},
-            basis={"type": "TensorProduct", "max_angular": int(s.l_max),
-                   "radial": {"type": "Gto", "max_radial": int(s.n_max) - 1}},
-        )
+        try:
+            self._calc = SoapPowerSpectrum(
+                cutoff={"radius": float(s.cutoff),
+                        "smoothing": {"type": "ShiftedCosine", "width": float(s.cutoff_transition_width)}},
+                density={"type": "Gaussian", "width": float(s.atom_sigma)},
+                basis={"type": "TensorProduct", "max_angular": int(s.l_max),
+                       "radial": {"type": "Gto", "max_radial": int(s.n_max) - 1}},
+            )
+            # featomic builds its radial integrals at the first compute and
+            # fails for some (cutoff, atom_sigma, n_max): find out now, by name
+            self._calc.compute([Atoms(numbers=[self.species[0]], positions=[[0.0, 0.0, 0.0]])])
+        except Exception as exc:  # featomic.status.FeatomicError, ValueError: all about the settings
+            raise InputError(
+                f"SOAP settings cutoff {s.cutoff} Å, atom_sigma {s.atom_sigma} Å, n_max {s.n_max}, l_max "
+                f"{s.l_max}: featomic cannot build its radial basis ({' '.join(str(exc).split())}); "
+                "increase atom_sigma, or decrease cutoff or n_max", param="atom_sigma") from None
         pairs = [(a, b) for a in self.species for b in self.species if a <= b]
         keys = np.array([[c, a, b] for c in self.species for (a, b) in pairs], dtype=np.int32)
         self._keys = Labels(["center_type", "neighbor_1_type", "neighbor_2_type"], keys)
