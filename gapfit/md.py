@@ -68,11 +68,9 @@ def make_integrator(atoms: Atoms, ensemble: str, *, timestep_fs: float, temperat
 
 def min_pair_distance(atoms: Atoms, limit: float) -> float:
     """Shortest interatomic distance (with periodic images), or ``limit`` if none is shorter."""
-    from ase.neighborlist import neighbor_list
-    if len(atoms) < 2 and not np.any(atoms.pbc):
-        return limit
-    d = neighbor_list("d", atoms, limit)
-    return float(d.min()) if len(d) else limit
+    from .data import closest_pair
+    close = closest_pair(atoms, limit)
+    return limit if close is None else close[2]
 
 
 def snapshot(atoms: Atoms, pred: dict, step: int, time_fs: float) -> Atoms:
