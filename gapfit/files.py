@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tempfile
 from typing import Callable, Optional
 
@@ -63,6 +64,26 @@ def _os_reason(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
+def _replace_refused(path: str) -> Optional[str]:
+    """Why renaming over ``path`` will fail although its folder is writable, when that can be told now.
+
+    In a folder with the sticky bit (as /tmp), only the owner of a file (or
+    of the folder) may replace it; finding out at the final rename would
+    waste the whole fit.
+    """
+    try:
+        st_target = os.stat(path)
+        st_folder = os.stat(_folder_of(path))
+    except OSError:
+        return None
+    uid = os.geteuid() if hasattr(os, "geteuid") else None
+    if uid in (None, 0) or not (st_folder.st_mode & stat.S_ISVTX):
+        return None
+    if st_target.st_uid != uid and st_folder.st_uid != uid:
+        return "it belongs to another user, in a folder with the sticky bit set"
+    return None
+
+
 class StagedFile:
     """A new version of ``path`` written beside it and put in place by :meth:`commit`.
 
@@ -79,6 +100,9 @@ class StagedFile:
             raise OutputError(f"{path}: is a folder, cannot write a file there; choose another output name")
         if not os.path.isdir(folder):
             raise OutputError(f"{path}: folder {folder} does not exist; create it first")
+        refused = _replace_refused(path)
+        if refused:
+            raise OutputError(f"{path}: cannot replace it ({refused}); remove it first or choose another output")
         remove_stale_temporaries(path)
         try:
             fd, self.tmp = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-",
