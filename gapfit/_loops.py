@@ -6,10 +6,22 @@ the size of that array (which is the largest object gapfit holds).
 from __future__ import annotations
 
 import numba
+
+
+def _jit(fn):
+    """``numba.njit(cache=True)``, or without the on-disk cache where numba finds no writable place for it.
+
+    (A read-only installation used by an account without a writable home or
+    NUMBA_CACHE_DIR: numba then refuses ``cache=True`` at import time.)
+    """
+    try:
+        return numba.njit(cache=True)(fn)
+    except RuntimeError:
+        return numba.njit(fn)
 import numpy as np
 
 
-@numba.njit(cache=True)
+@_jit
 def scatter_scaled(dst, rows, col_start, src, scale):
     """dst[rows[k], :, col_start + d] = src[k, :, d] * scale[d]."""
     n, nx, nd = src.shape
@@ -20,7 +32,7 @@ def scatter_scaled(dst, rows, col_start, src, scale):
                 dst[r, x, col_start + d] = src[k, x, d] * scale[d]
 
 
-@numba.njit(cache=True)
+@_jit
 def scale_inplace(a, scale):
     """a[..., d] *= scale[d] for a C-contiguous array viewed as (n, D)."""
     n, nd = a.shape
@@ -29,7 +41,7 @@ def scale_inplace(a, scale):
             a[k, d] *= scale[d]
 
 
-@numba.njit(cache=True)
+@_jit
 def pair_projection(grad, qhat, centre):
     """proj[p, x] = grad[p, x, :] · qhat[centre[p], :]."""
     n, nx, nd = grad.shape
@@ -44,7 +56,7 @@ def pair_projection(grad, qhat, centre):
     return out
 
 
-@numba.njit(cache=True)
+@_jit
 def contract_forces(grad, h, centre, neighbour, n_atoms):
     """F[j, x] = -Σ_{p: neighbour[p] = j} grad[p, x, :] · h[centre[p], :]."""
     n, nx, nd = grad.shape
