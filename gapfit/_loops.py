@@ -6,6 +6,7 @@ the size of that array (which is the largest object gapfit holds).
 from __future__ import annotations
 
 import numba
+import numpy as np
 
 
 def _jit(fn):
@@ -18,7 +19,6 @@ def _jit(fn):
         return numba.njit(cache=True)(fn)
     except RuntimeError:
         return numba.njit(fn)
-import numpy as np
 
 
 @_jit
