@@ -255,7 +255,6 @@ def _fit(args) -> int:
     from .errors import InputError
     from .files import StagedFile, TargetLock
     from .model import GAP
-    from .model_io import model_writer
 
     config_keys: set = set()
     params = _model_params(args, config_keys)
@@ -275,7 +274,7 @@ def _fit(args) -> int:
     with TargetLock(args.output), StagedFile(args.output) as model_out, StagedFile(log_path) as log_out:
         log = _setup_logging(log_out.tmp)
         try:
-            _fit_logged(args, params, config_keys, log, model_out, model_writer, read_frames)
+            _fit_logged(args, params, config_keys, log, model_out)
             model_out.commit()
             log.info("wrote %s and its log %s", args.output, log_path)
         finally:
@@ -294,13 +293,15 @@ def _format_summary(paths, summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _fit_logged(args, params, config_keys, log, model_out, model_writer, read_frames) -> None:
+def _fit_logged(args, params, config_keys, log, model_out) -> None:
+    """Read, fit, write the model to its staged file, report the training error: all into ``log``."""
     import numpy as np
 
-    from .data import get_labels, where_of
+    from .data import get_labels, read_frames, where_of
     from .errors import InputError
     from .metrics import error_metrics, format_table, metrics_by_config_type
     from .model import GAP
+    from .model_io import model_writer
 
     t0 = time.perf_counter()
     frames = read_frames(args.train)

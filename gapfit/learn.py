@@ -240,16 +240,25 @@ def learn(start: Optional[Atoms], reference: Optional[Callable], out_dir: str, *
     """
     from .files import TargetLock
 
+    given = dict(temperature_K=temperature_K, timestep_fs=timestep_fs, steps=steps, ensemble=ensemble,
+                 friction_per_fs=friction_per_fs, seed=seed, max_reference_calls=max_reference_calls,
+                 min_steps_between_calls=min_steps_between_calls, check_interval=check_interval,
+                 sparse_per_update=sparse_per_update, params=params, initial_model=initial_model,
+                 initial_data=initial_data)
+    if threshold is not None:
+        given.update(threshold_force_std=threshold.force_std, threshold_force_std_relative=threshold.force_std_relative,
+                     threshold_local_energy_std=threshold.local_energy_std)
     os.makedirs(out_dir, exist_ok=True)
     with TargetLock(out_dir, inside=True):
-        return _learn_locked(start, reference, out_dir, locals())
+        return _learn_locked(start, reference, out_dir, given, resume=resume, override=override,
+                             progress=progress, checkpoint_interval=checkpoint_interval, min_distance=min_distance)
 
 
-def _learn_locked(start, reference, out_dir, args) -> LearnResult:
+def _learn_locked(start, reference, out_dir: str, given: dict, *, resume: bool, override: bool, progress: bool,
+                  checkpoint_interval: int, min_distance: float) -> LearnResult:
     from tqdm.auto import tqdm
     import ase.io
 
-    resume = args["resume"]
     data_path = os.path.join(out_dir, "labelled.xyz")
     model_path = os.path.join(out_dir, "model.npz")
     state_json = os.path.join(out_dir, "state.json")
@@ -269,15 +278,9 @@ def _learn_locked(start, reference, out_dir, args) -> LearnResult:
         log.warning("%s has no %s (a run of an older gapfit): using the settings given now", out_dir, RUN_FILE)
         old_state = json.load(open(state_json)) if os.path.exists(state_json) else {}
         stored = {k: old_state[k] for k in ("initial_model", "initial_data") if old_state.get(k)} or None
-    threshold = args["threshold"]
-    given = {name: args[name] for name in RUN_DEFAULTS if name in args}
-    if threshold is not None:
-        given.update(threshold_force_std=threshold.force_std, threshold_force_std_relative=threshold.force_std_relative,
-                     threshold_local_energy_std=threshold.local_energy_std)
-    given["params"] = args["params"]
     for key in ("initial_model", "initial_data"):
-        given[key] = os.path.abspath(args[key]) if args[key] else None
-    settings, changes = _resolve_settings(given, stored, out_dir, args["override"])
+        given[key] = os.path.abspath(given[key]) if given.get(key) else None
+    settings, changes = _resolve_settings(given, stored, out_dir, override)
     # the reference: recorded when it can be rebuilt (a class or load_reference's factory)
     stored_ref = (stored or {}).get("reference")
     given_ref = _reference_record(reference) if reference is not None else None
@@ -333,7 +336,6 @@ def _learn_locked(start, reference, out_dir, args) -> LearnResult:
     seed, check_interval = settings["seed"], settings["check_interval"]
     min_steps_between_calls = settings["min_steps_between_calls"]
     initial_model, initial_data = settings["initial_model"], settings["initial_data"]
-    checkpoint_interval, min_distance = args["checkpoint_interval"], args["min_distance"]
 
     if initial_model is not None:
         from .data import read_frames
@@ -416,7 +418,7 @@ def _learn_locked(start, reference, out_dir, args) -> LearnResult:
         atoms.calc = GAPCalculator(inc.model, uncertainty=False)
         dyn = make_integrator(atoms, settings["ensemble"], timestep_fs=timestep_fs, temperature_K=temperature_K,
                               friction_per_fs=settings["friction_per_fs"], seed=seed + step0)
-        bar = tqdm(total=steps, initial=min(step0, steps), desc="learn", unit="step", disable=not args["progress"])
+        bar = tqdm(total=steps, initial=min(step0, steps), desc="learn", unit="step", disable=not progress)
         last_good = atoms.copy()
         step = step0
         while step < steps:

@@ -61,6 +61,16 @@ def _snapshot(model_path):
     return model_path.read_bytes(), (model_path.parent / (model_path.name + ".log")).read_bytes()
 
 
+def _copy_of(model_path, folder):
+    """A copy of a model and its log in a new folder: (folder, model path)."""
+    import shutil
+    folder.mkdir()
+    target = folder / model_path.name
+    shutil.copy(model_path, target)
+    shutil.copy(str(model_path) + ".log", str(target) + ".log")
+    return folder, target
+
+
 def _leftovers(folder):
     return sorted(f for f in os.listdir(folder) if f.startswith(".tmp-") or f.endswith(".lock"))
 
@@ -189,12 +199,7 @@ def test_output_that_is_a_folder_is_refused_before_fitting(tmp_path, capsys):
 
 
 def test_unreplaceable_output_keeps_the_new_model_aside(good_model, tmp_path, capsys, monkeypatch):
-    import shutil
-    folder = tmp_path / "out"
-    folder.mkdir()
-    target = folder / "m.npz"
-    shutil.copy(good_model, target)
-    shutil.copy(str(good_model) + ".log", str(target) + ".log")
+    folder, target = _copy_of(good_model, tmp_path / "out")
     before = _snapshot(target)
     real_replace = os.replace
 
@@ -236,12 +241,7 @@ def test_unwritable_folder_is_one_line(tmp_path, capsys, monkeypatch):
 
 def test_killed_fit_and_concurrent_fit(good_model, tmp_path, capsys, spawn):
     """A second fit to a running fit's output is refused; killing the first loses nothing."""
-    import shutil
-    folder = tmp_path / "out"
-    folder.mkdir()
-    target = folder / "m.npz"
-    shutil.copy(good_model, target)
-    shutil.copy(str(good_model) + ".log", str(target) + ".log")
+    folder, target = _copy_of(good_model, tmp_path / "out")
     before = _snapshot(target)
     fifo = tmp_path / "never_written.xyz"
     os.mkfifo(fifo)  # the first fit blocks reading it, holding its lock: no race with the second
