@@ -265,11 +265,9 @@ def _learn_locked(start, reference, out_dir: str, given: dict, *, resume: bool, 
     state_xyz = os.path.join(out_dir, "state.xyz")
     start_path = os.path.join(out_dir, "start.xyz")
 
-    labelled: List[Atoms] = []
     if resume:
         if not os.path.exists(data_path) and not os.path.exists(os.path.join(out_dir, RUN_FILE)):
             raise InputError(f"{out_dir}: nothing to resume (no labelled.xyz); run without --resume")
-        labelled = _read_labelled(data_path) if os.path.exists(data_path) else []
     elif os.path.exists(data_path) and os.path.getsize(data_path) > 0:
         raise InputError(f"{out_dir}: already holds labelled.xyz; use --resume to continue or another -o DIR")
 
@@ -295,10 +293,9 @@ def _learn_locked(start, reference, out_dir: str, given: dict, *, resume: bool, 
                          "model needs their descriptors to add sparse points")
     for name in ("steps", "max_reference_calls", "min_steps_between_calls", "check_interval", "sparse_per_update",
                  "timestep_fs", "temperature_K"):
-        v = settings[name]
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < (0 if name in (
-                "min_steps_between_calls", "temperature_K") else 1):
-            raise InputError(f"{name} must be a positive number, got {v!r}")
+        v, least = settings[name], 0 if name in ("min_steps_between_calls", "temperature_K") else 1
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= least:
+            raise InputError(f"{name} must be a number >= {least}, got {v!r}")
     if settings["ensemble"] not in ("nve", "nvt"):
         raise InputError(f"ensemble must be 'nve' or 'nvt', got {settings['ensemble']!r}")
 
@@ -319,6 +316,8 @@ def _learn_locked(start, reference, out_dir: str, given: dict, *, resume: bool, 
     species = sorted(set(int(z) for z in start.numbers))
     check_species_settings(settings["params"], species)
 
+    # every check passed: only now may the run folder change
+    labelled = _read_labelled(data_path) if resume and os.path.exists(data_path) else []
     if not resume or changes or not os.path.exists(os.path.join(out_dir, RUN_FILE)):
         record = {"format": RUN_FORMAT, "settings": settings,
                   "changes": (_stored_changes(out_dir) + [{"name": n, "from": o, "to": v} for n, o, v in changes])}

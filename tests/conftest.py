@@ -10,15 +10,16 @@ from pathlib import Path
 
 import ase.io
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 
 import gapfit
 
 # Fuzzing: "ci" (default) is derandomised, so every run of the suite draws the
 # same examples and cannot fail at random; "long" explores at random, for
 # local runs (HYPOTHESIS_PROFILE=long python -m pytest tests/test_fuzz.py).
+# Timing-based health checks are off: a loaded CI machine must not fail a test.
 settings.register_profile("ci", max_examples=300, deadline=None, derandomize=True, database=None,
-                          print_blob=True)
+                          print_blob=True, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("long", max_examples=5000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
