@@ -193,6 +193,9 @@ class TargetLock:
 
     def acquire(self) -> "TargetLock":
         import fcntl
+        folder = os.path.dirname(self.lock_path)
+        if not os.path.isdir(folder):
+            raise OutputError(f"{self.path}: folder {folder} does not exist; create it first")
         while True:
             try:
                 fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
