@@ -111,6 +111,15 @@ def check_structure(atoms: Atoms, where: str) -> None:
         if not np.isfinite(vol) or vol < 1e-6:
             raise InputError(f"{where}: field 'cell' has zero volume ({vol:.3g} Å³) but the frame is "
                              "periodic; give a full 3x3 cell or set pbc=False")
+        # The thickness of the cell across each pair of lattice vectors: below
+        # MIN_DISTANCE_A every atom sits on its own periodic images, and
+        # neighbour searches would enumerate millions of images (a hang).
+        heights = vol / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
+        if heights.min() < MIN_DISTANCE_A:
+            k = int(heights.argmin())
+            raise InputError(f"{where}: field 'cell' is {heights[k]:.3g} Å thick along lattice vector {k + 1} "
+                             f"(normal to the other two), thinner than {MIN_DISTANCE_A} Å: the cell is nearly "
+                             "flat; check the lattice")
     close = closest_pair(atoms, MIN_DISTANCE_A)
     if close is not None:
         i, j, d = close

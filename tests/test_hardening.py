@@ -107,6 +107,10 @@ def test_absurd_coordinates_and_labels_are_input_errors(good_model):
     far.positions[3, 0] = 1e8
     with pytest.raises(InputError, match="atom 3 .* beyond .* units"):
         model.predict([far])
+    flat = bulk("Cu", "fcc", 3.61, cubic=True)
+    flat.cell[2] = [3.61, 3.61, 1e-6]  # nearly flat: would make neighbour searches hang
+    with pytest.raises(InputError, match="nearly flat"):
+        model.predict([flat])
     big = _labelled(bulk("Cu", "fcc", 3.61, cubic=True), energy=1e12)
     with pytest.raises(InputError, match="field 'energy' .* per atom"):
         gapfit.GAP(**FAST).fit([big, _labelled(bulk("Cu", "fcc", 3.6, cubic=True))])
