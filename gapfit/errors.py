@@ -11,7 +11,14 @@ import numpy as np
 
 
 class GapfitError(Exception):
-    """Base class of the errors gapfit raises on purpose."""
+    """Base class of the errors gapfit raises on purpose.
+
+    The message is kept on one line (runs of whitespace, newlines included,
+    become one space): values quoted from a user's file cannot break it.
+    """
+
+    def __init__(self, message: str = "", *args):
+        super().__init__(" ".join(str(message).split()), *args)
 
 
 class InputError(GapfitError, ValueError):

@@ -180,7 +180,7 @@ def load_model(path: str):
         D = model.descriptor_.n_features
         if D != meta.get("n_features"):
             raise ModelFormatError(f"{path}: descriptor length {D} differs from the file's "
-                                   f"{meta.get('n_features')}; the model was made with another SOAP layout")
+                                   f"{meta.get('n_features')!r}; the model was made with another SOAP layout")
         counts = {int(z): int(n) for z, n in dict(meta["sparse_counts"]).items()}
         if sorted(counts) != species or min(counts.values()) < 1:
             raise ValueError(f"sparse_counts {meta['sparse_counts']!r} do not match species {species}")

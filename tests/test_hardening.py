@@ -264,3 +264,18 @@ def test_killed_fit_and_concurrent_fit(good_model, tmp_path, capsys, spawn):
     assert _snapshot(target) != before
     log = (folder / "m.npz.log").read_text()
     assert log.count("gapfit fit:") == 1 and "wrote" in log
+
+
+def test_model_error_messages_stay_on_one_line(good_model, tmp_path):
+    """Found by the long fuzz profile: text quoted from a damaged file could break the one-line message."""
+    import json
+    with np.load(good_model, allow_pickle=False) as z:
+        members = {k: z[k] for k in z.files}
+    meta = json.loads(str(members["metadata"]))
+    meta["n_features"] = "\n12\n"
+    members["metadata"] = np.array(json.dumps(meta))
+    odd = tmp_path / "odd.npz"
+    np.savez(odd, **members)
+    with pytest.raises(ModelFormatError) as exc:
+        gapfit.load(str(odd))
+    assert "\n" not in str(exc.value) and "SOAP layout" in str(exc.value)
