@@ -57,9 +57,6 @@ LEARN_OPTIONS = [
     ("--check-interval", "check_interval", int, "steps between uncertainty checks"),
     ("--sparse-per-update", "sparse_per_update", int, "most uncertain environments added as sparse points per call"),
 ]
-RUN_DEFAULTS_HELP = {"temperature_K": 300.0, "timestep_fs": 1.0, "steps": 1000, "ensemble": "nvt",
-                     "friction_per_fs": 0.01, "seed": 0, "max_reference_calls": 100, "min_steps_between_calls": 10,
-                     "check_interval": 1, "sparse_per_update": 16}
 
 
 class CLIError(Exception):
@@ -68,6 +65,7 @@ class CLIError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     from ._version import __version__
+    from .params import LEARN_DEFAULTS
     p = argparse.ArgumentParser(prog="gapfit", description="Fit and use SOAP Gaussian Approximation Potentials.")
     p.add_argument("-T", "--traceback", action="store_true", help="show the full traceback on errors")
     p.add_argument("--version", action="version", version=f"gapfit {__version__}")
@@ -132,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     ln.add_argument("--initial-data", help="the labelled frames the --model was fitted to")
     for flag, dest, typ, hlp in LEARN_OPTIONS:
         kw = {"choices": ["nve", "nvt"]} if dest == "ensemble" else {}
-        default = RUN_DEFAULTS_HELP.get(dest)
+        default = LEARN_DEFAULTS.get(dest)
         ln.add_argument(flag, dest=dest, type=typ, default=None,
                         help=hlp + (f" (default {default})" if default is not None else ""), **kw)
     ln.add_argument("--resume", action="store_true",

@@ -112,6 +112,7 @@ class StagedFile:
                               "choose a writable output location") from None
         os.close(fd)
         self.done = False
+        self._synced = False
 
     def write(self, write: Callable) -> None:
         """Call ``write(fileobj)`` on the temporary file (binary), flushed to disk."""
@@ -120,17 +121,19 @@ class StagedFile:
                 write(fh)
                 fh.flush()
                 os.fsync(fh.fileno())
+            self._synced = True
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot write it ({_os_reason(exc)}); is the disk full?") from None
 
     def commit(self) -> None:
         """Flush the temporary file to disk and rename it over the target."""
         try:
-            fd = os.open(self.tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            if not self._synced:  # written by other means (a log handler): flush it to disk now
+                fd = os.open(self.tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
             # mkstemp makes the file private; give it the permissions a plain open() would
             umask = os.umask(0)
             os.umask(umask)

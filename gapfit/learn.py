@@ -35,6 +35,8 @@ from .errors import InputError
 from .incremental import IncrementalGAP
 from .md import initial_velocities, make_integrator, min_pair_distance
 from .md_io import AppendingXYZ, TextLog
+from .params import LEARN_DEFAULTS as RUN_DEFAULTS
+from .params import check_params, check_species_settings
 from .files import atomic_write
 
 log = logging.getLogger("gapfit")
@@ -141,14 +143,6 @@ def _write_xyz_atomic(path: str, atoms: Atoms) -> None:
     atomic_write(path, lambda fh: fh.write(buf.getvalue().encode()))
 
 
-#: Settings of a learning run, stored in ``DIR/run.json`` and restored by ``resume``,
-#: with their defaults for a new run.
-RUN_DEFAULTS = {
-    "temperature_K": 300.0, "timestep_fs": 1.0, "steps": 1000, "ensemble": "nvt", "friction_per_fs": 0.01,
-    "seed": 0, "threshold_force_std": None, "threshold_force_std_relative": None,
-    "threshold_local_energy_std": None, "max_reference_calls": 100, "min_steps_between_calls": 10,
-    "check_interval": 1, "sparse_per_update": 16,
-}
 #: Settings that define what is learned; a resumed run cannot change them (nor the reference).
 FIXED_SETTINGS = ("params", "initial_model", "initial_data")
 RUN_FILE = "run.json"
@@ -311,7 +305,6 @@ def _learn_locked(start, reference, out_dir: str, given: dict, *, resume: bool, 
         start = saved_start
     if start is None:
         raise InputError(f"{out_dir}: no start structure given and none stored in the run folder")
-    from .params import check_params, check_species_settings
     check_params(settings["params"])
     species = sorted(set(int(z) for z in start.numbers))
     check_species_settings(settings["params"], species)

@@ -15,6 +15,14 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
 from .errors import InputError
 
+#: Settings of an on-the-fly learning run (``gapfit.learn.learn``), stored in
+#: ``DIR/run.json`` and restored by ``resume``, with their defaults for a new run.
+LEARN_DEFAULTS = {
+    "temperature_K": 300.0, "timestep_fs": 1.0, "steps": 1000, "ensemble": "nvt", "friction_per_fs": 0.01,
+    "seed": 0, "threshold_force_std": None, "threshold_force_std_relative": None,
+    "threshold_local_energy_std": None, "max_reference_calls": 100, "min_steps_between_calls": 10,
+    "check_interval": 1, "sparse_per_update": 16,
+}
 #: Names of the noise groups in ``config_type_sigma`` entries.
 SIGMA_GROUPS = ("energy", "forces", "virial")
 #: Largest accepted cutoff and Gaussian width (Å), and radial or angular basis size:

@@ -8,12 +8,11 @@ import sys
 
 import numpy as np
 import pytest
-from ase import Atoms
 from ase.build import bulk
 from ase.calculators.singlepoint import SinglePointCalculator
 import ase.io
 
-from conftest import DATA, FAST
+from conftest import DATA
 from gapfit.cli import main
 
 FAST_FLAGS = ["--n-max", "4", "--l-max", "4", "--cutoff", "4.5", "--n-sparse", "200", "--no-progress"]
