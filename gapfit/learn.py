@@ -266,10 +266,10 @@ def _learn_locked(start, reference, out_dir: str, given: dict, *, resume: bool, 
         raise InputError(f"{out_dir}: already holds labelled.xyz; use --resume to continue or another -o DIR")
 
     stored = read_run_settings(out_dir) if resume else None
+    state = _read_state(state_json) if resume else {}
     if resume and stored is None:
         log.warning("%s has no %s (a run of an older gapfit): using the settings given now", out_dir, RUN_FILE)
-        old_state = json.load(open(state_json)) if os.path.exists(state_json) else {}
-        stored = {k: old_state[k] for k in ("initial_model", "initial_data") if old_state.get(k)} or None
+        stored = {k: state[k] for k in ("initial_model", "initial_data") if state.get(k)} or None
     for key in ("initial_model", "initial_data"):
         given[key] = os.path.abspath(given[key]) if given.get(key) else None
     settings, changes = _resolve_settings(given, stored, out_dir, override)
@@ -344,7 +344,6 @@ def _learn_locked(start, reference, out_dir: str, given: dict, *, resume: bool, 
         for a in labelled:
             inc.add_frame(a, [int(i) for i in np.atleast_1d(a.info.get("gapfit_sparse_atoms", []))])
         calls = len(labelled)
-        state = json.load(open(state_json)) if os.path.exists(state_json) else {}
         # The checkpoint is current only if it was written after the last
         # labelled frame; otherwise restart from that frame (it carries momenta).
         if os.path.exists(state_xyz) and state.get("reference_calls", -1) == calls:
@@ -357,7 +356,6 @@ def _learn_locked(start, reference, out_dir: str, given: dict, *, resume: bool, 
             step0 = int(labelled[-1].info.get("gapfit_step", 0))
             last_call_step = step0
     elif resume and initial_model is not None and os.path.exists(state_xyz):
-        state = json.load(open(state_json)) if os.path.exists(state_json) else {}
         atoms = ase.io.read(state_xyz)
         step0 = int(state.get("step", 0))
     if resume:
@@ -463,6 +461,17 @@ def _learn_locked(start, reference, out_dir: str, given: dict, *, resume: bool, 
     result.reference_calls = calls
     result.timings = dict(inc.timings)
     return result
+
+
+def _read_state(path: str) -> dict:
+    """The MD checkpoint record ``state.json`` ({} when there is none yet)."""
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: damaged checkpoint record ({exc}); start a new run with another -o DIR") from None
 
 
 def _stored_changes(out_dir: str) -> list:

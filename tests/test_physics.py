@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import bulk
-from ase.calculators.calculator import Calculator
 
 import gapfit
-from conftest import BACKEND_MODELS, FAST
+from conftest import BACKEND_MODELS
 
 
 def _energy(model, atoms):
