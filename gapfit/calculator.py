@@ -1,11 +1,14 @@
 """ASE calculator face of a fitted gapfit model."""
 from __future__ import annotations
 
-from typing import Union
+from typing import Any, Optional, Union
 
 import numpy as np
-from ase.calculators.calculator import Calculator, CalculatorSetupError, all_changes
+from ase.calculators.calculator import (Calculator, CalculatorSetupError, PropertyNotImplementedError,
+                                        all_changes)
 
+#: Results that carry the model's predictive standard deviations.
+UNCERTAINTY_PROPERTIES = ("energy_std", "local_energy_std", "forces_std")
 
 
 class GAPCalculator(Calculator):
@@ -13,39 +16,59 @@ class GAPCalculator(Calculator):
 
     Results: ``energy``/``free_energy`` (eV), ``energies`` (per-atom local
     energies, eV), ``forces`` (eV/Å), ``stress`` (eV/Å³, Voigt, periodic
-    cells only) and, when ``uncertainty=True`` (the default), ``energy_std``
-    (eV), ``local_energy_std`` (eV, per atom) and ``forces_std`` (eV/Å,
-    per atom and component): posterior standard deviations of the model.
-    Set ``uncertainty=False`` for speed in production MD.
+    cells only) and, when ``uncertainty=True`` (the default) or when one of
+    them is asked for, ``energy_std`` (eV), ``local_energy_std`` (eV, per
+    atom) and ``forces_std`` (eV/Å, per atom and component): the model's
+    calibrated predictive standard deviations, computed from the same
+    descriptors as the energy (one descriptor evaluation per structure).
+    Set ``uncertainty=False`` for speed in production MD; ``prediction``
+    holds the last :class:`gapfit.prediction.Prediction`.
+
+    ``baseline``: the ASE calculator of a Δ-learning model, when ``model`` is
+    a path (see :func:`gapfit.load`).
     """
 
-    implemented_properties = ("energy", "free_energy", "energies", "forces", "stress")
+    implemented_properties = ("energy", "free_energy", "energies", "forces", "stress") + UNCERTAINTY_PROPERTIES
     default_parameters = {"uncertainty": True}
 
-    def __init__(self, model: Union["GAP", str], *, uncertainty: bool = True, **kwargs):  # noqa: F821
+    def __init__(self, model: Union["GAP", str], *, uncertainty: bool = True, baseline: Any = None,  # noqa: F821
+                 **kwargs):
         super().__init__(uncertainty=uncertainty, **kwargs)
         if isinstance(model, str):
             from .model_io import load_model
-            model = load_model(model)
-        if not hasattr(model, "alpha_"):
+            model = load_model(model, baseline=baseline)
+        if getattr(model, "state_", None) is None or model.state_.alpha is None:
             raise CalculatorSetupError("GAPCalculator needs a fitted model: call fit() or gapfit.load(path)")
         self.model = model
+        self.prediction = None
+        #: compute uncertainties at the next calculation even if ``uncertainty`` is False
+        #: (MD sets it before a step it will check, so that the step costs one descriptor evaluation)
+        self.uncertainty_next = False
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         Calculator.calculate(self, atoms, properties, system_changes)
         a = self.atoms
         periodic = bool(np.all(a.pbc)) and a.cell.rank == 3
         if "stress" in properties and not periodic:
-            from ase.calculators.calculator import PropertyNotImplementedError
             raise PropertyNotImplementedError("stress needs a periodic cell with three lattice vectors")
-        r = self.model.predict([a], forces=True, stress=periodic,
-                               uncertainty=bool(self.parameters.uncertainty))[0]
-        self.results["energy"] = r["energy"]
-        self.results["free_energy"] = r["energy"]
-        self.results["energies"] = r["energies"]
-        self.results["forces"] = r["forces"]
-        if "stress" in r:
-            self.results["stress"] = r["stress"]
-        for key in ("energy_std", "local_energy_std", "forces_std"):
-            if key in r:
-                self.results[key] = r[key]
+        want_std = (bool(self.parameters.uncertainty) or self.uncertainty_next
+                    or any(p in UNCERTAINTY_PROPERTIES for p in properties))
+        self.uncertainty_next = False
+        p = self.model.predict([a], forces=True, stress=periodic, uncertainty=want_std)[0]
+        self.prediction = p
+        self.results["energy"] = p.energy
+        self.results["free_energy"] = p.energy
+        self.results["energies"] = p.energies
+        self.results["forces"] = p.forces
+        if p.stress is not None:
+            self.results["stress"] = p.stress
+        if want_std:
+            self.results["energy_std"] = p.energy_std
+            self.results["local_energy_std"] = p.local_energy_std
+            self.results["forces_std"] = p.forces_std
+
+    def last_prediction(self, atoms) -> Optional["Prediction"]:  # noqa: F821
+        """The prediction for ``atoms`` if the calculator holds one for exactly this state, else None."""
+        if self.prediction is None or self.atoms is None or self.check_state(atoms):
+            return None
+        return self.prediction

@@ -19,31 +19,31 @@ from .data import Labels
 TWO_SIGMA = 0.9545
 
 
-def _pairs(preds: Sequence[dict], labels: Sequence[Labels], key: str):
+def _pairs(preds: Sequence["Prediction"], labels: Sequence[Labels], key: str):
     """(absolute errors, predicted stds, per-atom error norms, per-atom std norms)."""
     err, std, err_norm, std_norm = [], [], [], []
     for p, lb in zip(preds, labels):
         if key == "forces":
-            if lb.forces_eV_per_A is None or "forces_std" not in p:
+            if lb.forces_eV_per_A is None or p.forces_std is None:
                 continue
-            e = p["forces"] - lb.forces_eV_per_A
-            s = p["forces_std"]
+            e = p.forces - lb.forces_eV_per_A
+            s = p.forces_std
             err.append(np.abs(e).ravel())
             std.append(s.ravel())
             err_norm.append(np.linalg.norm(e, axis=1))
             std_norm.append(np.linalg.norm(s, axis=1))
         else:
-            if lb.energy_eV is None or "energy_std" not in p:
+            if lb.energy_eV is None or p.energy_std is None:
                 continue
-            err.append([abs(p["energy"] - lb.energy_eV)])
-            std.append([p["energy_std"]])
+            err.append([abs(p.energy - lb.energy_eV)])
+            std.append([p.energy_std])
     if not err:
         return None
     cat = lambda xs: np.concatenate([np.asarray(x, dtype=float) for x in xs])  # noqa: E731
     return cat(err), cat(std), (cat(err_norm) if err_norm else None), (cat(std_norm) if std_norm else None)
 
 
-def fit_scales(preds: Sequence[dict], labels: Sequence[Labels]) -> Dict[str, Optional[float]]:
+def fit_scales(preds: Sequence["Prediction"], labels: Sequence[Labels]) -> Dict[str, Optional[float]]:
     """Scale per quantity so that 95.45 % of |error|/(scale·std) fall within 2."""
     out: Dict[str, Optional[float]] = {}
     for key in ("energy", "forces"):
@@ -60,7 +60,7 @@ def fit_scales(preds: Sequence[dict], labels: Sequence[Labels]) -> Dict[str, Opt
     return out
 
 
-def uncertainty_metrics(preds: Sequence[dict], labels: Sequence[Labels]) -> Dict[str, float]:
+def uncertainty_metrics(preds: Sequence["Prediction"], labels: Sequence[Labels]) -> Dict[str, float]:
     """Spearman correlation of std and error, and z coverage, for forces and energies.
 
     Forces: Spearman over atoms between the norm of the predicted force std and
@@ -89,7 +89,7 @@ def _stats(prefix: str, rank_std, rank_err, err, std) -> Dict[str, float]:
             f"{prefix}_z_within_2sigma": float(np.mean(z <= 2.0))}
 
 
-def calibration_plot(preds: Sequence[dict], labels: Sequence[Labels], ax_pair) -> None:
+def calibration_plot(preds: Sequence["Prediction"], labels: Sequence[Labels], ax_pair) -> None:
     """Draw predicted std against actual error (forces, per atom) and the z histogram."""
     got = _pairs(preds, labels, "forces")
     if got is None:

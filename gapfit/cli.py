@@ -84,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--dry-run", action="store_true",
                    help="check the data and settings as a fit would, print a summary, write nothing")
     g = f.add_argument_group("model settings (override --config)")
+    g.add_argument("--gap", dest="terms", default=None, metavar="STRING",
+                   help='the terms as gap_fit writes them, e.g. "distance_2b cutoff=5.0 delta=2.0 n_sparse=30 : '
+                        'soap cutoff=5.0 n_max=8 l_max=8 atom_sigma=0.5 zeta=4 n_sparse=2000" (docs/gap_fit.md); '
+                        'default: the default recipe')
+    g.add_argument("--core-file", dest="core_file", default=None,
+                   help="tabulated pair potential added to the baseline (gap_fit's core_param_file role)")
+    g.add_argument("--no-core-repulsion", dest="core_repulsion", action="store_const", const=False, default=None,
+                   help="no ZBL core repulsion in the baseline (on by default)")
+    _baseline_flags(g)
     for flag, dest, typ, hlp in FIT_OPTIONS:
         g.add_argument(flag, dest=dest, type=typ, default=None, help=hlp)
 
@@ -95,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--plot", help="write a parity plot, with calibration panels (PNG, PDF or SVG)")
     e.add_argument("--no-uncertainty", action="store_true",
                    help="skip predicted uncertainties and their calibration metrics (faster)")
+    _baseline_flags(e)
     e.add_argument("--energy-key")
     e.add_argument("--forces-key")
     e.add_argument("--stress-key")
@@ -115,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("-o", "--trajectory", default="md.xyz", help="trajectory file (extended XYZ)")
     m.add_argument("--log", default=None, help="log file (default: TRAJECTORY.log)")
     m.add_argument("--json", action="store_true", help="print one JSON summary line at the end")
+    _baseline_flags(m)
     m.add_argument("--no-progress", action="store_true")
     ln = sub.add_parser("learn", help="on-the-fly learning: MD + reference calls where the model is unsure",
                         description="Run MD with a model that calls a reference calculator where its uncertainty "
@@ -141,6 +152,28 @@ def build_parser() -> argparse.ArgumentParser:
     ln.add_argument("--json", action="store_true", help="last line printed: one JSON summary")
     ln.add_argument("--no-progress", action="store_true")
     return p
+
+
+def _baseline_flags(group) -> None:
+    group.add_argument("--baseline", metavar="MODULE:CLASS",
+                       help="Δ-learning: the ASE calculator the model corrects, e.g. ase.calculators.emt:EMT "
+                            "(a model fitted with one needs the same one to be used)")
+    group.add_argument("--baseline-kwargs", metavar="JSON", help="keyword arguments of the --baseline calculator")
+
+
+def _baseline_calculator(args):
+    """The --baseline calculator object, or None."""
+    if getattr(args, "baseline_kwargs", None) and not getattr(args, "baseline", None):
+        raise CLIError("--baseline-kwargs needs --baseline MODULE:CLASS")
+    if not getattr(args, "baseline", None):
+        return None
+    from .baselines import import_calculator
+    return import_calculator(args.baseline, args.baseline_kwargs).calculator
+
+
+def _load_model_for(args):
+    from .model_io import load_model
+    return load_model(args.model, baseline=_baseline_calculator(args))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -232,6 +265,13 @@ def _model_params(args, config_keys) -> dict:
     """Config values overridden by the flags given."""
     params = _load_config(args.config)
     config_keys.update(params)
+    calc = _baseline_calculator(args)
+    if calc is not None:
+        params["baseline"] = calc
+    for dest in ("terms", "core_file", "core_repulsion"):
+        if getattr(args, dest) is not None:
+            params[dest] = getattr(args, dest)
+            config_keys.discard(dest)
     for _, dest, _, _ in FIT_OPTIONS:
         v = getattr(args, dest)
         if v is not None:
@@ -310,7 +350,10 @@ def _fit_logged(args, params, config_keys, log, model_out) -> None:
         model.fit(frames)
     except InputError as exc:
         raise _name_config(args, config_keys, exc) from None
-    log.info("e0 (eV): %s; delta %.4g eV", {int(z): round(v, 6) for z, v in model.e0_.items()}, model.delta_)
+    log.info("e0 (eV): %s; terms: %s", {int(z): round(v, 6) for z, v in model.e0_.items()},
+             "; ".join(f"{t.type} δ {t.delta_eV:.4g} eV, {t.n_columns} sparse points" for t in model.terms_))
+    from .gapstring import format_gap_string
+    log.info("terms as a gap_fit string: %s", format_gap_string([t.to_dict() for t in model.terms_]))
     model_out.write(model_writer(model))
     log.info("fit wall time %.1f s", time.perf_counter() - t0)
     n_check = min(args.train_error_frames, len(frames))
@@ -330,9 +373,7 @@ def _fit_logged(args, params, config_keys, log, model_out) -> None:
 def _eval(args) -> int:
     from .data import get_labels, read_frames, where_of
     from .metrics import error_metrics, format_table, metrics_by_config_type, parity_plot
-    from .model_io import load_model
-
-    model = load_model(args.model)
+    model = _load_model_for(args)
     frames = read_frames(args.data)
     labels = [get_labels(a, where_of(a, k), energy_key=args.energy_key or model.energy_key,
                          forces_key=args.forces_key or model.forces_key,
@@ -364,9 +405,7 @@ def _eval(args) -> int:
 def _md(args) -> int:
     from .data import check_structure, read_frames
     from .md import run_md
-    from .model_io import load_model
-
-    model = load_model(args.model)
+    model = _load_model_for(args)
     atoms = read_frames([args.start])[-1]
     check_structure(atoms, atoms.info["gapfit_source"])
     for name in ("timestep", "steps", "interval"):

@@ -57,16 +57,16 @@ class Threshold:
     force_std_relative: Optional[float] = None
     local_energy_std: Optional[float] = None
 
-    def exceeded(self, pred: dict, sigma_forces: float):
+    def exceeded(self, pred, sigma_forces: float):
         """(exceeded, per-atom score used to rank environments)."""
-        fstd = pred["forces_std"].max(axis=1)
+        fstd = pred.forces_std.max(axis=1)
         limits = []
         if self.force_std is not None:
             limits.append(fstd / self.force_std)
         if self.force_std_relative is not None:
             limits.append(fstd / (self.force_std_relative * sigma_forces))
         if self.local_energy_std is not None:
-            limits.append(pred["local_energy_std"] / self.local_energy_std)
+            limits.append(pred.local_energy_std / self.local_energy_std)
         if not limits:
             limits.append(fstd / sigma_forces)
         score = np.max(limits, axis=0)
@@ -366,7 +366,7 @@ def _learn_locked(start, reference, out_dir: str, given: dict, *, resume: bool, 
     data = AppendingXYZ(data_path, append=True)
     tlog = TextLog(os.path.join(out_dir, "learn.log"), LOG_COLUMNS, append=resume)
     for name, old, value in changes:
-        tlog.write([step0, step0 * timestep_fs, 0.0, 0.0, 0.0, 0.0, calls, inc.model.sparse_.n_total
+        tlog.write([step0, step0 * timestep_fs, 0.0, 0.0, 0.0, 0.0, calls, inc.model.n_sparse_total_
                     if inc.n_frames else 0, f"override:{name}:{_show(old)}->{_show(value)}".replace(" ", "")])
 
     def record(step: int, a: Atoms, sparse_atoms: List[int]) -> Atoms:
@@ -380,7 +380,7 @@ def _learn_locked(start, reference, out_dir: str, given: dict, *, resume: bool, 
     def checkpoint(step: int) -> None:
         _write_xyz_atomic(state_xyz, atoms)
         _write_json_atomic(state_json, {"step": step, "reference_calls": calls, "last_call_step": last_call_step,
-                                        "n_sparse": inc.model.sparse_.n_total if inc.n_frames else 0,
+                                        "n_sparse": inc.model.n_sparse_total_ if inc.n_frames else 0,
                                         "initial_model": initial_model, "initial_data": initial_data})
 
     def update(step: int, sparse_atoms: List[int]) -> None:
@@ -401,7 +401,7 @@ def _learn_locked(start, reference, out_dir: str, given: dict, *, resume: bool, 
             inc.model.save(model_path)
             checkpoint(step0)
             tlog.write([step0, step0 * timestep_fs, inc.frames[-1].get_potential_energy(), 0.0, 0.0, 0.0,
-                        calls, inc.model.sparse_.n_total, "initial"])
+                        calls, inc.model.n_sparse_total_, "initial"])
         from .calculator import GAPCalculator
         if not np.any(atoms.get_momenta()):
             initial_velocities(atoms, temperature_K, seed)
@@ -412,6 +412,9 @@ def _learn_locked(start, reference, out_dir: str, given: dict, *, resume: bool, 
         last_good = atoms.copy()
         step = step0
         while step < steps:
+            # a step that will be checked computes its uncertainties with its forces:
+            # one descriptor evaluation per step
+            atoms.calc.uncertainty_next = (step + 1) % check_interval == 0
             dyn.run(1)
             step += 1
             bar.update(1)
@@ -428,7 +431,9 @@ def _learn_locked(start, reference, out_dir: str, given: dict, *, resume: bool, 
                 break
             last_good = atoms.copy()
             if step % check_interval == 0:
-                pred = inc.model.predict([atoms], uncertainty=True)[0]
+                pred = atoms.calc.last_prediction(atoms)
+                if pred is None or pred.forces_std is None:
+                    pred = inc.model.predict([atoms], uncertainty=True)[0]
                 hit, score = thr.exceeded(pred, inc.model.sigma_forces)
                 event = ""
                 if hit and step - last_call_step >= min_steps_between_calls:
@@ -436,8 +441,8 @@ def _learn_locked(start, reference, out_dir: str, given: dict, *, resume: bool, 
                         result.stop_reason = "max_reference_calls"
                         result.message = f"step {step}: uncertainty above threshold and {calls} reference calls made"
                         tlog.write([step, step * timestep_fs, epot, atoms.get_temperature(),
-                                    pred["forces_std"].max(), pred["local_energy_std"].max(), calls,
-                                    inc.model.sparse_.n_total, "cap"])
+                                    pred.forces_std.max(), pred.local_energy_std.max(), calls,
+                                    inc.model.n_sparse_total_, "cap"])
                         break
                     order = np.argsort(-score)
                     # the most uncertain environments, whether or not each passed the
@@ -448,8 +453,8 @@ def _learn_locked(start, reference, out_dir: str, given: dict, *, resume: bool, 
                     event = "reference"
                 if event or step % 10 == 0:
                     tlog.write([step, step * timestep_fs, epot, atoms.get_temperature(),
-                                pred["forces_std"].max(), pred["local_energy_std"].max(), calls,
-                                inc.model.sparse_.n_total, event or "-"])
+                                pred.forces_std.max(), pred.local_energy_std.max(), calls,
+                                inc.model.n_sparse_total_, event or "-"])
             if step % checkpoint_interval == 0:
                 checkpoint(step)
         bar.close()

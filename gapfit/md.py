@@ -73,19 +73,19 @@ def min_pair_distance(atoms: Atoms, limit: float) -> float:
     return limit if close is None else close[2]
 
 
-def snapshot(atoms: Atoms, pred: dict, step: int, time_fs: float) -> Atoms:
+def snapshot(atoms: Atoms, pred, step: int, time_fs: float) -> Atoms:
     """A copy of ``atoms`` carrying the prediction as calculator results and arrays."""
     snap = atoms.copy()
     snap.info.pop("gapfit_source", None)
     snap.info.update(step=int(step), time_fs=float(time_fs))
     for key in ("local_energy_std", "forces_std"):
-        if key in pred:
-            snap.arrays[key] = np.asarray(pred[key])
-    results = {"energy": pred["energy"], "forces": pred["forces"], "energies": pred["energies"]}
-    if "stress" in pred:
-        results["stress"] = pred["stress"]
-    if "energy_std" in pred:
-        snap.info["energy_std"] = float(pred["energy_std"])
+        if getattr(pred, key) is not None:
+            snap.arrays[key] = np.asarray(getattr(pred, key))
+    results = {"energy": pred.energy, "forces": pred.forces, "energies": pred.energies}
+    if pred.stress is not None:
+        results["stress"] = pred.stress
+    if pred.energy_std is not None:
+        snap.info["energy_std"] = float(pred.energy_std)
     snap.calc = SinglePointCalculator(snap, **results)
     return snap
 
@@ -110,7 +110,8 @@ def run_md(model, atoms: Atoms, *, ensemble: str = "nvt", temperature_K: float =
 
     if ensemble not in ENSEMBLES:
         raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}")
-    atoms.calc = GAPCalculator(model, uncertainty=False)
+    calc = GAPCalculator(model, uncertainty=False)
+    atoms.calc = calc
     if init_velocities and not np.any(atoms.get_momenta()):
         initial_velocities(atoms, temperature_K, seed)
     dyn = make_integrator(atoms, ensemble, timestep_fs=timestep_fs, temperature_K=temperature_K,
@@ -124,6 +125,9 @@ def run_md(model, atoms: Atoms, *, ensemble: str = "nvt", temperature_K: float =
     try:
         for step in range(steps + 1):
             if step > 0:
+                # a step that will be checked computes its uncertainties with its forces:
+                # one descriptor evaluation per step
+                calc.uncertainty_next = not (step % check_every and step % interval)
                 dyn.run(1)
                 bar.update(1)
             result.steps = step
@@ -139,8 +143,10 @@ def run_md(model, atoms: Atoms, *, ensemble: str = "nvt", temperature_K: float =
             last_good = atoms.copy()
             if step % check_every and step % interval:
                 continue
-            pred = model.predict([atoms], uncertainty=True)[0]
-            fstd = np.linalg.norm(pred["forces_std"], axis=1)
+            pred = calc.last_prediction(atoms)
+            if pred is None or pred.forces_std is None:
+                pred = model.predict([atoms], uncertainty=True)[0]
+            fstd = np.linalg.norm(pred.forces_std, axis=1)
             result.max_force_std_seen = max(result.max_force_std_seen, float(fstd.max()))
             time_fs = step * timestep_fs
             stop = None
@@ -157,8 +163,8 @@ def run_md(model, atoms: Atoms, *, ensemble: str = "nvt", temperature_K: float =
                     traj.write(snapshot(atoms, pred, step, time_fs))
                 if tlog:
                     ekin = atoms.get_kinetic_energy()
-                    tlog.write([step, time_fs, pred["energy"], ekin, pred["energy"] + ekin,
-                                atoms.get_temperature(), fstd.max(), fstd.mean(), pred["local_energy_std"].max()])
+                    tlog.write([step, time_fs, pred.energy, ekin, pred.energy + ekin,
+                                atoms.get_temperature(), fstd.max(), fstd.mean(), pred.local_energy_std.max()])
             if stop:
                 result.stop_reason = stop
                 break

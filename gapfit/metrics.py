@@ -10,7 +10,7 @@ from .data import Labels
 EV_PER_A3_TO_GPA = 160.21766208
 
 
-def error_metrics(preds: Sequence[dict], labels: Sequence[Labels], n_atoms: Sequence[int]) -> Dict[str, float]:
+def error_metrics(preds: Sequence["Prediction"], labels: Sequence[Labels], n_atoms: Sequence[int]) -> Dict[str, float]:
     """MAE and RMSE of energy (per atom and per structure, meV), forces (meV/Å), stress (GPa).
 
     Quantities missing from the reference are skipped; counts say how many
@@ -19,13 +19,13 @@ def error_metrics(preds: Sequence[dict], labels: Sequence[Labels], n_atoms: Sequ
     e_struct, e_atom, f_err, s_err = [], [], [], []
     for p, lb, n in zip(preds, labels, n_atoms):
         if lb.energy_eV is not None:
-            d = p["energy"] - lb.energy_eV
+            d = p.energy - lb.energy_eV
             e_struct.append(d)
             e_atom.append(d / n)
-        if lb.forces_eV_per_A is not None and "forces" in p:
-            f_err.append((p["forces"] - lb.forces_eV_per_A).ravel())
-        if lb.stress_eV_per_A3 is not None and "stress" in p:
-            s_err.append(p["stress"] - lb.stress_eV_per_A3)
+        if lb.forces_eV_per_A is not None and p.forces is not None:
+            f_err.append((p.forces - lb.forces_eV_per_A).ravel())
+        if lb.stress_eV_per_A3 is not None and p.stress is not None:
+            s_err.append(p.stress - lb.stress_eV_per_A3)
     out: Dict[str, float] = {"n_frames": len(preds), "n_atoms": int(sum(n_atoms))}
     if e_struct:
         ea, es = np.abs(e_atom), np.abs(e_struct)
@@ -72,18 +72,18 @@ def parity_plot(preds, labels, n_atoms, path: str) -> None:
     import matplotlib.pyplot as plt
 
     panels = []
-    e = [(lb.energy_eV / n, p["energy"] / n) for p, lb, n in zip(preds, labels, n_atoms) if lb.energy_eV is not None]
+    e = [(lb.energy_eV / n, p.energy / n) for p, lb, n in zip(preds, labels, n_atoms) if lb.energy_eV is not None]
     if e:
         panels.append(("energy (eV/atom)", np.array(e)))
-    f = [np.stack([lb.forces_eV_per_A.ravel(), p["forces"].ravel()], 1) for p, lb in zip(preds, labels)
-         if lb.forces_eV_per_A is not None and "forces" in p]
+    f = [np.stack([lb.forces_eV_per_A.ravel(), p.forces.ravel()], 1) for p, lb in zip(preds, labels)
+         if lb.forces_eV_per_A is not None and p.forces is not None]
     if f:
         panels.append(("force components (eV/Å)", np.concatenate(f)))
-    s = [np.stack([lb.stress_eV_per_A3, p["stress"]], 1) * EV_PER_A3_TO_GPA for p, lb in zip(preds, labels)
-         if lb.stress_eV_per_A3 is not None and "stress" in p]
+    s = [np.stack([lb.stress_eV_per_A3, p.stress], 1) * EV_PER_A3_TO_GPA for p, lb in zip(preds, labels)
+         if lb.stress_eV_per_A3 is not None and p.stress is not None]
     if s:
         panels.append(("stress (GPa)", np.concatenate(s)))
-    with_cal = any("forces_std" in p for p in preds)
+    with_cal = any(p.forces_std is not None for p in preds)
     n_panels = len(panels) + (2 if with_cal else 0)
     fig, axes = plt.subplots(1, n_panels, figsize=(4.2 * n_panels, 4), squeeze=False)
     if with_cal:

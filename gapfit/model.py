@@ -1,52 +1,135 @@
-"""The GAP estimator: fit a SOAP sparse-GP potential, predict with uncertainties.
+"""The GAP estimator: a fixed baseline plus a sum of terms, solved in one sparse GP.
 
-Flow: frames -> labels (:mod:`.data`) -> descriptors (:mod:`.descriptors`)
--> sparse points (:mod:`.sparsify`) -> design rows and QR solve
-(:mod:`.sgp`) -> weights. Prediction reuses the same descriptor and kernel
-code, so training and prediction cannot drift apart.
+Flow: frames -> labels (:mod:`.data`) -> baseline subtracted
+(:mod:`.baselines`) -> each term's descriptors and sparse points
+(:mod:`.terms`) -> design rows streamed into one QR factor (:mod:`.sgp`) ->
+weights, held with everything else fitted in one :class:`FittedState`.
+Prediction asks each term for its part (the same term code as the design
+rows) and adds the baseline back.
 """
 from __future__ import annotations
 
 import logging
 import time
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
-import scipy.linalg
 from ase import Atoms
 
 from . import sgp
-from ._loops import contract_forces
 from .data import (SIGMA_INFO_KEYS, Labels, check_structure, get_labels, is_isolated_atom,
                    species_of, where_of)
-from .descriptors import SoapSettings, make_descriptor
 from .errors import InputError, NotFittedError
-from .kernels import dot_kernel
 from .params import check_params, check_species_settings
-from .sparsify import select_sparse
+from .prediction import Prediction
+from .terms import Soap, Term, build_terms
+from .terms.base import VOIGT
 
 log = logging.getLogger("gapfit")
 
-#: Sparse points per species when ``n_sparse`` is not given (capped by the data).
-DEFAULT_SPARSE_PER_SPECIES = 2000
 _ATOMS_PER_CHUNK = 1500  # upper bound; wide descriptors use less, see _atoms_per_chunk
+#: Settings of the default SOAP term that may also be given at the top level (as in gapfit 0.x).
+SOAP_PARAMS = ("cutoff", "cutoff_transition_width", "n_max", "l_max", "atom_sigma", "backend", "dscribe_mode",
+               "zeta", "delta", "n_sparse", "sparse_method")
+
+
+def default_terms(soap_settings: Mapping[str, Any]) -> List[dict]:
+    """The default recipe (chosen by measurement, see docs/index.md): the terms a plain ``gapfit fit`` uses."""
+    return [{"type": "soap", **soap_settings}]
+
+
+@dataclass
+class FittedState:
+    """Everything a fit (or a model file) determines; the one owner of fitted state.
+
+    Attributes
+    ----------
+    species : list of int
+        Atomic numbers the model knows.
+    e0 : dict {Z: eV}
+        Isolated-atom energies (part of the baseline).
+    baseline : gapfit.baselines.Baseline
+        The whole fixed baseline (e0, core repulsion, tabulated pair, Δ-learning calculator).
+    terms : list of Term
+        Fitted terms (descriptor bound, δ set, sparse points chosen), in column order.
+    kmm_chol : list of ndarray
+        Lower Cholesky factors of the diagonal blocks of K_MM (+ jitter), in column order.
+    R_ab : ndarray (M+1, M+1)
+        Upper-triangular QR factor of the stacked training system with its target column.
+    alpha : ndarray (M,)
+        Weights of all terms, concatenated.
+    calibration : dict or None
+        Scales of the predicted standard deviations fitted on held-out frames.
+    training : dict
+        Summary of the training data and fit.
+    """
+
+    species: List[int]
+    e0: Dict[int, float]
+    baseline: Any
+    terms: List[Term]
+    kmm_chol: List[np.ndarray] = field(default_factory=list)
+    R_ab: Optional[np.ndarray] = None
+    alpha: Optional[np.ndarray] = None
+    calibration: Optional[dict] = None
+    training: dict = field(default_factory=dict)
+
+    @property
+    def n_columns(self) -> int:
+        return int(sum(t.n_columns for t in self.terms))
+
+    @property
+    def column_slices(self) -> List[slice]:
+        out, o = [], 0
+        for t in self.terms:
+            out.append(slice(o, o + t.n_columns))
+            o += t.n_columns
+        return out
+
+    @property
+    def R(self) -> np.ndarray:
+        M = self.n_columns
+        return self.R_ab[:M, :M]
+
+    def block_names(self) -> List[str]:
+        names = []
+        for k, t in enumerate(self.terms):
+            names += [f"term {k + 1} ({t.type}) block {b + 1}" for b in range(len(t.kmm_blocks()))]
+        return names
+
+    def factor_kmm(self, jitter: float) -> None:
+        """Cholesky factors of every term's K_MM blocks (after sparse points change)."""
+        blocks = [B for t in self.terms for B in t.kmm_blocks()]
+        self.kmm_chol = sgp.kmm_cholesky(blocks, jitter, self.block_names())
+
+    def prior_rows(self) -> np.ndarray:
+        """Lᵀ rows of the prior, to stack under the data rows."""
+        return sgp.prior_rows(self.kmm_chol)
+
+    def set_factor(self, R_ab: np.ndarray) -> None:
+        """Take the factor of [A | b] and solve for the weights."""
+        self.R_ab = np.ascontiguousarray(R_ab)
+        self.alpha = sgp.solve_from_factor(self.R_ab)[0]
 
 
 class GAP:
-    """SOAP Gaussian Approximation Potential with a sparse Gaussian process.
+    """Gaussian Approximation Potential: a fixed baseline plus a sum of terms in one sparse GP.
 
     Parameters (all keyword-only; stored as given, checked in :meth:`fit`)
     ----------
+    terms : list of dict or Term, or str, optional
+        The terms, each ``{"type": "soap" | "distance_2b" | "angle_3b", **settings}``
+        (see :mod:`gapfit.terms` and docs/gap_fit.md), or a gap_fit descriptor
+        string (``"distance_2b cutoff=5.0 delta=2.0 : soap ..."``). None: the
+        default recipe, whose SOAP term takes the top-level SOAP settings below.
     cutoff, cutoff_transition_width, n_max, l_max, atom_sigma, backend, dscribe_mode
-        SOAP settings, see :class:`gapfit.descriptors.SoapSettings` (Å).
-    zeta : float, default=4
-        Exponent of the dot-product kernel.
-    delta : float or None, default=None
-        Kernel scale δ in eV. None: the root mean square of the per-atom
-        training energies after subtracting e0, floored at 0.5 eV.
-    n_sparse : int or dict {Z: int} or None
-        Sparse points per species. None: ``min(environments, 2000)``.
-    sparse_method : {"cur", "fps", "random"}, default="cur"
+        Settings of the default recipe's SOAP term (Å), see
+        :class:`gapfit.descriptors.SoapSettings`. Only with ``terms=None``.
+    zeta, delta, n_sparse, sparse_method
+        Kernel exponent, kernel scale δ (eV; None: from the data), sparse
+        points per species and their selection ("cur", "fps", "random") of
+        the default SOAP term. Only with ``terms=None``.
     sigma_energy : float, default=0.003
         Energy noise in eV per atom; a frame of N atoms gets σ_E·√N.
     sigma_forces : float, default=0.05
@@ -60,8 +143,18 @@ class GAP:
     e0 : dict {Z or symbol: eV} or None
         Energy of an isolated atom per species. None: from isolated-atom
         frames when present, else least squares on the training energies.
+    core_repulsion : bool, default=True
+        Add ZBL screened nuclear repulsion to the baseline, switched off
+        between radii chosen per species pair from the training data's
+        shortest distances (so it acts only below what the data cover).
+    core_file : str, optional
+        A tabulated pair potential added to the baseline (gap_fit's
+        ``core_param_file`` role; format in :mod:`gapfit.baselines`).
+    baseline : ASE calculator, optional
+        Δ-learning: the model fits the difference between the labels and this
+        calculator, and adds it back at prediction.
     jitter : float, default=1e-8
-        Added to the diagonal of K_MM, relative to δ².
+        Added to the diagonal of each K_MM block, relative to its mean diagonal.
     seed : int, default=0
         Seed of the sparse-point selection and calibration split: same data
         and seed, same model.
@@ -74,19 +167,28 @@ class GAP:
         Names of the labels in ``info``/``arrays`` when not the calculator's.
     progress : bool, default=False
         Show progress bars.
+
+    Attributes (after :meth:`fit` or :func:`gapfit.load`)
+    ----------
+    state_ : FittedState
+        Everything fitted; ``species_``, ``e0_``, ``terms_``, ``alpha_``,
+        ``calibration_`` and ``training_summary_`` read from it.
     """
 
-    def __init__(self, *, cutoff: float = 5.0, cutoff_transition_width: float = 1.0,
+    def __init__(self, *, terms: Union[str, Sequence, None] = None,
+                 cutoff: float = 5.0, cutoff_transition_width: float = 1.0,
                  n_max: int = 8, l_max: int = 8, atom_sigma: float = 0.5,
                  backend: str = "featomic", dscribe_mode: str = "smooth",
                  zeta: float = 4.0, delta: Optional[float] = None,
                  n_sparse: Union[int, Mapping, None] = None, sparse_method: str = "cur",
                  sigma_energy: float = 0.003, sigma_forces: float = 0.05,
                  sigma_virial: float = 0.05, config_type_sigma: Optional[Mapping] = None,
-                 e0: Optional[Mapping] = None, jitter: float = 1e-8, seed: int = 0,
+                 e0: Optional[Mapping] = None, core_repulsion: bool = True, core_file: Optional[str] = None,
+                 baseline: Any = None, jitter: float = 1e-8, seed: int = 0,
                  calibration_fraction: float = 0.1,
                  energy_key: Optional[str] = None, forces_key: Optional[str] = None,
                  stress_key: Optional[str] = None, progress: bool = False):
+        self.terms = terms
         self.cutoff = cutoff
         self.cutoff_transition_width = cutoff_transition_width
         self.n_max = n_max
@@ -103,6 +205,9 @@ class GAP:
         self.sigma_virial = sigma_virial
         self.config_type_sigma = config_type_sigma
         self.e0 = e0
+        self.core_repulsion = core_repulsion
+        self.core_file = core_file
+        self.baseline = baseline
         self.jitter = jitter
         self.seed = seed
         self.calibration_fraction = calibration_fraction
@@ -112,11 +217,9 @@ class GAP:
         self.progress = progress
 
     # ------------------------------------------------------------------ params
-    _PARAMS = ("cutoff", "cutoff_transition_width", "n_max", "l_max", "atom_sigma", "backend",
-               "dscribe_mode", "zeta", "delta", "n_sparse", "sparse_method", "sigma_energy",
-               "sigma_forces", "sigma_virial", "config_type_sigma", "e0", "jitter", "seed",
-               "calibration_fraction",
-               "energy_key", "forces_key", "stress_key", "progress")
+    _PARAMS = ("terms",) + SOAP_PARAMS + (
+        "sigma_energy", "sigma_forces", "sigma_virial", "config_type_sigma", "e0", "core_repulsion", "core_file",
+        "baseline", "jitter", "seed", "calibration_fraction", "energy_key", "forces_key", "stress_key", "progress")
 
     def get_params(self) -> dict:
         """Constructor parameters, as in scikit-learn."""
@@ -130,16 +233,114 @@ class GAP:
             setattr(self, k, v)
         return self
 
-    @property
-    def soap_settings(self) -> SoapSettings:
-        return SoapSettings(cutoff=float(self.cutoff),
-                            cutoff_transition_width=float(self.cutoff_transition_width),
-                            n_max=int(self.n_max), l_max=int(self.l_max),
-                            atom_sigma=float(self.atom_sigma), backend=self.backend,
-                            dscribe_mode=self.dscribe_mode)
-
     def _validate(self) -> None:
-        check_params(self.get_params())
+        check_params({k: v for k, v in self.get_params().items()})
+        if self.terms is not None:
+            defaults = GAP().get_params()
+            given = [k for k in SOAP_PARAMS if getattr(self, k) != defaults[k]]
+            if given:
+                raise InputError(f"{given[0]} is a setting of the default SOAP term; with terms given, put it in "
+                                 "the soap term's settings instead", param=given[0])
+
+    def make_terms(self) -> List[Term]:
+        """Fresh (unfitted) Term objects for this model's settings."""
+        if self.terms is None:
+            return build_terms(default_terms({k: getattr(self, k) for k in SOAP_PARAMS}))
+        return build_terms(self.terms)
+
+    # ----------------------------------------------------- fitted state views
+    def _check_fitted(self):
+        if getattr(self, "state_", None) is None or self.state_.alpha is None:
+            raise NotFittedError("this GAP model is not fitted yet: call fit(frames) or gapfit.load(path) first")
+
+    @property
+    def species_(self) -> List[int]:
+        return self.state_.species
+
+    @property
+    def e0_(self) -> Dict[int, float]:
+        return self.state_.e0
+
+    @property
+    def terms_(self) -> List[Term]:
+        return self.state_.terms
+
+    @property
+    def alpha_(self) -> np.ndarray:
+        return self.state_.alpha
+
+    @property
+    def calibration_(self) -> Optional[dict]:
+        return self.state_.calibration
+
+    @property
+    def training_summary_(self) -> dict:
+        return self.state_.training
+
+    @property
+    def n_sparse_total_(self) -> int:
+        """Sparse points over all terms."""
+        return self.state_.n_columns
+
+    # --------------------------------------------------------------- prepare
+    def prepare(self, frames: Sequence[Atoms]) -> List[Labels]:
+        """Check the data and settings and start a new fitted state (no sparse points, no weights yet).
+
+        Fixes the species, the baseline (e0 fitted after the other baseline
+        parts), and the terms (descriptors bound, δ set). Returns the labels
+        with the baseline's non-e0 parts subtracted (what the terms are fitted
+        to; e0 is subtracted with the design rows). Used by :meth:`fit` and
+        the incremental learner.
+        """
+        frames = list(frames)
+        labels, species = self._check(frames)
+        baseline_parts = self._baseline_parts(frames, species)
+        residual = self.residual_labels(frames, labels, baseline_parts)
+        e0 = self._fit_e0(frames, residual, species)
+        from .baselines import E0Baseline, SumBaseline
+        baseline = SumBaseline([E0Baseline(e0)] + baseline_parts)
+        for part in baseline_parts:
+            log.info("baseline: %s", part.describe())
+        terms = self.make_terms()
+        rms = self._energy_rms(frames, residual, e0)
+        for term in terms:
+            term.bind(species)
+            term.set_delta(float(term.delta) if term.delta is not None else term.default_delta(rms))
+        self.state_ = FittedState(species=species, e0=e0, baseline=baseline, terms=terms)
+        return residual
+
+    def _baseline_parts(self, frames, species) -> list:
+        from .baselines import CalculatorBaseline, TabulatedPairBaseline, ZBLBaseline
+        parts = []
+        if self.core_repulsion:
+            parts.append(ZBLBaseline.from_frames(frames, species))
+        if self.core_file:
+            parts.append(TabulatedPairBaseline.from_file(self.core_file))
+        if self.baseline is not None:
+            b = self.baseline
+            parts.append(b if isinstance(b, CalculatorBaseline) else CalculatorBaseline(b))
+        return parts
+
+    def residual_labels(self, frames: Sequence[Atoms], labels: Sequence[Labels], parts=None) -> List[Labels]:
+        """Labels minus the baseline's non-e0 parts (core repulsion, tabulated pair, Δ-learning calculator)."""
+        if parts is None:
+            parts = self.state_.baseline.parts[1:]
+        if not parts:
+            return list(labels)
+        from .baselines import SumBaseline
+        base = SumBaseline(list(parts))
+        out = []
+        for a, lb in zip(frames, labels):
+            periodic = bool(np.all(a.pbc)) and a.cell.rank == 3
+            r = base.evaluate(a, forces=lb.forces_eV_per_A is not None,
+                              virial=lb.stress_eV_per_A3 is not None and periodic)
+            e = None if lb.energy_eV is None else lb.energy_eV - r.energy_eV
+            f = None if lb.forces_eV_per_A is None else lb.forces_eV_per_A - r.forces_eV_per_A
+            s = lb.stress_eV_per_A3
+            if s is not None and r.virial_eV is not None:
+                s = s - np.array([r.virial_eV[i, j] for i, j in VOIGT]) / a.get_volume()
+            out.append(Labels(e, f, s, lb.config_type, lb.where))
+        return out
 
     # --------------------------------------------------------------------- fit
     def fit(self, frames: Sequence[Atoms]) -> "GAP":
@@ -150,80 +351,163 @@ class GAP:
         """
         t_start = time.perf_counter()
         frames = list(frames)
-        labels, species = self._check(frames)
-        self.species_ = species
-        self.e0_ = self._fit_e0(frames, labels, species)
-        # Isolated atoms stay in the fit: their energy rows pin the local
-        # energy of a lone atom to e0, as in gap_fit.
+        labels = self.prepare(frames)
+        st = self.state_
         train_idx = list(range(len(frames)))
-        self.delta_ = float(self.delta) if self.delta is not None else self._default_delta(frames, labels, train_idx)
-        self.descriptor_ = make_descriptor(self.soap_settings, species)
-
         cal_idx = self._calibration_split(frames, labels, train_idx)
         cal_set = set(cal_idx)
         fit_idx = [k for k in train_idx if k not in cal_set]
 
         # Pass 1: descriptors without gradients, for the sparse points. The
         # calibration frames are left out so their uncertainties are honest.
-        t0 = time.perf_counter()
         fit_frames = [frames[k] for k in fit_idx]
-        by_species: Dict[int, List[np.ndarray]] = {z: [] for z in species}
-        for chunk in self._chunks(fit_frames, "descriptors"):
-            for d in self.descriptor_.compute(chunk):
-                for z in species:
-                    by_species[z].append(d.values[d.numbers == z])
-        points = {}
-        n_env = {}
-        for z in species:
-            x = np.concatenate(by_species[z]) if by_species[z] else np.zeros((0, self.descriptor_.n_features))
-            n_env[z] = len(x)
-            if len(x) == 0:
-                continue
-            m = self._n_sparse_for(z, len(x))
-            idx = select_sparse(x, m, self.sparse_method, seed=self.seed + z, zeta=self.zeta)
-            points[z] = np.ascontiguousarray(x[idx])
-        del by_species
-        missing = [z for z in species if z not in points]
-        if missing:
-            raise InputError(f"species {missing} occur only in calibration frames; set calibration_fraction=0 "
-                             "or add frames containing them")
-        self.sparse_ = sgp.SparseSet(points, self.delta_, float(self.zeta))
-        log.info("sparse points per species: %s (of %s environments, method %s), %.1f s",
-                 {z: len(p) for z, p in points.items()}, n_env, self.sparse_method, time.perf_counter() - t0)
+        for k, term in enumerate(st.terms):
+            t0 = time.perf_counter()
+            chunks = (term.compute(c, gradients=False)
+                      for c in self._chunks(fit_frames, f"{term.type} descriptors"))
+            summary = term.select_sparse(chunks, seed=self.seed + 1000 * k)
+            log.info("term %d (%s): δ %.4g eV, sparse points %s, %.1f s", k + 1, term.type, term.delta_eV,
+                     summary, time.perf_counter() - t0)
+            if isinstance(term, Soap):
+                missing = [z for z in st.species if z not in term.points]
+                if missing:
+                    raise InputError(f"species {missing} occur only in calibration frames; set "
+                                     "calibration_fraction=0 or add frames containing them")
 
         # Pass 2: design rows with gradients, streamed into the QR factor.
         t0 = time.perf_counter()
-        self.kmm_chol_ = sgp.kmm_cholesky(self.sparse_, self.jitter)
-        M = self.sparse_.n_total
+        st.factor_kmm(self.jitter)
+        M = st.n_columns
         acc = sgp.QRAccumulator(M)
-        acc.add(sgp.prior_rows(self.sparse_, self.kmm_chol_), np.zeros(M))
+        acc.add(st.prior_rows(), np.zeros(M))
         counts = {"energy": 0, "forces": 0, "virial": 0}
         self._accumulate(acc, frames, labels, fit_idx, counts)
-        self.calibration_ = None
         if cal_idx:
-            self.R_ab_ = acc.factor()
-            self.alpha_, self.R_, _ = sgp.solve_from_factor(self.R_ab_)
-            cal_frames = [frames[k] for k in cal_idx]
-            preds = self.predict(cal_frames, uncertainty=True, calibrated=False)
+            st.set_factor(acc.factor())
+            preds = self.predict([frames[k] for k in cal_idx], uncertainty=True, calibrated=False)
             from .calibration import fit_scales
-            scales = fit_scales(preds, [labels[k] for k in cal_idx])
-            self.calibration_ = {"method": "held-out frames, 95.45 % of |error|/std within 2",
-                                 "n_frames": len(cal_idx), **scales}
+            true_labels = self._labels([frames[k] for k in cal_idx], [where_of(frames[k], k) for k in cal_idx])
+            scales = fit_scales(preds, true_labels)
+            st.calibration = {"method": "held-out frames, 95.45 % of |error|/std within 2",
+                              "n_frames": len(cal_idx), **scales}
             log.info("uncertainty calibration on %d held-out frames: %s", len(cal_idx), scales)
             self._accumulate(acc, frames, labels, cal_idx, counts)
-        self.R_ab_ = acc.factor()
-        self.alpha_, self.R_, _ = sgp.solve_from_factor(self.R_ab_)
-        self.training_summary_ = {
+        st.set_factor(acc.factor())
+        st.training = {
             "n_frames": len(frames), "n_train_frames": len(train_idx),
             "n_atoms": int(sum(len(frames[k]) for k in train_idx)),
             "n_observations": counts, "config_types": _count(lb.config_type for lb in labels),
-            "species": species, "n_environments": {str(z): int(n) for z, n in n_env.items()},
-            "fit_seconds": None,
+            "species": st.species, "fit_seconds": None,
         }
-        log.info("solved %d observations for %d weights in %.1f s", acc.n_rows - M, M,
-                 time.perf_counter() - t0)
-        self.training_summary_["fit_seconds"] = round(time.perf_counter() - t_start, 3)
+        log.info("solved %d observations for %d weights in %.1f s", acc.n_rows - M, M, time.perf_counter() - t0)
+        st.training["fit_seconds"] = round(time.perf_counter() - t_start, 3)
         return self
+
+    def _energy_rms(self, frames, labels, e0) -> float:
+        """RMS per-atom training energy after e0 (the scale default δ values start from)."""
+        per_atom = [(lb.energy_eV - sum(e0[int(z)] for z in a.numbers)) / len(a)
+                    for a, lb in zip(frames, labels) if lb.energy_eV is not None]
+        return float(np.sqrt(np.mean(np.square(per_atom)))) if per_atom else 1.0
+
+    def descriptors(self, frames: Sequence[Atoms], *, gradients: bool) -> List[list]:
+        """Each term's descriptors of ``frames``: one list per term, one entry per frame."""
+        return [t.compute(frames, gradients=gradients) for t in self.state_.terms]
+
+    def design_rows(self, descs: List[list], *, forces: bool, virial: bool, local: bool = False):
+        """All terms' design rows side by side (columns in the model's order) from :meth:`descriptors`."""
+        from .terms.base import TermRows
+        parts = [t.design_rows(d, forces=forces, virial=virial, local=local) for t, d in zip(self.state_.terms, descs)]
+
+        def cat(name):
+            arrs = [getattr(p, name) for p in parts]
+            return None if arrs[0] is None else np.concatenate(arrs, axis=-1)
+        return TermRows(cat("energy"), cat("gradient"), cat("virial"), cat("local"), parts[0].atom_start)
+
+    def training_rows(self, frames: Sequence[Atoms], labels: Sequence[Labels], descs: Optional[List[list]] = None,
+                      counts: Optional[dict] = None):
+        """Weighted rows (A, b) of the stacked system for labelled frames.
+
+        ``labels`` are residual labels (:meth:`residual_labels`); e0 is
+        subtracted here. ``descs`` from :meth:`descriptors` (with gradients)
+        when already computed.
+        """
+        need_grad = any(lb.forces_eV_per_A is not None or lb.stress_eV_per_A3 is not None for lb in labels)
+        if descs is None:
+            descs = self.descriptors(frames, gradients=need_grad)
+        rows = self.design_rows(descs, forces=need_grad,
+                                virial=any(lb.stress_eV_per_A3 is not None for lb in labels))
+        return self._weighted_rows(frames, labels, rows, counts if counts is not None else
+                                   {"energy": 0, "forces": 0, "virial": 0})
+
+    def _accumulate(self, acc, frames, labels, idx, counts) -> None:
+        """Design rows of frames ``idx``, weighted, into the QR accumulator."""
+        for chunk_idx in self._chunks(idx, "design rows", [len(frames[k]) for k in idx],
+                                      atoms_per_chunk=self._atoms_per_chunk()):
+            A, b = self.training_rows([frames[k] for k in chunk_idx], [labels[k] for k in chunk_idx],
+                                      counts=counts)
+            acc.add(A, b)
+
+    def _check(self, frames: List[Atoms]):
+        """(labels, species) of usable training frames, or the first problem as an InputError."""
+        self._validate()
+        if not frames:
+            raise InputError("no training frames given")
+        self.make_terms()  # term settings fail now, not after reading everything
+        labels = self._labels(frames)
+        if all(lb.energy_eV is None for lb in labels):
+            raise InputError(f"{labels[0].where}: no frame has field 'energy'; a fit needs total energies "
+                             "(use --energy-key NAME if they are stored under another name)")
+        species = species_of(frames)
+        check_species_settings(self.get_params(), species)
+        unused = sorted(set(self.config_type_sigma or {}) - {lb.config_type for lb in labels})
+        if unused:
+            log.warning("config_type_sigma names config types that no frame has: %s", unused)
+        if all(is_isolated_atom(a, lb) for a, lb in zip(frames, labels)):
+            raise InputError("only isolated-atom frames given; add frames of condensed configurations")
+        for lb in labels:
+            if lb.energy_eV is None and lb.forces_eV_per_A is None and lb.stress_eV_per_A3 is None:
+                raise InputError(f"{lb.where}: frame has none of the fields 'energy', 'forces', 'stress'; "
+                                 "label it or remove it")
+        return labels, species
+
+    def _labels(self, frames, wheres=None) -> List[Labels]:
+        out = []
+        for k, a in enumerate(frames):
+            where = wheres[k] if wheres else where_of(a, k)
+            check_structure(a, where)
+            lb = get_labels(a, where, energy_key=self.energy_key, forces_key=self.forces_key,
+                            stress_key=self.stress_key)
+            self._sigmas(a, lb)  # bad per-frame sigmas fail now, not after the descriptors
+            out.append(lb)
+        return out
+
+    def _weighted_rows(self, chunk, lbs, rows, counts):
+        e0 = self.state_.e0
+        A_parts, b_parts = [], []
+        for f, (a, lb) in enumerate(zip(chunk, lbs)):
+            n = len(a)
+            sig = self._sigmas(a, lb)
+            if lb.energy_eV is not None:
+                w = 1.0 / (sig["energy"] * np.sqrt(n))
+                target = lb.energy_eV - sum(e0[int(z)] for z in a.numbers)
+                A_parts.append(rows.energy[f:f + 1] * w)
+                b_parts.append(np.array([target * w]))
+                counts["energy"] += 1
+            if lb.forces_eV_per_A is not None:
+                lo = 3 * rows.atom_start[f]
+                w = 1.0 / sig["forces"]
+                # forces = -dE/dr
+                A_parts.append(rows.gradient[lo:lo + 3 * n] * (-w))
+                b_parts.append(lb.forces_eV_per_A.ravel() * w)
+                counts["forces"] += 3 * n
+            if lb.stress_eV_per_A3 is not None and rows.virial is not None:
+                w = 1.0 / (sig["virial"] * np.sqrt(n))
+                A_parts.append(rows.virial[f] * w)
+                b_parts.append(lb.stress_eV_per_A3 * a.get_volume() * w)
+                counts["virial"] += 6
+        if not A_parts:
+            return np.zeros((0, self.state_.n_columns)), np.zeros(0)
+        return np.vstack(A_parts), np.concatenate(b_parts)
 
     def check_data(self, frames: Sequence[Atoms]) -> dict:
         """Check the settings and frames as :meth:`fit` would, without computing descriptors.
@@ -242,41 +526,6 @@ class GAP:
                 "n_stresses": sum(lb.stress_eV_per_A3 is not None for lb in labels),
                 "config_types": _count(lb.config_type for lb in labels)}
 
-    def _check(self, frames: List[Atoms]):
-        """(labels, species) of usable training frames, or the first problem as an InputError."""
-        self._validate()
-        if not frames:
-            raise InputError("no training frames given")
-        labels = self._labels(frames)
-        if all(lb.energy_eV is None for lb in labels):
-            raise InputError(f"{labels[0].where}: no frame has field 'energy'; a fit needs total energies "
-                             "(use --energy-key NAME if they are stored under another name)")
-        species = species_of(frames)
-        check_species_settings(self.get_params(), species)
-        unused = sorted(set(self.config_type_sigma or {}) - {lb.config_type for lb in labels})
-        if unused:
-            log.warning("config_type_sigma names config types that no frame has: %s", unused)
-        if all(is_isolated_atom(a, lb) for a, lb in zip(frames, labels)):
-            raise InputError("only isolated-atom frames given; add frames of condensed configurations")
-        for lb in labels:
-            if lb.energy_eV is None and lb.forces_eV_per_A is None and lb.stress_eV_per_A3 is None:
-                raise InputError(f"{lb.where}: frame has none of the fields 'energy', 'forces', 'stress'; "
-                                 "label it or remove it")
-        return labels, species
-
-    def _accumulate(self, acc, frames, labels, idx, counts) -> None:
-        """Design rows of frames ``idx``, weighted, into the QR accumulator."""
-        for chunk_idx in self._chunks(idx, "design rows", [len(frames[k]) for k in idx],
-                                      atoms_per_chunk=self._atoms_per_chunk()):
-            chunk = [frames[k] for k in chunk_idx]
-            lbs = [labels[k] for k in chunk_idx]
-            need_grad = any(lb.forces_eV_per_A is not None or lb.stress_eV_per_A3 is not None for lb in lbs)
-            descs = self.descriptor_.compute(chunk, gradients=need_grad)
-            rows = sgp.design_rows(descs, self.sparse_, forces=need_grad,
-                                   virial=any(lb.stress_eV_per_A3 is not None for lb in lbs))
-            A, b = self._weighted_rows(chunk, lbs, rows, counts)
-            acc.add(A, b)
-
     def _calibration_split(self, frames, labels, train_idx) -> List[int]:
         """Seeded choice of held-out calibration frames (empty when too few)."""
         frac = float(self.calibration_fraction or 0.0)
@@ -287,29 +536,6 @@ class GAP:
             return []
         rng = np.random.default_rng(self.seed + 7919)
         return sorted(int(k) for k in rng.choice(eligible, size=n, replace=False))
-
-    def _labels(self, frames) -> List[Labels]:
-        out = []
-        for k, a in enumerate(frames):
-            where = where_of(a, k)
-            check_structure(a, where)
-            lb = get_labels(a, where, energy_key=self.energy_key, forces_key=self.forces_key,
-                            stress_key=self.stress_key)
-            self._sigmas(a, lb)  # bad per-frame sigmas fail now, not after the descriptors
-            out.append(lb)
-        return out
-
-    def _n_sparse_for(self, z: int, n_env: int) -> int:
-        ns = self.n_sparse
-        if ns is None:
-            return min(n_env, DEFAULT_SPARSE_PER_SPECIES)
-        if isinstance(ns, Mapping):
-            from ase.data import chemical_symbols
-            for key in (z, str(z), chemical_symbols[z]):
-                if key in ns:
-                    return min(n_env, int(ns[key]))
-            return min(n_env, DEFAULT_SPARSE_PER_SPECIES)
-        return min(n_env, int(ns))
 
     def _fit_e0(self, frames, labels, species) -> Dict[int, float]:
         from ase.data import atomic_numbers
@@ -341,22 +567,6 @@ class GAP:
                 e0.update({z: 0.0 for z in missing})
         return {z: e0[z] for z in species}
 
-    def _default_delta(self, frames, labels, idx) -> float:
-        per_atom = []
-        for k in idx:
-            lb = labels[k]
-            if lb.energy_eV is None:
-                continue
-            a = frames[k]
-            per_atom.append((lb.energy_eV - sum(self.e0_[int(z)] for z in a.numbers)) / len(a))
-        if not per_atom:
-            return 1.0
-        # The floor keeps δ from collapsing when e0 absorbs nearly all of the
-        # energy (molecular dynamics of one molecule): there the RMS measures
-        # thermal noise, not the scale of local energies. 0.5 eV was best or
-        # equal on aspirin and Si (see docs/index.md).
-        return float(max(np.sqrt(np.mean(np.square(per_atom))), 0.5))
-
     def _sigmas(self, atoms: Atoms, lb: Labels):
         s = {"energy": float(self.sigma_energy), "forces": float(self.sigma_forces),
              "virial": float(self.sigma_virial)}
@@ -374,40 +584,6 @@ class GAP:
                                      f"got {atoms.info[info_key]!r}")
                 s[k] = v
         return s
-
-    def _weighted_rows(self, chunk, lbs, rows: sgp.DesignRows, counts):
-        A_parts, b_parts = [], []
-        for f, (a, lb) in enumerate(zip(chunk, lbs)):
-            n = len(a)
-            sig = self._sigmas(a, lb)
-            if lb.energy_eV is not None:
-                w = 1.0 / (sig["energy"] * np.sqrt(n))
-                target = lb.energy_eV - sum(self.e0_[int(z)] for z in a.numbers)
-                A_parts.append(rows.energy[f:f + 1] * w)
-                b_parts.append(np.array([target * w]))
-                counts["energy"] += 1
-            if lb.forces_eV_per_A is not None:
-                lo = 3 * rows.atom_start[f]
-                w = 1.0 / sig["forces"]
-                # forces = -dE/dr
-                A_parts.append(rows.gradient[lo:lo + 3 * n] * (-w))
-                b_parts.append(lb.forces_eV_per_A.ravel() * w)
-                counts["forces"] += 3 * n
-            if lb.stress_eV_per_A3 is not None and rows.virial is not None:
-                w = 1.0 / (sig["virial"] * np.sqrt(n))
-                vol = a.get_volume()
-                A_parts.append(rows.virial[f] * w)
-                b_parts.append(lb.stress_eV_per_A3 * vol * w)
-                counts["virial"] += 6
-        if not A_parts:
-            return np.zeros((0, self.sparse_.n_total)), np.zeros(0)
-        return np.vstack(A_parts), np.concatenate(b_parts)
-
-    def _atoms_per_chunk(self) -> int:
-        # Pair gradients take about 3·D·8 bytes per pair and ~30 pairs per atom:
-        # keep a chunk's gradients near 0.5 GB whatever the descriptor width.
-        D = self.descriptor_.n_features
-        return int(np.clip(5e8 / (8 * 3 * D * 30), 64, _ATOMS_PER_CHUNK))
 
     def _chunks(self, items, what, sizes=None, atoms_per_chunk=_ATOMS_PER_CHUNK):
         """Yield consecutive slices of ``items`` holding about ``atoms_per_chunk`` atoms."""
@@ -428,129 +604,101 @@ class GAP:
             bar.update(len(chunk))
         bar.close()
 
+    def _atoms_per_chunk(self) -> int:
+        # Pair gradients take about 3·D·8 bytes per pair and ~30 pairs per atom:
+        # keep a chunk's gradients near 0.5 GB whatever the descriptor width.
+        D = max([t.n_features for t in self.state_.terms if isinstance(t, Soap)] or [100])
+        return int(np.clip(5e8 / (8 * 3 * D * 30), 64, _ATOMS_PER_CHUNK))
+
     # ----------------------------------------------------------------- predict
-    def _check_fitted(self):
-        if not hasattr(self, "alpha_"):
-            raise NotFittedError("this GAP model is not fitted yet: call fit(frames) or gapfit.load(path) first")
-
     def predict(self, frames: Union[Atoms, Sequence[Atoms]], *, forces: bool = True, stress: bool = True,
-                uncertainty: bool = False, calibrated: bool = True) -> List[dict]:
-        """Predict each frame.
+                uncertainty: bool = False, calibrated: bool = True) -> List[Prediction]:
+        """Predict each frame: a list of :class:`gapfit.prediction.Prediction`, one per frame.
 
-        Returns a list (one per frame) of dicts with ``energy`` (eV),
-        ``energies`` (per-atom local energies, eV), and as asked ``forces``
-        (eV/Å, (n, 3)), ``stress`` (eV/Å³, Voigt xx yy zz yz xz xy, periodic
-        frames only), and with ``uncertainty=True`` the posterior standard
-        deviations ``energy_std`` (eV), ``local_energy_std`` (eV, (n,)) and
-        ``forces_std`` (eV/Å, (n, 3)). When the model carries a calibration
-        and ``calibrated=True`` these are scaled by it, and the raw posterior
-        values are also returned under ``energy_std_raw``, ``local_energy_std_raw``
-        and ``forces_std_raw``.
+        Energies in eV, forces in eV/Å, stress in eV/Å³ (ASE's sign and Voigt
+        order; periodic frames only). With ``uncertainty=True`` the posterior
+        standard deviations of the energy, local energies and force
+        components, scaled by the calibration when the model carries one and
+        ``calibrated=True`` (raw values in the ``*_raw`` fields). Each term's
+        descriptors are computed once per frame, whatever is asked.
         """
         self._check_fitted()
         if isinstance(frames, Atoms):
             frames = [frames]
-        out = []
+        st = self.state_
         for k, a in enumerate(frames):
             where = where_of(a, k)
             check_structure(a, where)
-            unknown = sorted(set(int(z) for z in a.numbers) - set(self.species_))
+            unknown = sorted(set(int(z) for z in a.numbers) - set(st.species))
             if unknown:
                 from ase.data import chemical_symbols
                 raise InputError(f"{where}: field 'numbers' holds species {[chemical_symbols[z] for z in unknown]} "
                                  f"that the model was not trained on (it knows "
-                                 f"{[chemical_symbols[z] for z in self.species_]})")
+                                 f"{[chemical_symbols[z] for z in st.species]})")
         grad = forces or stress or uncertainty
+        out = []
         for chunk in self._chunks(list(frames), "predict", atoms_per_chunk=self._atoms_per_chunk()):
-            descs = self.descriptor_.compute(chunk, gradients=grad)
-            for a, d in zip(chunk, descs):
-                r = self._predict_one(a, d, forces, stress, uncertainty)
-                if uncertainty and calibrated:
-                    self._apply_calibration(r)
-                out.append(r)
+            descs = self.descriptors(chunk, gradients=grad)
+            for f, a in enumerate(chunk):
+                ds = [d[f] for d in descs]
+                p = self._predict_one(a, ds, forces, stress)
+                if uncertainty:
+                    self._uncertainty(p, ds, calibrated)
+                out.append(p)
         return out
 
-    def _apply_calibration(self, r: dict) -> None:
-        cal = getattr(self, "calibration_", None)
-        if not cal:
-            return
-        se, sf = cal.get("energy_scale"), cal.get("forces_scale")
-        for key, scale in (("energy_std", se), ("local_energy_std", se), ("forces_std", sf)):
-            if key in r and scale is not None:
-                r[key + "_raw"] = r[key]
-                r[key] = r[key] * scale
+    def _predict_one(self, atoms: Atoms, ds: list, want_forces: bool, want_stress: bool) -> Prediction:
+        st = self.state_
+        periodic = bool(np.all(atoms.pbc)) and atoms.cell.rank == 3
+        want_virial = bool(want_stress) and periodic
+        base = st.baseline.evaluate(atoms, forces=bool(want_forces), virial=want_virial)
+        local = np.array(base.local_energy_eV, dtype=float)
+        grad = np.zeros((len(atoms), 3)) if want_forces else None
+        virial = np.array(base.virial_eV, dtype=float) if want_virial else None
+        for term, d, sl in zip(st.terms, ds, st.column_slices):
+            tp = term.predict(d, st.alpha[sl], forces=bool(want_forces), virial=want_virial)
+            local += tp.local_energy_eV
+            if grad is not None and tp.gradient_eV_per_A is not None:
+                grad += tp.gradient_eV_per_A
+            if virial is not None and tp.virial_eV is not None:
+                virial += tp.virial_eV
+        p = Prediction(energy=float(local.sum()), energies=local)
+        if grad is not None:
+            p.forces = np.asarray(base.forces_eV_per_A, dtype=float) - grad
+        if virial is not None:
+            p.stress = np.array([virial[i, j] for i, j in VOIGT]) / atoms.get_volume()
+        return p
 
-    def _predict_one(self, atoms, d, want_forces, want_stress, uncertainty) -> dict:
-        sp = self.sparse_
-        n = d.n_atoms
-        local = np.array([self.e0_[int(z)] for z in d.numbers], dtype=float)
-        dE_dq = np.zeros_like(d.values)
-        for z, X in sp.points.items():
-            m = d.numbers == z
-            if not m.any():
-                continue
-            a = self.alpha_[sp.offsets[z]:sp.offsets[z] + len(X)]
-            K, dK = dot_kernel(d.values[m], X, sp.delta, sp.zeta)
-            local[m] += K @ a
-            dE_dq[m] = (dK * a) @ X
-        res = {"energy": float(local.sum()), "energies": local}
-        # dE/dq from dE/dq̂: remove the radial part and divide by |q|, so the
-        # raw gradients can be contracted directly.
-        h = (dE_dq - np.einsum("id,id->i", dE_dq, d.values)[:, None] * d.values) / d.norms[:, None]
-        if want_forces and d.pair_gradients is not None:
-            res["forces"] = contract_forces(d.pair_gradients, h, d.pair_centre, d.pair_neighbour, n)
-        if want_stress and d.strain_gradients is not None:
-            W = np.einsum("iad,id->a", d.strain_gradients.reshape(n, 9, -1), h).reshape(3, 3)
-            W = 0.5 * (W + W.T)
-            res["stress"] = np.array([W[a, b] for a, b in sgp.VOIGT]) / atoms.get_volume()
-        if uncertainty:
-            res.update(self._uncertainty(d))
-        return res
-
-    def _uncertainty(self, d) -> dict:
-        """DTC predictive standard deviations of the latent (noise-free) quantities.
+    def _uncertainty(self, p: Prediction, ds: list, calibrated: bool) -> None:
+        """DTC predictive standard deviations of the GP part (latent, noise-free), into ``p``.
 
         var = k** − kᵀ K_MM⁻¹ k + kᵀ (K_MM + K_MN Σ⁻¹ K_NM)⁻¹ k, each term by
-        triangular solves with the Cholesky factor of K_MM and the QR factor R.
-        The first two terms grow away from the sparse points.
+        triangular solves with the Cholesky factors of K_MM and the QR factor
+        R; k** sums the terms' prior variances (terms are independent a priori).
         """
-        sp = self.sparse_
-        rows = sgp.design_rows([d], sp, forces=d.pair_gradients is not None, virial=False, local=True)
-        dd = sp.delta ** 2
-        # local energies: k** = δ² (q̂·q̂)^ζ = δ²
-        var_local = dd - self._nystrom(rows.local) + self._posterior(rows.local)
-        # total energy: k** = Σ_{i,i'} same species k(q̂_i, q̂_i')
-        kss = 0.0
-        for z in sp.points:
-            qz = d.values[d.numbers == z]
-            if len(qz):
-                kss += dot_kernel(qz, qz, sp.delta, sp.zeta)[0].sum()
-        kE = rows.energy
-        var_E = kss - self._nystrom(kE)[0] + self._posterior(kE)[0]
-        out = {"energy_std": float(np.sqrt(max(var_E, 0.0))),
-               "local_energy_std": np.sqrt(np.clip(var_local, 0, None))}
-        if rows.gradient is not None:
-            prior = sgp.force_prior_variance(d, sp.delta, sp.zeta).ravel()
-            var_F = prior - self._nystrom(rows.gradient) + self._posterior(rows.gradient)
-            out["forces_std"] = np.sqrt(np.clip(var_F, 0, None)).reshape(-1, 3)
-        return out
-
-    def _nystrom(self, K: np.ndarray) -> np.ndarray:
-        """Row-wise kᵀ K_MM⁻¹ k, species block by block."""
-        out = np.zeros(len(K))
-        for z, L in self.kmm_chol_.items():
-            o = self.sparse_.offsets[z]
-            blk = K[:, o:o + len(L)]
-            if not np.any(blk):
-                continue
-            v = scipy.linalg.solve_triangular(L, blk.T, lower=True, check_finite=False)
-            out += np.einsum("mk,mk->k", v, v)
-        return out
-
-    def _posterior(self, K: np.ndarray) -> np.ndarray:
-        """Row-wise kᵀ (RᵀR)⁻¹ k = ‖R⁻ᵀ k‖²."""
-        v = scipy.linalg.solve_triangular(self.R_, K.T, trans="T", check_finite=False)
-        return np.einsum("mk,mk->k", v, v)
+        st = self.state_
+        with_forces = all(getattr(d, "pair_gradients", True) is not None for d in ds)
+        rows = self.design_rows([[d] for d in ds], forces=with_forces, virial=False, local=True)
+        priors = [t.prior_variance(d, forces=with_forces) for t, d in zip(st.terms, ds)]
+        R = st.R
+        var_local = sum(pr.local_eV2 for pr in priors) - sgp.nystrom(rows.local, st.kmm_chol) \
+            + sgp.posterior(rows.local, R)
+        var_E = sum(pr.energy_eV2 for pr in priors) - sgp.nystrom(rows.energy, st.kmm_chol)[0] \
+            + sgp.posterior(rows.energy, R)[0]
+        p.energy_std = float(np.sqrt(max(var_E, 0.0)))
+        p.local_energy_std = np.sqrt(np.clip(var_local, 0, None))
+        if with_forces and rows.gradient is not None:
+            prior_f = sum(pr.forces_eV2_per_A2 for pr in priors).ravel()
+            var_F = prior_f - sgp.nystrom(rows.gradient, st.kmm_chol) + sgp.posterior(rows.gradient, R)
+            p.forces_std = np.sqrt(np.clip(var_F, 0, None)).reshape(-1, 3)
+        cal = st.calibration
+        if calibrated and cal:
+            se, sf = cal.get("energy_scale"), cal.get("forces_scale")
+            for name, scale in (("energy_std", se), ("local_energy_std", se), ("forces_std", sf)):
+                val = getattr(p, name)
+                if val is not None and scale is not None:
+                    setattr(p, name + "_raw", val)
+                    setattr(p, name, val * scale)
 
     # ------------------------------------------------------------------- files
     def save(self, path: str) -> None:

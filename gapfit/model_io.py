@@ -1,37 +1,42 @@
 """The gapfit model file: one ``.npz`` (no pickle) with JSON metadata.
 
-Format ``gapfit-model`` version 1 (documented in docs/model-format.md):
+Format ``gapfit-model`` version 2 (documented in docs/model-format.md):
 
 - ``metadata``: 0-d unicode array holding JSON: format name and version,
-  package version, SOAP settings, kernel (zeta, delta), species, e0, jitter,
-  sparse-point counts and offsets, training summary, fit parameters.
-- ``sparse_<Z>``: (M_Z, D) normalised sparse descriptors of species Z.
-- ``alpha``: (M,) weights in species order.
-- ``kmm_chol_<Z>``: lower Cholesky factor of K_MM + jitter, its lower
-  triangle packed row by row (M_Z (M_Z + 1) / 2 values).
+  package version, species, e0, the baseline (a JSON description: e0, core
+  repulsion radii, tabulated pair tables, the import path and arguments of a
+  Δ-learning calculator), the list of terms (type, settings, fitted state),
+  jitter, the sizes of the K_MM blocks, training summary, fit parameters,
+  calibration.
+- ``term<k>_<name>``: arrays of term k (its sparse points).
+- ``alpha``: (M,) weights of all terms, concatenated in term order.
+- ``kmm_chol_<b>``: lower Cholesky factor of K_MM block b (+ jitter), its
+  lower triangle packed row by row.
 - ``R_ab``: upper-triangular QR factor of the stacked training matrix with
-  the target column, (M+1) × (M+1), its upper triangle packed row by row.
-  Its leading M × M block is the R that predictive variances use.
+  the target column, (M+1) × (M+1), upper triangle packed row by row.
+
+Version 1 files (one SOAP term, e0 baseline) are still read.
 
 Loading reads only arrays of numbers and one JSON string (``allow_pickle=False``),
-so a model file can never run code. Writes go to a temporary file in the
-same folder, are flushed to disk, then renamed over the target.
+so a model file can never run code, and never imports anything named in it:
+a Δ-learning calculator is passed in by the caller. Writes go to a temporary
+file in the same folder, are flushed to disk, then renamed over the target.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-from typing import Callable, Dict
+from typing import Any, Callable, Dict
 
 import numpy as np
 
 from ._version import __version__
-from .errors import GapfitError, ModelFormatError
+from .errors import GapfitError, InputError, ModelFormatError
 from .files import atomic_write
 
 FORMAT_NAME = "gapfit-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def _unpack(packed, n: int, lower: bool) -> np.ndarray:
@@ -49,35 +54,49 @@ def save_model(model, path: str) -> None:
     atomic_write(path, model_writer(model))
 
 
-def model_writer(model) -> Callable:
-    """``write(fileobj)`` that writes the model file of a fitted :class:`gapfit.GAP`."""
-    sp = model.sparse_
-    params = {k: v for k, v in model.get_params().items() if k != "progress"}
-    if params.get("n_sparse") is not None and isinstance(params["n_sparse"], dict):
+def _json_params(model) -> Dict[str, Any]:
+    """The model's constructor parameters as plain JSON (the calculator object becomes None)."""
+    from .terms import Term
+    params = {k: v for k, v in model.get_params().items() if k not in ("progress", "baseline")}
+    if isinstance(params.get("n_sparse"), dict):
         params["n_sparse"] = {str(k): int(v) for k, v in params["n_sparse"].items()}
     if params.get("e0") is not None:
         params["e0"] = {str(k): float(v) for k, v in params["e0"].items()}
+    if isinstance(params.get("terms"), (list, tuple)):
+        params["terms"] = [t.to_dict() if isinstance(t, Term) else dict(t) for t in params["terms"]]
+    return params
+
+
+def model_writer(model) -> Callable:
+    """``write(fileobj)`` that writes the model file of a fitted :class:`gapfit.GAP`."""
+    st = model.state_
+    terms_meta = []
+    arrays: Dict[str, np.ndarray] = {}
+    for k, term in enumerate(st.terms):
+        names = {}
+        for name, arr in term.fitted_arrays().items():
+            arrays[f"term{k}_{name}"] = np.asarray(arr, dtype=np.float64)
+            names[name] = f"term{k}_{name}"
+        terms_meta.append({"type": term.type, "settings": term.settings(), "state": term.fitted_state(),
+                           "n_columns": int(term.n_columns)})
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "gapfit_version": __version__,
-        "soap": model.soap_settings.to_dict(),
-        "n_features": int(model.descriptor_.n_features),
-        "kernel": {"type": "normalised_dot_product", "zeta": float(sp.zeta), "delta_eV": float(sp.delta)},
-        "species": [int(z) for z in model.species_],
-        "e0_eV": {str(z): float(v) for z, v in model.e0_.items()},
+        "species": [int(z) for z in st.species],
+        "e0_eV": {str(z): float(v) for z, v in st.e0.items()},
+        "baseline": st.baseline.to_dict(),
+        "terms": terms_meta,
         "jitter": float(model.jitter),
-        "sparse_counts": {str(z): int(len(p)) for z, p in sp.points.items()},
-        "training": model.training_summary_,
-        "params": params,
-        "calibration": getattr(model, "calibration_", None),
+        "kmm_block_sizes": [int(len(L)) for L in st.kmm_chol],
+        "training": st.training,
+        "params": _json_params(model),
+        "calibration": st.calibration,
     }
-    arrays = {"metadata": np.array(json.dumps(meta)), "alpha": model.alpha_,
-              "R_ab": model.R_ab_[np.triu_indices(len(model.R_ab_))]}
-    for z, p in sp.points.items():
-        arrays[f"sparse_{z}"] = p
-        L = model.kmm_chol_[z]
-        arrays[f"kmm_chol_{z}"] = L[np.tril_indices(len(L))]
+    arrays.update({"metadata": np.array(json.dumps(meta)), "alpha": st.alpha,
+                   "R_ab": st.R_ab[np.triu_indices(len(st.R_ab))]})
+    for b, L in enumerate(st.kmm_chol):
+        arrays[f"kmm_chol_{b}"] = L[np.tril_indices(len(L))]
     return lambda fh: np.savez(fh, **arrays)
 
 
@@ -129,18 +148,7 @@ def _positive(value, what: str) -> float:
     return v
 
 
-def load_model(path: str):
-    """Read a model written by :func:`save_model`; never executes code.
-
-    Every entry is read and checked (shapes, finiteness, consistency with
-    the metadata) before the model is built: a damaged or foreign file
-    raises :class:`gapfit.errors.ModelFormatError`, never anything else.
-    """
-    from . import sgp
-    from .descriptors import SoapSettings, make_descriptor
-    from .model import GAP
-    from .params import check_params
-
+def _read_meta(path: str):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ModelFormatError(f"{path}: no such model file")
@@ -169,49 +177,145 @@ def load_model(path: str):
         raise ModelFormatError(
             f"{path}: model format version {version} is newer than this gapfit ({__version__}) reads "
             f"(up to {FORMAT_VERSION}); upgrade gapfit")
+    return arrays, meta, version
+
+
+def baseline_spec(path: str) -> Any:
+    """The import path (``module:Class``) and arguments of a model's Δ-learning calculator, or None.
+
+    Reads the metadata only; imports nothing.
+    """
+    _, meta, version = _read_meta(path)
+    if version < 2:
+        return None
+
+    def find(d):
+        if not isinstance(d, dict):
+            return None
+        if d.get("type") == "calculator":
+            return {"import_path": d.get("import_path"), "kwargs": d.get("kwargs")}
+        for part in d.get("parts", []) or []:
+            hit = find(part)
+            if hit:
+                return hit
+        return None
+    return find(meta.get("baseline"))
+
+
+def load_model(path: str, baseline: Any = None):
+    """Read a model written by :func:`save_model`; never executes or imports code.
+
+    ``baseline`` is the ASE calculator of a Δ-learning model (the file names
+    its import path; loading without it is refused with that path named).
+    Every entry is read and checked (shapes, finiteness, consistency with the
+    metadata) before the model is built: a damaged or foreign file raises
+    :class:`gapfit.errors.ModelFormatError`, never anything else.
+    """
+    path = os.fspath(path)
+    arrays, meta, version = _read_meta(path)
     try:
-        params = dict(meta["params"])
-        check_params(params)
-        model = GAP(**params)
-        species = [int(z) for z in meta["species"]]
-        if not species or sorted(set(species)) != species or not all(1 <= z <= 118 for z in species):
-            raise ValueError(f"species {meta['species']!r} is not a sorted list of atomic numbers")
-        model.descriptor_ = make_descriptor(SoapSettings(**meta["soap"]), species)
-        D = model.descriptor_.n_features
-        if D != meta.get("n_features"):
-            raise ModelFormatError(f"{path}: descriptor length {D} differs from the file's "
-                                   f"{meta.get('n_features')!r}; the model was made with another SOAP layout")
-        counts = {int(z): int(n) for z, n in dict(meta["sparse_counts"]).items()}
-        if sorted(counts) != species or min(counts.values()) < 1:
-            raise ValueError(f"sparse_counts {meta['sparse_counts']!r} do not match species {species}")
-        points = {z: _numbers(arrays, f"sparse_{z}", (counts[z], D)) for z in species}
-        model.species_ = species
-        e0 = {int(z): float(v) for z, v in dict(meta["e0_eV"]).items()}
-        if sorted(e0) != species or not all(math.isfinite(v) for v in e0.values()):
-            raise ValueError(f"e0_eV {meta['e0_eV']!r} does not give a finite energy for each species")
-        model.e0_ = e0
-        model.delta_ = _positive(meta["kernel"]["delta_eV"], "kernel delta_eV")
-        zeta = _positive(meta["kernel"]["zeta"], "kernel zeta")
-        model.sparse_ = sgp.SparseSet(points, model.delta_, zeta)
-        model.kmm_chol_ = {z: _unpack(_numbers(arrays, f"kmm_chol_{z}", (counts[z] * (counts[z] + 1) // 2,)),
-                                      counts[z], lower=True) for z in species}
-        M = sum(counts.values())
-        model.alpha_ = _numbers(arrays, "alpha", (M,))
-        model.R_ab_ = _unpack(_numbers(arrays, "R_ab", ((M + 1) * (M + 2) // 2,)), M + 1, lower=False)
-        model.R_ = np.ascontiguousarray(model.R_ab_[:M, :M])
-        training = meta.get("training", {})
-        model.training_summary_ = training if isinstance(training, dict) else {}
-        cal = meta.get("calibration")
-        if cal is not None:
-            if not isinstance(cal, dict):
-                raise ValueError("calibration is not a mapping")
-            for key in ("energy_scale", "forces_scale"):
-                if cal.get(key) is not None:
-                    _positive(cal[key], f"calibration {key}")
-            model.calibration_ = cal
-    except ModelFormatError:
+        if version == 1:
+            return _load_v1(arrays, meta)
+        return _load_v2(path, arrays, meta, baseline)
+    except (ModelFormatError, InputError):
         raise
     except (GapfitError, KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise ModelFormatError(f"{path}: damaged gapfit model file ({type(exc).__name__}: {exc}); refit the "
                                "model or restore the file from a copy") from None
+
+
+def _species(meta) -> list:
+    species = [int(z) for z in meta["species"]]
+    if not species or sorted(set(species)) != species or not all(1 <= z <= 118 for z in species):
+        raise ValueError(f"species {meta['species']!r} is not a sorted list of atomic numbers")
+    return species
+
+
+def _e0(meta, species) -> dict:
+    e0 = {int(z): float(v) for z, v in dict(meta["e0_eV"]).items()}
+    if sorted(e0) != species or not all(math.isfinite(v) for v in e0.values()):
+        raise ValueError(f"e0_eV {meta['e0_eV']!r} does not give a finite energy for each species")
+    return e0
+
+
+def _calibration(meta):
+    cal = meta.get("calibration")
+    if cal is not None:
+        if not isinstance(cal, dict):
+            raise ValueError("calibration is not a mapping")
+        for key in ("energy_scale", "forces_scale"):
+            if cal.get(key) is not None:
+                _positive(cal[key], f"calibration {key}")
+    return cal
+
+
+def _finish(model, st, arrays, sizes) -> None:
+    """Weights, factors and their consistency checks, shared by both format versions."""
+    M = st.n_columns
+    if sum(sizes.values()) != M or min(sizes.values(), default=1) < 1:
+        raise ValueError(f"K_MM block sizes {list(sizes.values())} do not add up to the {M} weights of the terms")
+    st.kmm_chol = [_unpack(_numbers(arrays, name, (n * (n + 1) // 2,)), n, lower=True) for name, n in sizes.items()]
+    st.alpha = _numbers(arrays, "alpha", (M,))
+    st.R_ab = _unpack(_numbers(arrays, "R_ab", ((M + 1) * (M + 2) // 2,)), M + 1, lower=False)
+    model.state_ = st
+
+
+def _load_v1(arrays, meta):
+    """A format-1 file: one SOAP term, e0 baseline, K_MM blocks per species."""
+    from .baselines import E0Baseline, SumBaseline
+    from .model import GAP, FittedState
+    from .params import check_params
+    from .terms import Soap
+
+    params = dict(meta["params"])
+    check_params(params)
+    model = GAP(**params, core_repulsion=False) if "core_repulsion" not in params else GAP(**params)
+    species = _species(meta)
+    soap = Soap(**{**meta["soap"], "zeta": _positive(meta["kernel"]["zeta"], "kernel zeta"),
+                   "delta": params.get("delta"), "n_sparse": params.get("n_sparse"),
+                   "sparse_method": params.get("sparse_method", "cur")})
+    counts = {int(z): int(n) for z, n in dict(meta["sparse_counts"]).items()}
+    if sorted(counts) != species:
+        raise ValueError(f"sparse_counts {meta['sparse_counts']!r} do not match species {species}")
+    soap.restore({"delta_eV": _positive(meta["kernel"]["delta_eV"], "kernel delta_eV"), "species": species,
+                  "n_features": meta.get("n_features"), "sparse_counts": meta["sparse_counts"]}, arrays)
+    e0 = _e0(meta, species)
+    st = FittedState(species=species, e0=e0, baseline=SumBaseline([E0Baseline(e0)]), terms=[soap],
+                     calibration=_calibration(meta))
+    training = meta.get("training", {})
+    st.training = training if isinstance(training, dict) else {}
+    _finish(model, st, arrays, {f"kmm_chol_{z}": counts[z] for z in species})
+    return model
+
+
+def _load_v2(path, arrays, meta, calculator):
+    from .baselines import baseline_from_dict
+    from .model import GAP, FittedState
+    from .params import check_params
+    from .terms import build_terms
+
+    params = dict(meta["params"])
+    check_params(params)
+    model = GAP(**params)
+    species = _species(meta)
+    e0 = _e0(meta, species)
+    try:
+        baseline = baseline_from_dict(meta["baseline"], calculator=calculator)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}", param="baseline") from None
+    if calculator is not None:
+        model.baseline = calculator
+    terms_meta = list(meta["terms"])
+    terms = build_terms([{"type": t["type"], **dict(t["settings"])} for t in terms_meta], where=f"{path} terms")
+    for k, (term, tm) in enumerate(zip(terms, terms_meta)):
+        prefix = f"term{k}_"
+        term.restore(dict(tm["state"]), {name[len(prefix):]: a for name, a in arrays.items()
+                                         if name.startswith(prefix)})
+        if term.n_columns != int(tm["n_columns"]):
+            raise ValueError(f"term {k + 1} has {term.n_columns} sparse points, the file says {tm['n_columns']}")
+    st = FittedState(species=species, e0=e0, baseline=baseline, terms=terms, calibration=_calibration(meta))
+    training = meta.get("training", {})
+    st.training = training if isinstance(training, dict) else {}
+    sizes = [int(n) for n in meta["kmm_block_sizes"]]
+    _finish(model, st, arrays, {f"kmm_chol_{b}": n for b, n in enumerate(sizes)})
     return model

@@ -180,6 +180,10 @@ CHECKS: Dict[str, Callable[[str, Any], None]] = {
     "forces_key": _optional(_text),
     "stress_key": _optional(_text),
     "progress": _flag,
+    "terms": lambda name, value: None,  # parsed and checked term by term by gapfit.terms.build_terms
+    "core_repulsion": _flag,
+    "core_file": _optional(_text),
+    "baseline": lambda name, value: None,  # an ASE calculator object, checked by gapfit.baselines
 }
 
 

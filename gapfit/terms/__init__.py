@@ -1,0 +1,63 @@
+"""The terms a GAP model sums: SOAP, two-body (distance_2b) and three-body (angle_3b).
+
+``build_terms(spec)`` turns what a user writes (a gap_fit descriptor string,
+a list of ``{"type": ..., **settings}`` dicts, or Term objects) into Term
+objects; a new term type plugs in by adding its class to ``TERM_TYPES``.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Type
+
+from ..errors import InputError
+from .base import PriorVariance, Term, TermPrediction, TermRows
+from .soap import Soap
+
+
+def _site_types() -> Dict[str, Type[Term]]:
+    try:
+        from .sites import Angle3b, Distance2b
+    except ImportError:  # pragma: no cover - only while the module is being written
+        return {}
+    return {"distance_2b": Distance2b, "angle_3b": Angle3b}
+
+
+def term_types() -> Dict[str, Type[Term]]:
+    """Every term type by name."""
+    return {"soap": Soap, **_site_types()}
+
+
+def build_terms(spec: Any, where: str = "terms") -> List[Term]:
+    """Term objects from a gap_fit string, a list of dicts or of Term objects (checked)."""
+    if isinstance(spec, str):
+        from ..gapstring import parse_gap_string
+        spec = parse_gap_string(spec, where=where)
+    if not isinstance(spec, (list, tuple)) or not spec:
+        raise InputError(f"{where} must be a non-empty list of terms (or a gap_fit descriptor string), "
+                         f"got {spec!r}", param="terms")
+    types = term_types()
+    out: List[Term] = []
+    for k, entry in enumerate(spec):
+        if isinstance(entry, Term):
+            term = type(entry)(**entry.settings())
+        elif isinstance(entry, dict):
+            entry = dict(entry)
+            name = entry.pop("type", None)
+            if name not in types:
+                raise InputError(f"{where}: term {k + 1} has type {name!r}; known types: "
+                                 f"{', '.join(sorted(types))}", param="terms")
+            try:
+                term = types[name](**entry)
+            except InputError as exc:
+                raise InputError(f"{where}: term {k + 1} ({name}): {exc}", param="terms") from None
+        else:
+            raise InputError(f"{where}: term {k + 1} must be a mapping with a 'type', got {entry!r}",
+                             param="terms")
+        try:
+            term.check_settings()
+        except InputError as exc:
+            raise InputError(f"{where}: term {k + 1} ({term.type}): {exc}", param="terms") from None
+        out.append(term)
+    return out
+
+
+__all__ = ["Term", "TermRows", "TermPrediction", "PriorVariance", "Soap", "build_terms", "term_types"]

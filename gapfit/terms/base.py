@@ -1,0 +1,193 @@
+"""What every term of a GAP model provides: the one contract fit, prediction,
+variances, the incremental learner and the model file rely on.
+
+A model is ``baseline + Σ terms``. A term owns its descriptor, its kernel,
+its scale δ (eV) and its sparse points; the solver only sees its block of
+columns (``n_columns`` weights) and the blocks of its K_MM. Energies are
+sums of local energies, each term's local energy at an atom being
+``Σ_m α_m k(environment, x_m)``. Everything a term returns is linear in its
+weights, so the design rows (what the fit stacks) and the prediction (the
+rows times the weights, contracted early for speed) are two routes to the same
+numbers; a test holds them equal for every term type.
+
+Conventions (ASE's): positions in Å, energies in eV, ``gradient`` is
+∂E/∂r (forces are minus it), ``virial`` is ∂E/∂ε for the homogeneous strain
+``r -> r (1 + ε)`` of positions and cell, symmetrised, in Voigt order
+xx yy zz yz xz xy, so that stress = virial / volume.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+from ase import Atoms
+
+VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+
+
+@dataclass
+class TermRows:
+    """Design rows of one term for a chunk of frames: ∂(observable)/∂α_term.
+
+    energy : (n_frames, n_columns) total-energy rows.
+    gradient : (3 Σ n_atoms, n_columns) ∂E/∂r rows, row 3 j + x, atoms of all
+        frames concatenated in order; None unless asked.
+    virial : (n_frames, 6, n_columns) ∂E/∂ε rows in Voigt order; None unless
+        asked (zero rows for non-periodic frames).
+    local : (Σ n_atoms, n_columns) local-energy rows; None unless asked.
+    atom_start : (n_frames + 1,) first atom of each frame in the chunk.
+    """
+
+    energy: np.ndarray
+    gradient: Optional[np.ndarray]
+    virial: Optional[np.ndarray]
+    local: Optional[np.ndarray]
+    atom_start: np.ndarray
+
+
+@dataclass
+class TermPrediction:
+    """One term's contribution to one frame's prediction.
+
+    local_energy_eV : (n_atoms,) local energies; their sum is the energy.
+    gradient_eV_per_A : (n_atoms, 3) ∂E/∂r, or None when not asked.
+    virial_eV : (3, 3) symmetric ∂E/∂ε, or None when not asked or not periodic.
+    """
+
+    local_energy_eV: np.ndarray
+    gradient_eV_per_A: Optional[np.ndarray] = None
+    virial_eV: Optional[np.ndarray] = None
+
+
+@dataclass
+class PriorVariance:
+    """Prior (before any data) variances of one term's contribution to one frame.
+
+    local_eV2 : (n_atoms,) of each local energy.
+    energy_eV2 : of the total energy.
+    forces_eV2_per_A2 : (n_atoms, 3) of each force component, or None when not asked.
+    """
+
+    local_eV2: np.ndarray
+    energy_eV2: float
+    forces_eV2_per_A2: Optional[np.ndarray] = None
+
+
+class Term(ABC):
+    """One additive part of a GAP model (see the module docstring).
+
+    Subclasses set ``type`` and ``SETTINGS`` (name -> default), keep every
+    setting as an attribute, and implement the abstract methods. Settings
+    are plain JSON values; ``delta`` (eV) may be None until the fit sets it.
+    """
+
+    type: ClassVar[str] = ""
+    SETTINGS: ClassVar[Dict[str, Any]] = {}
+
+    def __init__(self, **settings: Any):
+        unknown = sorted(set(settings) - set(self.SETTINGS))
+        if unknown:
+            from ..errors import InputError
+            raise InputError(f"term {self.type}: unknown setting(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(sorted(self.SETTINGS))}", param=unknown[0])
+        for name, default in self.SETTINGS.items():
+            setattr(self, name, settings.get(name, default))
+        self.species: List[int] = []
+
+    # --------------------------------------------------------------- settings
+    def settings(self) -> Dict[str, Any]:
+        """The term's settings as given (JSON values): ``type(self)(**t.settings())`` rebuilds it."""
+        return {name: getattr(self, name) for name in self.SETTINGS}
+
+    def to_dict(self) -> Dict[str, Any]:
+        """``{"type": ..., **settings}``, the form of a ``terms:`` entry in a config."""
+        return {"type": self.type, **self.settings()}
+
+    @abstractmethod
+    def check_settings(self) -> None:
+        """Raise :class:`gapfit.errors.InputError` naming the first bad setting."""
+
+    @property
+    @abstractmethod
+    def cutoff_A(self) -> float:
+        """Largest distance (Å) at which an atom still changes an environment."""
+
+    # ---------------------------------------------------------- descriptors
+    @abstractmethod
+    def bind(self, species: Sequence[int]) -> None:
+        """Prepare the descriptor calculator for these atomic numbers (all the model knows)."""
+
+    @abstractmethod
+    def compute(self, frames: Sequence[Atoms], *, gradients: bool) -> List[Any]:
+        """Descriptors of each frame (an object per frame, opaque to callers)."""
+
+    # ------------------------------------------------------------ sparse set
+    @abstractmethod
+    def select_sparse(self, chunks: Iterable[List[Any]], seed: int) -> Dict[str, Any]:
+        """Choose the sparse points from descriptor chunks (computed without gradients).
+
+        ``chunks`` yields lists of per-frame descriptors from :meth:`compute`;
+        it is consumed once. Returns a JSON summary for the log (points and
+        candidates per block).
+        """
+
+    @property
+    @abstractmethod
+    def n_columns(self) -> int:
+        """Number of weights (sparse points over all blocks)."""
+
+    @abstractmethod
+    def kmm_blocks(self) -> List[np.ndarray]:
+        """K_MM's diagonal blocks, in column order (the term's K_MM is block diagonal)."""
+
+    # ------------------------------------------------------- rows, prediction
+    @abstractmethod
+    def design_rows(self, descs: Sequence[Any], *, forces: bool, virial: bool, local: bool = False) -> TermRows:
+        """Design rows for a chunk of frames (see :class:`TermRows`)."""
+
+    @abstractmethod
+    def predict(self, desc: Any, alpha: np.ndarray, *, forces: bool, virial: bool) -> TermPrediction:
+        """This term's part of one frame's prediction with weights ``alpha`` (n_columns,)."""
+
+    @abstractmethod
+    def prior_variance(self, desc: Any, *, forces: bool) -> PriorVariance:
+        """Prior variances of this term's contributions to one frame."""
+
+    # ---------------------------------------------------------- fitted state
+    @abstractmethod
+    def fitted_state(self) -> Dict[str, Any]:
+        """JSON part of the fitted state (δ, blocks and their sizes, ...)."""
+
+    @abstractmethod
+    def fitted_arrays(self) -> Dict[str, np.ndarray]:
+        """Array part of the fitted state (sparse points), names unique within the term."""
+
+    @abstractmethod
+    def restore(self, state: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> None:
+        """Set the fitted state from :meth:`fitted_state` and :meth:`fitted_arrays` output.
+
+        Raises ``ValueError`` or ``KeyError`` naming the entry when they do not fit.
+        """
+
+    def add_sparse_points(self, desc: Any, atom_indices: Sequence[int]) -> int:
+        """Add environments of one frame as sparse points (on-the-fly learning); returns how many.
+
+        Terms whose sparse points are fixed at the fit (a grid) return 0.
+        """
+        return 0
+
+    def default_delta(self, energy_rms_eV: float) -> float:
+        """δ (eV) to use when the setting is None, given the RMS per-atom training energy after e0."""
+        return float(max(energy_rms_eV, 0.5))
+
+    @property
+    def delta_eV(self) -> float:
+        """Kernel scale δ in eV (set by the fit when the setting is None)."""
+        return float(self._delta_eV)
+
+    def set_delta(self, delta_eV: float) -> None:
+        """Set the kernel scale δ (eV); K scales with δ²."""
+        self._delta_eV = float(delta_eV)
+

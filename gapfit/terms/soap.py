@@ -1,0 +1,385 @@
+"""The SOAP term: GAP's many-body term, a normalised dot-product kernel to the power ζ.
+
+k(q̂, x) = δ² (q̂·x)^ζ between an atom's normalised SOAP vector q̂ and a sparse
+point x of the same centre species (zero across species). Descriptors come
+from featomic (default; smooth cutoff, strain gradients) or dscribe, with
+gradients stored per neighbour pair (never as dense atoms × atoms arrays).
+
+Design rows and the prediction are two routes to the same numbers: the rows
+contract the raw pair gradients against the sparse points (one GEMM per pair
+group), the prediction first contracts the kernel derivatives with the
+weights (h = ∂E/∂q, one vector per atom) and then with the gradients, which
+is what makes prediction cheap.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Sequence
+
+import numpy as np
+import scipy.sparse
+
+from .._loops import contract_forces
+from ..descriptors import SoapSettings, make_descriptor
+from ..descriptors.base import FrameDescriptors, normalised_pair_gradients
+from ..errors import InputError
+from ..kernels import dot_kernel, kernel_from_dot
+from ..params import species_number
+from ..sparsify import METHODS, select_sparse
+from .base import VOIGT, PriorVariance, Term, TermPrediction, TermRows
+
+#: Sparse points per species when ``n_sparse`` is not given (capped by the data).
+DEFAULT_SPARSE_PER_SPECIES = 2000
+# Pairs per GEMM: bounds the (3·pairs × M) temporary to a few hundred MB.
+_PAIRS_PER_GEMM = 8192
+
+
+class Soap(Term):
+    """SOAP power spectrum with GAP's dot-product kernel.
+
+    Settings
+    --------
+    cutoff, cutoff_transition_width, n_max, l_max, atom_sigma, backend, dscribe_mode
+        SOAP settings, see :class:`gapfit.descriptors.SoapSettings` (Å).
+    zeta : float, default=4
+        Kernel exponent.
+    delta : float or None
+        Kernel scale δ in eV; None: from the data (see :meth:`default_delta`).
+    n_sparse : int, dict {species: int} or None
+        Sparse points per species; None: ``min(environments, 2000)``.
+    sparse_method : {"cur", "fps", "random"}, default="cur"
+    """
+
+    type = "soap"
+    SETTINGS = {"cutoff": 5.0, "cutoff_transition_width": 1.0, "n_max": 8, "l_max": 8, "atom_sigma": 0.5,
+                "zeta": 4.0, "delta": None, "n_sparse": None, "sparse_method": "cur",
+                "backend": "featomic", "dscribe_mode": "smooth"}
+
+    def __init__(self, **settings: Any):
+        super().__init__(**settings)
+        self.points: Dict[int, np.ndarray] = {}
+        self.descriptor = None
+
+    # --------------------------------------------------------------- settings
+    @property
+    def soap_settings(self) -> SoapSettings:
+        return SoapSettings(cutoff=float(self.cutoff), cutoff_transition_width=float(self.cutoff_transition_width),
+                            n_max=int(self.n_max), l_max=int(self.l_max), atom_sigma=float(self.atom_sigma),
+                            backend=self.backend, dscribe_mode=self.dscribe_mode)
+
+    def check_settings(self) -> None:
+        from ..params import check_params
+        check_params({k: v for k, v in self.settings().items()})
+        if self.sparse_method not in METHODS:
+            raise InputError(f"soap sparse_method must be one of {METHODS}, got {self.sparse_method!r}",
+                             param="sparse_method")
+
+    @property
+    def cutoff_A(self) -> float:
+        return float(self.cutoff)
+
+    @property
+    def zeta_(self) -> float:
+        return float(self.zeta)
+
+    # ------------------------------------------------------------ descriptors
+    def bind(self, species: Sequence[int]) -> None:
+        self.species = sorted(int(z) for z in species)
+        self.descriptor = make_descriptor(self.soap_settings, self.species)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.descriptor.n_features)
+
+    def compute(self, frames, *, gradients: bool) -> List[FrameDescriptors]:
+        return self.descriptor.compute(frames, gradients=gradients)
+
+    # ------------------------------------------------------------- sparse set
+    def n_sparse_for(self, z: int, n_env: int) -> int:
+        """Sparse points for species ``z`` given ``n_env`` candidate environments."""
+        ns = self.n_sparse
+        if ns is None:
+            return min(n_env, DEFAULT_SPARSE_PER_SPECIES)
+        if isinstance(ns, dict):
+            for key, val in ns.items():
+                if species_number(key) == z:
+                    return min(n_env, int(val))
+            return min(n_env, DEFAULT_SPARSE_PER_SPECIES)
+        return min(n_env, int(ns))
+
+    def select_sparse(self, chunks: Iterable[List[FrameDescriptors]], seed: int) -> Dict[str, Any]:
+        by_species: Dict[int, List[np.ndarray]] = {z: [] for z in self.species}
+        for descs in chunks:
+            for d in descs:
+                for z in self.species:
+                    by_species[z].append(d.values[d.numbers == z])
+        self.points = {}
+        n_env = {}
+        for z in self.species:
+            x = np.concatenate(by_species[z]) if by_species[z] else np.zeros((0, self.n_features))
+            by_species[z] = []
+            n_env[z] = len(x)
+            if len(x) == 0:
+                continue
+            idx = select_sparse(x, self.n_sparse_for(z, len(x)), self.sparse_method, seed=seed + z,
+                                zeta=float(self.zeta))
+            self.points[z] = np.ascontiguousarray(x[idx])
+        return {"sparse_points": {str(z): len(p) for z, p in self.points.items()},
+                "environments": {str(z): int(n) for z, n in n_env.items()}, "method": self.sparse_method}
+
+    @property
+    def blocks(self) -> List[int]:
+        """Species with sparse points, in column order."""
+        return sorted(self.points)
+
+    @property
+    def offsets(self) -> Dict[int, int]:
+        off, out = 0, {}
+        for z in self.blocks:
+            out[z] = off
+            off += len(self.points[z])
+        return out
+
+    @property
+    def n_columns(self) -> int:
+        return int(sum(len(p) for p in self.points.values()))
+
+    def kmm_blocks(self) -> List[np.ndarray]:
+        return [dot_kernel(self.points[z], self.points[z], self.delta_eV, self.zeta_)[0] for z in self.blocks]
+
+    def add_sparse_points(self, desc: FrameDescriptors, atom_indices: Sequence[int]) -> int:
+        new: Dict[int, List[np.ndarray]] = {}
+        for i in atom_indices:
+            z = int(desc.numbers[i])
+            q = desc.values[i]
+            have = [self.points[z]] if z in self.points else []
+            have += [np.array(new[z])] if z in new else []
+            if any(len(h) and np.max(h @ q) > 1.0 - 1e-10 for h in have):
+                continue  # a duplicate environment would make K_MM singular
+            new.setdefault(z, []).append(q)
+        for z, v in new.items():
+            X = np.array(v)
+            self.points[z] = np.vstack([self.points[z], X]) if z in self.points else X
+        return sum(len(v) for v in new.values())
+
+    # ------------------------------------------------------ rows, prediction
+    def design_rows(self, descs: Sequence[FrameDescriptors], *, forces: bool, virial: bool,
+                    local: bool = False) -> TermRows:
+        n_frames = len(descs)
+        n_at = np.array([d.n_atoms for d in descs], dtype=np.int64)
+        start = np.concatenate([[0], np.cumsum(n_at)])
+        n_tot = int(start[-1])
+        M = self.n_columns
+        numbers = np.concatenate([d.numbers for d in descs])
+        q = np.concatenate([d.values for d in descs])
+        frame_of_atom = np.repeat(np.arange(n_frames), n_at)
+        E = np.zeros((n_frames, M))
+        G = np.zeros((3 * n_tot, M)) if forces else None
+        W9 = np.zeros((n_frames, 9, M)) if virial else None
+        L = np.zeros((n_tot, M)) if local else None
+        if forces or virial:
+            norms = np.concatenate([d.norms for d in descs])
+        if forces:
+            pc = np.concatenate([d.pair_centre + s for d, s in zip(descs, start[:-1])])
+            pn = np.concatenate([d.pair_neighbour + s for d, s in zip(descs, start[:-1])])
+            pg_parts = [d.pair_gradients for d in descs]
+            pp_parts = [d.pair_projection for d in descs]
+            pair_start = np.concatenate([[0], np.cumsum([len(d.pair_centre) for d in descs])])
+        periodic = [d.strain_gradients is not None for d in descs]
+        delta, zeta = self.delta_eV, self.zeta_
+        for z, o in self.offsets.items():
+            X = self.points[z]
+            cols = slice(o, o + len(X))
+            atoms_z = np.flatnonzero(numbers == z)
+            if len(atoms_z) == 0:
+                continue
+            c = q[atoms_z] @ X.T
+            K, dK = kernel_from_dot(c, delta, zeta)
+            ind = scipy.sparse.csr_matrix((np.ones(len(atoms_z)), (frame_of_atom[atoms_z], np.arange(len(atoms_z)))),
+                                          shape=(n_frames, len(atoms_z)))
+            E[:, cols] = ind @ K
+            if local:
+                L[atoms_z, cols] = K
+            if not (forces or virial):
+                continue
+            # Chain rule through q̂ = q/|q| applied on the kernel side, so the raw
+            # (column-sparse) gradients go straight into the GEMM:
+            # dk/dq · dq = dKn ⊙ (dq·x) − (dKn ⊙ c) (dq·q̂), with dKn = dK/|q|.
+            dKn = dK / norms[atoms_z][:, None]
+            Pc = dKn * c
+            if forces:
+                row_in_z = np.full(n_tot, -1, dtype=np.int64)
+                row_in_z[atoms_z] = np.arange(len(atoms_z))
+                G[:, cols] += _pair_contraction(pc, pn, pg_parts, pp_parts, pair_start, row_in_z, dKn, Pc, X,
+                                                n_tot, numbers)
+            if virial and any(periodic):
+                for f in np.flatnonzero(periodic):
+                    sel = atoms_z[(atoms_z >= start[f]) & (atoms_z < start[f + 1])]
+                    if len(sel) == 0:
+                        continue
+                    loc = sel - start[f]
+                    S = descs[f].strain_gradients[loc]  # (n, 3, 3, D) raw
+                    sproj = descs[f].strain_projection[loc].reshape(len(sel), 9)
+                    T = (S.reshape(-1, S.shape[-1]) @ X.T).reshape(len(sel), 9, len(X))
+                    rz = np.searchsorted(atoms_z, sel)
+                    W9[f, :, cols] = np.einsum("nam,nm->am", T, dKn[rz]) - sproj.T @ Pc[rz]
+        Wv = None
+        if virial:
+            W = W9.reshape(n_frames, 3, 3, M)
+            Wv = np.stack([0.5 * (W[:, a, b] + W[:, b, a]) for a, b in VOIGT], axis=1)
+        return TermRows(E, G, Wv, L, start)
+
+    def predict(self, desc: FrameDescriptors, alpha: np.ndarray, *, forces: bool, virial: bool) -> TermPrediction:
+        n = desc.n_atoms
+        local = np.zeros(n)
+        dE_dq = np.zeros_like(desc.values)
+        for z, o in self.offsets.items():
+            X = self.points[z]
+            m = desc.numbers == z
+            if not m.any():
+                continue
+            a = alpha[o:o + len(X)]
+            K, dK = dot_kernel(desc.values[m], X, self.delta_eV, self.zeta_)
+            local[m] += K @ a
+            dE_dq[m] = (dK * a) @ X
+        out = TermPrediction(local)
+        if not ((forces and desc.pair_gradients is not None) or (virial and desc.strain_gradients is not None)):
+            return out
+        # dE/dq from dE/dq̂: remove the radial part and divide by |q|, so the
+        # raw gradients can be contracted directly.
+        h = (dE_dq - np.einsum("id,id->i", dE_dq, desc.values)[:, None] * desc.values) / desc.norms[:, None]
+        if forces and desc.pair_gradients is not None:
+            out.gradient_eV_per_A = -contract_forces(desc.pair_gradients, h, desc.pair_centre,
+                                                     desc.pair_neighbour, n)
+        if virial and desc.strain_gradients is not None:
+            W = np.einsum("iad,id->a", desc.strain_gradients.reshape(n, 9, -1), h).reshape(3, 3)
+            out.virial_eV = 0.5 * (W + W.T)
+        return out
+
+    def prior_variance(self, desc: FrameDescriptors, *, forces: bool) -> PriorVariance:
+        dd = self.delta_eV ** 2
+        # local energies: k(q̂, q̂) = δ² (q̂·q̂)^ζ = δ²
+        local = np.full(desc.n_atoms, dd)
+        energy = 0.0
+        for z in self.species:
+            qz = desc.values[desc.numbers == z]
+            if len(qz):
+                energy += float(dot_kernel(qz, qz, self.delta_eV, self.zeta_)[0].sum())
+        f = None
+        if forces and desc.pair_gradients is not None:
+            f = _force_prior_variance(desc, self.delta_eV, self.zeta_)
+        return PriorVariance(local, energy, f)
+
+    # ---------------------------------------------------------- fitted state
+    def fitted_state(self) -> Dict[str, Any]:
+        return {"delta_eV": self.delta_eV, "species": self.species, "n_features": self.n_features,
+                "sparse_counts": {str(z): int(len(p)) for z, p in sorted(self.points.items())}}
+
+    def fitted_arrays(self) -> Dict[str, np.ndarray]:
+        return {f"sparse_{z}": p for z, p in sorted(self.points.items())}
+
+    def restore(self, state: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> None:
+        delta = float(state["delta_eV"])
+        if not (np.isfinite(delta) and delta > 0):
+            raise ValueError(f"soap delta_eV must be a positive number, got {state['delta_eV']!r}")
+        self.set_delta(delta)
+        self.bind([int(z) for z in state["species"]])
+        D = self.n_features
+        if D != state.get("n_features"):
+            raise ValueError(f"descriptor length {D} differs from the file's {state.get('n_features')!r}; "
+                             "the model was made with another SOAP layout")
+        self.points = {}
+        for z, n in dict(state["sparse_counts"]).items():
+            z, n = int(z), int(n)
+            if z not in self.species or n < 1:
+                raise ValueError(f"sparse_counts {state['sparse_counts']!r} do not match species {self.species}")
+            name = f"sparse_{z}"
+            if name not in arrays:
+                raise KeyError(f"entry '{name}' is missing")
+            X = np.asarray(arrays[name], dtype=np.float64)
+            if X.shape != (n, D) or not np.all(np.isfinite(X)):
+                raise ValueError(f"entry '{name}' has shape {X.shape} or non-finite values, expected ({n}, {D})")
+            self.points[z] = X
+
+
+def _pair_contraction(pc, pn, pg_parts, pp_parts, pair_start, row_in_z, dKn, Pc, X, n_tot, numbers_of_atoms):
+    """Σ over pairs (i, j) with centre i of this species of dk(q̂_i, X)/dr_j."""
+    M = len(X)
+    out = np.zeros((3 * n_tot, M))
+    mask = row_in_z[pc] >= 0
+    # Pairs are grouped by neighbour species (self pairs apart): moving an atom
+    # of species Z only changes the features that involve Z, so the GEMM can
+    # skip columns that are zero throughout the group (about half of them in
+    # a three-species molecule). Exact, just fewer flops.
+    groups = [np.flatnonzero(mask & (pc == pn))]
+    nb_species = numbers_of_atoms[pn]
+    for zn in np.unique(nb_species):
+        groups.append(np.flatnonzero(mask & (pc != pn) & (nb_species == zn)))
+    for sel in groups:
+        _contract_group(sel, pc, pn, pg_parts, pp_parts, pair_start, row_in_z, dKn, Pc, X, out, n_tot)
+    return out
+
+
+def _contract_group(sel, pc, pn, pg_parts, pp_parts, pair_start, row_in_z, dKn, Pc, X, out, n_tot):
+    M = len(X)
+    for lo in range(0, len(sel), _PAIRS_PER_GEMM):
+        idx = sel[lo:lo + _PAIRS_PER_GEMM]
+        grads = _gather_pairs(pg_parts, pair_start, idx)  # (B, 3, D)
+        B = len(idx)
+        nz = np.flatnonzero(np.any(grads != 0.0, axis=(0, 1)))
+        if len(nz) < 0.9 * grads.shape[-1]:
+            T = (np.ascontiguousarray(grads[:, :, nz]).reshape(3 * B, -1) @ X[:, nz].T).reshape(B, 3, M)
+        else:
+            T = (grads.reshape(3 * B, -1) @ X.T).reshape(B, 3, M)
+        rz = row_in_z[pc[idx]]
+        T *= dKn[rz][:, None, :]
+        proj = _gather_pairs(pp_parts, pair_start, idx)  # (B, 3)
+        T -= proj[:, :, None] * Pc[rz][:, None, :]
+        rows = (3 * pn[idx][:, None] + np.arange(3)[None, :]).ravel()
+        S = scipy.sparse.csr_matrix((np.ones(3 * B), (rows, np.arange(3 * B))), shape=(3 * n_tot, 3 * B))
+        out += S @ T.reshape(3 * B, M)
+
+
+def _gather_pairs(parts, pair_start, idx):
+    """Rows ``idx`` (global pair numbers, ascending) from per-frame gradient arrays."""
+    f_lo = np.searchsorted(pair_start, idx[0], side="right") - 1
+    f_hi = np.searchsorted(pair_start, idx[-1], side="right") - 1
+    if f_lo == f_hi:
+        return parts[f_lo][idx - pair_start[f_lo]]
+    frame = np.searchsorted(pair_start, idx, side="right") - 1
+    out = np.empty((len(idx),) + parts[f_lo].shape[1:])
+    for f in range(f_lo, f_hi + 1):
+        m = frame == f
+        if m.any():
+            out[m] = parts[f][idx[m] - pair_start[f]]
+    return out
+
+
+def _force_prior_variance(desc: FrameDescriptors, delta: float, zeta: float) -> np.ndarray:
+    """Prior variance of each force component, (n_atoms, 3), exactly.
+
+    Var F_jx = Σ_{i,i'} u_i ᵀ ∂²k(q̂_i, q̂_i')/∂q̂_i∂q̂_i' u_i' with u_i = ∂q̂_i/∂r_jx,
+    over centres i, i' of equal species whose environments contain j.
+    """
+    n = desc.n_atoms
+    out = np.zeros((n, 3))
+    order = np.argsort(desc.pair_neighbour, kind="stable")
+    bounds = np.searchsorted(desc.pair_neighbour[order], np.arange(n + 1))
+    q = desc.values
+    dd = delta * delta
+    for j in range(n):
+        p = order[bounds[j]:bounds[j + 1]]
+        if len(p) == 0:
+            continue
+        ci = desc.pair_centre[p]
+        U = normalised_pair_gradients(desc, p)  # (k, 3, D)
+        Q = q[ci]
+        C = np.clip(Q @ Q.T, 0, None)
+        same = desc.numbers[ci][:, None] == desc.numbers[ci][None, :]
+        c1 = np.where(same, zeta * C ** (zeta - 1), 0.0)
+        c2 = np.where(same, zeta * (zeta - 1) * C ** (zeta - 2) if zeta != 1 else 0.0, 0.0)
+        for x in range(3):
+            Ux = U[:, x, :]
+            A = Ux @ Q.T  # A[i, i'] = u_i · q̂_i'
+            B = Ux @ Ux.T
+            out[j, x] = dd * np.sum(c2 * A * A.T + c1 * B)
+    return out
