@@ -34,7 +34,7 @@ def main(n):
     t = time.perf_counter()
     inc.add_frame(frames[n], [])  # rows only: no new sparse points
     t_rows = time.perf_counter() - t
-    M = inc.model.sparse_.n_total
+    M = inc.model.n_sparse_total_
     t = time.perf_counter()
     inc.add_frame(frames[n + 1], list(rng.choice(len(frames[n + 1]), 8, replace=False)))
     t_cols = time.perf_counter() - t

@@ -66,7 +66,7 @@ def emt_md(n_frames, every, seed, equil_steps):
 
 def force_mae(model, frames):
     preds = model.predict(frames)
-    return 1e3 * float(np.mean(np.concatenate([np.abs(p["forces"] - a.get_forces()).ravel()
+    return 1e3 * float(np.mean(np.concatenate([np.abs(p.forces - a.get_forces()).ravel()
                                                for p, a in zip(preds, frames)])))
 
 
@@ -123,7 +123,7 @@ def main():
     print("| scheme | reference calls | test force MAE meV/Å |")
     print("|---|---|---|")
     print(f"| gapfit learn (on the fly, {summary['steps']} steps, {learn_s:.0f} s wall, "
-          f"{otf.sparse_.n_total} sparse points) | {calls} | {otf_mae:.1f} |")
+          f"{otf.n_sparse_total_} sparse points) | {calls} | {otf_mae:.1f} |")
     print(f"| same labelled frames, batch refit (all environments as sparse points) | {calls} | {refit_mae:.1f} |")
     for name, n, mae in rows:
         print(f"| {name} | {n} | {mae:.1f} |")

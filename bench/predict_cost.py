@@ -42,14 +42,14 @@ def main(path):
     atoms = bulk("Si", "diamond", 5.43, cubic=True).repeat((4, 4, 4))
     atoms.rattle(0.05, seed=0)
     n = len(atoms)
-    feat = model.descriptor_._calc
+    feat = model.terms_[0].descriptor._calc
     t_featomic = timed(lambda: feat.compute(atoms, gradients=["positions", "strain"],
-                                            selected_properties=model.descriptor_._selection))
-    t_soap = timed(lambda: model.descriptor_.compute([atoms], gradients=True))
+                                            selected_properties=model.terms_[0].descriptor._selection))
+    t_soap = timed(lambda: model.terms_[0].descriptor.compute([atoms], gradients=True))
     t_pred = timed(lambda: model.predict([atoms], forces=True, stress=True))
     t_unc = timed(lambda: model.predict([atoms], forces=True, stress=True, uncertainty=True), repeats=2)
     print(f"Command: python bench/predict_cost.py {_rel(path)}")
-    print(f"512-atom rattled Si, model with {model.sparse_.n_total} sparse points, D = {model.descriptor_.n_features}\n")
+    print(f"512-atom rattled Si, model with {model.n_sparse_total_} sparse points, D = {model.terms_[0].descriptor.n_features}\n")
     print("| step | ms/atom | ratio to SOAP+gradients |")
     print("|---|---|---|")
     print(f"| featomic SoapPowerSpectrum.compute with gradients (library call alone) | {1e3 * t_featomic / n:.2f} | {t_featomic / t_featomic:.2f} |")

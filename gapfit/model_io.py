@@ -217,8 +217,13 @@ def load_model(path: str, baseline: Any = None):
         if version == 1:
             return _load_v1(arrays, meta)
         return _load_v2(path, arrays, meta, baseline)
-    except (ModelFormatError, InputError):
+    except ModelFormatError:
         raise
+    except InputError as exc:
+        if exc.param == "baseline":  # the caller's calculator is missing or not the recorded one
+            raise
+        raise ModelFormatError(f"{path}: damaged gapfit model file ({exc}); refit the model or restore the "
+                               "file from a copy") from None
     except (GapfitError, KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise ModelFormatError(f"{path}: damaged gapfit model file ({type(exc).__name__}: {exc}); refit the "
                                "model or restore the file from a copy") from None

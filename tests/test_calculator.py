@@ -33,6 +33,26 @@ def test_results_and_uncertainties(cu_model):
     assert a.calc.implemented_properties == gapfit.GAPCalculator.implemented_properties
 
 
+def test_uncertainties_are_declared_properties(cu_model):
+    """get_property works for every uncertainty result, also when uncertainty=False, with one evaluation."""
+    a = _cell()
+    a.calc = gapfit.GAPCalculator(cu_model, uncertainty=False)
+    calls = []
+    predict = cu_model.predict
+    cu_model.predict = lambda *args, **kw: calls.append(kw) or predict(*args, **kw)
+    try:
+        std = a.calc.get_property("forces_std", a)
+        assert std.shape == (len(a), 3) and np.all(std >= 0)
+        assert a.calc.get_property("energy_std", a) > 0
+        assert a.calc.get_property("local_energy_std", a).shape == (len(a),)
+        a.get_forces()
+    finally:
+        del cu_model.predict
+    assert len(calls) == 1 and calls[0]["uncertainty"]
+    for name in ("energy_std", "local_energy_std", "forces_std"):
+        assert name in gapfit.GAPCalculator.implemented_properties
+
+
 def test_calculator_from_path(cu_model, tmp_path):
     p = tmp_path / "m.npz"
     cu_model.save(str(p))

@@ -33,12 +33,12 @@ def test_incremental_equals_batch_solve(cu_train):
     m = inc.model
     from gapfit import sgp
     from gapfit.data import get_labels
-    acc = sgp.QRAccumulator(m.sparse_.n_total)
-    acc.add(sgp.prior_rows(m.sparse_, m.kmm_chol_), np.zeros(m.sparse_.n_total))
+    M = m.n_sparse_total_
+    acc = sgp.QRAccumulator(M)
+    acc.add(m.state_.prior_rows(), np.zeros(M))
     frames = cu_train[1:8]
-    rows = sgp.design_rows(m.descriptor_.compute(frames, gradients=True), m.sparse_)
-    A, b = m._weighted_rows(frames, [get_labels(a, "x") for a in frames], rows,
-                            {"energy": 0, "forces": 0, "virial": 0})
+    labels = m.residual_labels(frames, [get_labels(a, "x") for a in frames])
+    A, b = m.training_rows(frames, labels)
     acc.add(A, b)
     alpha = sgp.solve_from_factor(acc.factor())[0]
     assert np.abs(alpha - m.alpha_).max() < 1e-6 * np.abs(alpha).max()
@@ -191,11 +191,11 @@ def test_start_from_existing_model(tmp_path, cu_train):
     base.save(str(path))
     inc = IncrementalGAP.from_model(gapfit.load(str(path)), ase.io.read(data, ":"))
     probe = cu_train[3]
-    assert abs(inc.model.predict([probe])[0]["energy"] - base.predict([probe])[0]["energy"]) < 1e-8
+    assert abs(inc.model.predict([probe])[0].energy - base.predict([probe])[0].energy) < 1e-8
     res = learn(_start(), EMT, str(tmp_path / "cont"), temperature_K=900, timestep_fs=2, steps=30,
                 threshold=Threshold(force_std=0.01), min_steps_between_calls=5,
                 initial_model=str(path), initial_data=str(data))
     m = gapfit.load(res.model)
     assert m.training_summary_["n_frames"] == len(frames) + res.reference_calls
     assert res.reference_calls >= 1
-    assert m.sparse_.n_total >= base.sparse_.n_total
+    assert m.n_sparse_total_ >= base.n_sparse_total_

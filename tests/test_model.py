@@ -34,13 +34,13 @@ def test_same_seed_same_model_and_seed_matters(cu_train):
     b = gapfit.GAP(**FAST, n_sparse=40, seed=3).fit(frames)
     c = gapfit.GAP(**FAST, n_sparse=40, seed=4).fit(frames)
     assert np.array_equal(a.alpha_, b.alpha_)
-    assert not np.array_equal(a.sparse_.points[29], c.sparse_.points[29])
+    assert not np.array_equal(a.terms_[0].points[29], c.terms_[0].points[29])
 
 
 @pytest.mark.parametrize("method", ["cur", "fps", "random"])
 def test_sparse_methods_give_distinct_points(cu_train, method):
     m = gapfit.GAP(**FAST, n_sparse=50, sparse_method=method).fit(cu_train[:10])
-    pts = m.sparse_.points[29]
+    pts = m.terms_[0].points[29]
     assert len(pts) == 50
     assert len(np.unique(np.round(pts, 10), axis=0)) == 50
 
@@ -53,7 +53,7 @@ def test_save_load_identical_predictions(cu_model, cu_test, tmp_path):
     p1 = loaded.predict(cu_test[:3], uncertainty=True)
     for a, b in zip(p0, p1):
         for key in ("energy", "forces", "stress", "energies", "energy_std", "forces_std", "local_energy_std"):
-            assert np.array_equal(a[key], b[key]), key
+            assert np.array_equal(getattr(a, key), getattr(b, key)), key
     # no temporary files left behind by the atomic write, and the usual permissions
     assert sorted(os.listdir(tmp_path)) == ["m.npz"]
     umask = os.umask(0)
@@ -97,11 +97,11 @@ def test_uncertainty_larger_away_from_training_data(cu_model, cu_train):
     odd = bulk("Cu", "fcc", 3.2, cubic=True).repeat((2, 2, 2))
     odd.rattle(0.3, seed=1)
     r_odd = cu_model.predict([odd], uncertainty=True)[0]
-    assert r_odd["local_energy_std"].mean() > 3 * r_train["local_energy_std"].mean()
-    assert np.linalg.norm(r_odd["forces_std"], axis=1).mean() > 3 * np.linalg.norm(r_train["forces_std"], axis=1).mean()
-    assert r_odd["energy_std"] / len(odd) > 3 * r_train["energy_std"] / len(train_like)
+    assert r_odd.local_energy_std.mean() > 3 * r_train.local_energy_std.mean()
+    assert np.linalg.norm(r_odd.forces_std, axis=1).mean() > 3 * np.linalg.norm(r_train.forces_std, axis=1).mean()
+    assert r_odd.energy_std / len(odd) > 3 * r_train.energy_std / len(train_like)
     for r in (r_train, r_odd):
-        assert np.all(r["forces_std"] >= 0) and np.all(np.isfinite(r["forces_std"]))
+        assert np.all(r.forces_std >= 0) and np.all(np.isfinite(r.forces_std))
 
 
 def test_force_std_matches_brute_force_dtc_variance(cu_train):
@@ -111,9 +111,9 @@ def test_force_std_matches_brute_force_dtc_variance(cu_train):
     atoms = cu_train[2].copy()
     # prior covariance of E between two geometries: Σ_i Σ_i' k(q_i, q'_i')
     def qhat(a):
-        return m.descriptor_.compute([a])[0].values
+        return m.terms_[0].compute([a], gradients=False)[0].values
     def kE(a, b):
-        return dot_kernel(qhat(a), qhat(b), m.delta_, m.zeta)[0].sum()
+        return dot_kernel(qhat(a), qhat(b), m.terms_[0].delta_eV, m.zeta)[0].sum()
     h = 1e-3
     j, x = 1, 2
     ap, am = atoms.copy(), atoms.copy()
@@ -121,9 +121,8 @@ def test_force_std_matches_brute_force_dtc_variance(cu_train):
     am.positions[j, x] -= h
     # Var(dE/dr) = ∂²k(r, r')/∂r∂r' at r = r'
     fd = (kE(ap, ap) - kE(ap, am) - kE(am, ap) + kE(am, am)) / (4 * h * h)
-    from gapfit.sgp import force_prior_variance
-    d = m.descriptor_.compute([atoms], gradients=True)[0]
-    exact = force_prior_variance(d, m.delta_, m.zeta)[j, x]
+    d = m.terms_[0].compute([atoms], gradients=True)[0]
+    exact = m.terms_[0].prior_variance(d, forces=True).forces_eV2_per_A2[j, x]
     assert abs(exact - fd) < 1e-4 * abs(fd)
 
 
@@ -172,3 +171,18 @@ def test_mlearn_si_small_fit_regression(tmp_path):
     assert e["energy_mae_mev_per_atom"] < 15
     assert e["force_mae_mev_per_ang"] < 150
     assert e["stress_mae_gpa"] < 1.5
+
+
+def test_v1_fixture_predicts_as_written(cu_test):
+    """A model file of format v1 (written by the v1 release) predicts exactly what that release predicted."""
+    from pathlib import Path
+    here = Path(__file__).parent / "fixtures"
+    model = gapfit.load(str(here / "model_v1.npz"))
+    ref = np.load(here / "model_v1_predictions.npz")
+    preds = model.predict(cu_test[:3], uncertainty=True)
+    for k, p in enumerate(preds):
+        for key in ("energy", "energies", "forces", "stress", "energy_std", "local_energy_std", "forces_std"):
+            want = ref[f"{k}_{key}"]
+            got = np.asarray(getattr(p, key))
+            assert np.allclose(got, want, rtol=1e-12, atol=1e-12 * max(1.0, np.abs(want).max())), (k, key)
+    assert [t.type for t in model.terms_] == ["soap"]

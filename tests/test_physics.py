@@ -11,7 +11,7 @@ from conftest import BACKEND_MODELS
 
 
 def _energy(model, atoms):
-    return model.predict([atoms], forces=False, stress=False)[0]["energy"]
+    return model.predict([atoms], forces=False, stress=False)[0].energy
 
 
 def _fd_forces(model, atoms, h=1e-3):
@@ -59,8 +59,8 @@ def test_forces_and_stress_are_energy_derivatives(which, request):
     r = model.predict([atoms])[0]
     f_fd = _fd_forces(model, atoms)
     s_fd = _fd_stress(model, atoms)
-    assert np.abs(r["forces"] - f_fd).max() <= 1e-6 * np.abs(f_fd).max()
-    assert np.abs(r["stress"] - s_fd).max() <= 1e-6 * np.abs(s_fd).max()
+    assert np.abs(r.forces - f_fd).max() <= 1e-6 * np.abs(f_fd).max()
+    assert np.abs(r.stress - s_fd).max() <= 1e-6 * np.abs(s_fd).max()
 
 
 def test_forces_of_molecule_match_finite_differences(cu_model):
@@ -68,9 +68,9 @@ def test_forces_of_molecule_match_finite_differences(cu_model):
     cluster.pbc = False
     cluster.cell = None
     r = cu_model.predict([cluster])[0]
-    assert "stress" not in r
+    assert r.stress is None
     f_fd = _fd_forces(cu_model, cluster)
-    assert np.abs(r["forces"] - f_fd).max() <= 1e-6 * np.abs(f_fd).max()
+    assert np.abs(r.forces - f_fd).max() <= 1e-6 * np.abs(f_fd).max()
 
 
 def test_calculator_matches_ase_numerical_derivatives(cu_model):
@@ -100,18 +100,18 @@ def test_rotation_translation_permutation_invariance(which, request):
     rot.set_cell(atoms.cell[:] @ q.T, scale_atoms=False)
     rot.positions = atoms.positions @ q.T
     r_rot = cu_model.predict([rot])[0]
-    assert abs(r_rot["energy"] - r0["energy"]) < 1e-9 * max(1, abs(r0["energy"]))
-    assert np.allclose(r_rot["forces"], r0["forces"] @ q.T, atol=1e-8)
+    assert abs(r_rot.energy - r0.energy) < 1e-9 * max(1, abs(r0.energy))
+    assert np.allclose(r_rot.forces, r0.forces @ q.T, atol=1e-8)
     # translation
     tr = atoms.copy()
     tr.translate([0.37, -1.2, 2.9])
-    assert abs(_energy(cu_model, tr) - r0["energy"]) < 1e-9 * max(1, abs(r0["energy"]))
+    assert abs(_energy(cu_model, tr) - r0.energy) < 1e-9 * max(1, abs(r0.energy))
     # permutation of like atoms
     perm = rng.permutation(len(atoms))
     pa = atoms[perm]
     rp = cu_model.predict([pa])[0]
-    assert abs(rp["energy"] - r0["energy"]) < 1e-9 * max(1, abs(r0["energy"]))
-    assert np.allclose(rp["forces"], r0["forces"][perm], atol=1e-8)
+    assert abs(rp.energy - r0.energy) < 1e-9 * max(1, abs(r0.energy))
+    assert np.allclose(rp.forces, r0.forces[perm], atol=1e-8)
 
 
 @pytest.mark.parametrize("which", BACKEND_MODELS)
