@@ -352,8 +352,12 @@ def _fit_logged(args, params, config_keys, log, model_out) -> None:
         raise _name_config(args, config_keys, exc) from None
     log.info("e0 (eV): %s; terms: %s", {int(z): round(v, 6) for z, v in model.e0_.items()},
              "; ".join(f"{t.type} δ {t.delta_eV:.4g} eV, {t.n_columns} sparse points" for t in model.terms_))
+    from .errors import InputError as _InputError
     from .gapstring import format_gap_string
-    log.info("terms as a gap_fit string: %s", format_gap_string([t.to_dict() for t in model.terms_]))
+    try:
+        log.info("terms as a gap_fit string: %s", format_gap_string([t.to_dict() for t in model.terms_]))
+    except _InputError:  # a setting gap_fit has no spelling for: the settings line above has it all
+        pass
     model_out.write(model_writer(model))
     log.info("fit wall time %.1f s", time.perf_counter() - t0)
     n_check = min(args.train_error_frames, len(frames))
