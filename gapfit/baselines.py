@@ -58,6 +58,11 @@ ZBL_A0 = 0.46850
 COULOMB_EV_A = 14.399645
 #: r_inner / r_outer of the radii that :meth:`ZBLBaseline.from_frames` chooses.
 ZBL_INNER_FRACTION = 0.75
+#: How far (Å) above a pair's shortest distance in the data the repulsion begins
+#: (``r_outer``): where the data end, an untrained model's energy often still
+#: falls as atoms approach; repulsion already under way there keeps a dimer's
+#: energy rising all the way in. The fit corrects the few frames that reach it.
+ZBL_OUTER_MARGIN_A = 0.2
 #: r_outer / (sum of covalent radii) for pairs absent from the training data.
 ZBL_UNSEEN_FRACTION = 0.75
 #: Distances (Å) up to which :meth:`ZBLBaseline.from_frames` looks for each pair's
@@ -365,15 +370,19 @@ class ZBLBaseline(Baseline):
 
     @classmethod
     def from_frames(cls, frames: Sequence[Atoms], species: Optional[Sequence[Union[int, str]]] = None, *,
-                    search_radius: float = ZBL_SEARCH_RADIUS_A) -> "ZBLBaseline":
+                    search_radius: float = ZBL_SEARCH_RADIUS_A,
+                    margin_A: float = ZBL_OUTER_MARGIN_A) -> "ZBLBaseline":
         """Radii chosen from the training data, so that ZBL acts only below what the data cover.
 
-        For each unordered species pair, ``r_outer`` is the shortest distance
-        of that pair in ``frames`` (periodic images included), so the
-        baseline is exactly zero on every training frame; pairs never closer
-        than ``search_radius`` count as not seen and get ``r_outer = 0.75 ×
-        (sum of ase.data.covalent_radii)``. In both cases ``r_inner = 0.75
-        r_outer``. :meth:`radii_table` lists the result and where it came from.
+        For each unordered species pair with shortest distance ``d`` in
+        ``frames`` (periodic images included), ``r_outer = d + margin_A`` and
+        ``r_inner = 0.75 d``: the baseline is zero on every training pair
+        longer than ``d + margin_A`` and full ZBL well below the data (with
+        ``margin_A=0`` it is exactly zero on every training frame). Pairs
+        never closer than ``search_radius`` count as not seen and get
+        ``r_outer = 0.75 × (sum of ase.data.covalent_radii)``, ``r_inner =
+        0.75 r_outer``. :meth:`radii_table` lists the result and where it
+        came from.
 
         Parameters
         ----------
@@ -384,6 +393,8 @@ class ZBLBaseline(Baseline):
             include every species of ``frames``.
         search_radius : float
             Distance (Å) up to which contacts are looked for.
+        margin_A : float
+            How far above the shortest distance the repulsion begins (Å).
         """
         seen_z = sorted({int(z) for a in frames for z in a.numbers})
         zs = seen_z if species is None else sorted({_species_number(s, "zbl baseline species") for s in species})
@@ -418,7 +429,9 @@ class ZBLBaseline(Baseline):
                     if ro <= 0.0:
                         raise InputError(f"zbl baseline: two atoms coincide ({_pair_name(pair)}, {src})",
                                          param="baseline")
-                    sources[pair] = f"shortest distance in the data ({src})"
+                    sources[pair] = f"shortest distance in the data {ro:.3f} A ({src}) + {margin_A:g} A"
+                    radii[pair] = (ZBL_INNER_FRACTION * ro, ro + float(margin_A))
+                    continue
                 else:
                     ro = ZBL_UNSEEN_FRACTION * float(covalent_radii[z1] + covalent_radii[z2])
                     sources[pair] = (f"not in the data within {search_radius:g} A: "
