@@ -30,7 +30,15 @@ VARIANTS = {
     "soap-delta2": [SOAP + " delta=2.0"],
     "2b+soap-delta2": ["distance_2b cutoff=5.0 n_sparse=30 theta_uniform=0.5", SOAP + " delta=2.0"],
 }
-FLAGS = {"soap": [], "2b+soap": [], "2b+3b+soap": [], "soap-delta2": [], "2b+soap-delta2": []}
+TWO_B = "distance_2b cutoff=5.0 n_sparse=30 theta_uniform=0.5"
+VARIANTS.update({
+    # noise levels: gap_fit's defaults (0.003 eV/atom, 0.05 eV/Å, 0.05 eV/atom) against tighter energy/virial ones
+    "2b+soap-sv01": [TWO_B, SOAP],
+    "2b+soap-d1-se1-sv01": [TWO_B, SOAP + " delta=1.0"],
+})
+FLAGS = {v: [] for v in VARIANTS}
+FLAGS["2b+soap-sv01"] = ["--sigma-virial", "0.01"]
+FLAGS["2b+soap-d1-se1-sv01"] = ["--sigma-virial", "0.01", "--sigma-energy", "0.001"]
 
 
 def run(data: str, variant: str) -> dict:

@@ -62,7 +62,7 @@ ZBL_INNER_FRACTION = 0.75
 #: (``r_outer``): where the data end, an untrained model's energy often still
 #: falls as atoms approach; repulsion already under way there keeps a dimer's
 #: energy rising all the way in. The fit corrects the few frames that reach it.
-ZBL_OUTER_MARGIN_A = 0.2
+ZBL_OUTER_MARGIN_A = 0.0
 #: r_outer / (sum of covalent radii) for pairs absent from the training data.
 ZBL_UNSEEN_FRACTION = 0.75
 #: Distances (Å) up to which :meth:`ZBLBaseline.from_frames` looks for each pair's

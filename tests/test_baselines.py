@@ -237,13 +237,15 @@ def test_zbl_from_frames_radii():
     frames = [periodic_cell(), cluster()]
     base = ZBLBaseline.from_frames(frames, species=["Si", "C", "O"], margin_A=0.0)
     margin = ZBLBaseline.from_frames(frames, species=["Si", "C", "O"])
+    shifted = ZBLBaseline.from_frames(frames, species=["Si", "C", "O"], margin_A=0.2)
+    assert all(np.isclose(shifted.radii[p][1], base.radii[p][1] + 0.2) for p in ((14, 14), (6, 14), (6, 6)))
     ds = pair_distances(frames[0], 6.0) + pair_distances(frames[1], 6.0)
     for (z1, z2) in ((14, 14), (6, 14), (6, 6)):
         shortest = min(d for d, a, b in ds if {a, b} == {z1, z2} and (a == b) == (z1 == z2))
         r_in, r_out = base.radii[(z1, z2)]
         assert np.isclose(r_out, shortest, rtol=1e-12)
         assert np.isclose(r_in, 0.75 * shortest, rtol=1e-12)
-        assert np.isclose(margin.radii[(z1, z2)][1], shortest + 0.2) and margin.radii[(z1, z2)][0] == r_in
+        assert margin.radii[(z1, z2)] == (r_in, r_out)  # the default margin is 0
     for pair in ((8, 8), (6, 8), (8, 14)):
         r_in, r_out = base.radii[pair]
         assert np.isclose(r_out, 0.75 * (covalent_radii[pair[0]] + covalent_radii[pair[1]]))
