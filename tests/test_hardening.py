@@ -272,7 +272,7 @@ def test_model_error_messages_stay_on_one_line(good_model, tmp_path):
     with np.load(good_model, allow_pickle=False) as z:
         members = {k: z[k] for k in z.files}
     meta = json.loads(str(members["metadata"]))
-    meta["terms"][0]["state"]["n_features"] = "\n12\n"
+    meta["terms"][-1]["state"]["n_features"] = "\n12\n"
     members["metadata"] = np.array(json.dumps(meta))
     odd = tmp_path / "odd.npz"
     np.savez(odd, **members)

@@ -34,13 +34,13 @@ def test_same_seed_same_model_and_seed_matters(cu_train):
     b = gapfit.GAP(**FAST, n_sparse=40, seed=3).fit(frames)
     c = gapfit.GAP(**FAST, n_sparse=40, seed=4).fit(frames)
     assert np.array_equal(a.alpha_, b.alpha_)
-    assert not np.array_equal(a.terms_[0].points[29], c.terms_[0].points[29])
+    assert not np.array_equal(a.terms_[-1].points[29], c.terms_[-1].points[29])
 
 
 @pytest.mark.parametrize("method", ["cur", "fps", "random"])
 def test_sparse_methods_give_distinct_points(cu_train, method):
     m = gapfit.GAP(**FAST, n_sparse=50, sparse_method=method).fit(cu_train[:10])
-    pts = m.terms_[0].points[29]
+    pts = m.terms_[-1].points[29]
     assert len(pts) == 50
     assert len(np.unique(np.round(pts, 10), axis=0)) == 50
 
@@ -111,9 +111,9 @@ def test_force_std_matches_brute_force_dtc_variance(cu_train):
     atoms = cu_train[2].copy()
     # prior covariance of E between two geometries: Σ_i Σ_i' k(q_i, q'_i')
     def qhat(a):
-        return m.terms_[0].compute([a], gradients=False)[0].values
+        return m.terms_[-1].compute([a], gradients=False)[0].values
     def kE(a, b):
-        return dot_kernel(qhat(a), qhat(b), m.terms_[0].delta_eV, m.zeta)[0].sum()
+        return dot_kernel(qhat(a), qhat(b), m.terms_[-1].delta_eV, m.zeta)[0].sum()
     h = 1e-3
     j, x = 1, 2
     ap, am = atoms.copy(), atoms.copy()
@@ -121,8 +121,8 @@ def test_force_std_matches_brute_force_dtc_variance(cu_train):
     am.positions[j, x] -= h
     # Var(dE/dr) = ∂²k(r, r')/∂r∂r' at r = r'
     fd = (kE(ap, ap) - kE(ap, am) - kE(am, ap) + kE(am, am)) / (4 * h * h)
-    d = m.terms_[0].compute([atoms], gradients=True)[0]
-    exact = m.terms_[0].prior_variance(d, forces=True).forces_eV2_per_A2[j, x]
+    d = m.terms_[-1].compute([atoms], gradients=True)[0]
+    exact = m.terms_[-1].prior_variance(d, forces=True).forces_eV2_per_A2[j, x]
     assert abs(exact - fd) < 1e-4 * abs(fd)
 
 
