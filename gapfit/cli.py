@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     ln.add_argument("--config", help="YAML file with GAP parameters for the model (when starting from nothing)")
     ln.add_argument("--model", help="start from this model file instead of from nothing (needs --initial-data)")
     ln.add_argument("--initial-data", help="the labelled frames the --model was fitted to")
+    _baseline_flags(ln)
     for flag, dest, typ, hlp in LEARN_OPTIONS:
         kw = {"choices": ["nve", "nvt"]} if dest == "ensemble" else {}
         default = LEARN_DEFAULTS.get(dest)
@@ -460,7 +461,8 @@ def _learn(args) -> int:
     try:
         res = learn(start, reference, args.output, params=params, threshold=thr, resume=args.resume,
                     override=args.override, progress=not args.no_progress, initial_model=args.model,
-                    initial_data=args.initial_data, **given)
+                    initial_data=args.initial_data, baseline=args.baseline, baseline_kwargs=args.baseline_kwargs,
+                    **given)
     finally:
         _close_logging(log)
     summary = {"model": res.model, "data": res.data, "reference_calls": res.reference_calls, "steps": res.steps,

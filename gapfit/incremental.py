@@ -49,6 +49,8 @@ class IncrementalGAP:
     def __init__(self, params: Optional[dict] = None, species: Sequence[int] = ()):
         self.params = dict(params or {})
         self.params.setdefault("calibration_fraction", 0.0)
+        # the first frame (often a perfect crystal) says nothing about how close atoms come
+        self.params.setdefault("core_radii", "covalent")
         self.model = GAP(**self.params)
         self.species = sorted(int(z) for z in species)
         self.frames: List[Atoms] = []

@@ -216,13 +216,17 @@ def learn(start: Optional[Atoms], reference: Optional[Callable], out_dir: str, *
           min_steps_between_calls: Optional[int] = None, check_interval: Optional[int] = None,
           sparse_per_update: Optional[int] = None, checkpoint_interval: int = 100, min_distance: float = 0.5,
           resume: bool = False, override: bool = False, progress: bool = False,
-          initial_model: Optional[str] = None, initial_data: Optional[str] = None) -> LearnResult:
+          initial_model: Optional[str] = None, initial_data: Optional[str] = None,
+          baseline: Optional[str] = None, baseline_kwargs: Optional[str] = None) -> LearnResult:
     """Run on-the-fly learning; see the module docstring.
 
     ``reference()`` returns a new ASE calculator (a calculator class, or the
     factory of :func:`load_reference`, which can be rebuilt on resume).
     ``initial_model`` (a model file) with ``initial_data`` (the file of its
     training frames) starts from that model instead of from nothing.
+    ``baseline`` (``"module:Class"``) with ``baseline_kwargs`` (JSON) makes the
+    model a Δ-learning model on that ASE calculator (recorded in the run, so
+    a resumed run uses it again; it cannot change within a run).
 
     Every run setting (``params`` and those in :data:`RUN_DEFAULTS`;
     ``threshold`` stands for the three ``threshold_*``) is stored in
@@ -244,11 +248,20 @@ def learn(start: Optional[Atoms], reference: Optional[Callable], out_dir: str, *
                      threshold_local_energy_std=threshold.local_energy_std)
     os.makedirs(out_dir, exist_ok=True)
     with TargetLock(out_dir, inside=True):
-        return _learn_locked(start, reference, out_dir, given, resume=resume, override=override,
+        base = None
+        if baseline:
+            try:
+                kwargs = json.loads(baseline_kwargs) if baseline_kwargs else {}
+            except ValueError as exc:
+                raise InputError(f"--baseline-kwargs is not valid JSON ({exc})", param="baseline") from None
+            base = {"spec": baseline, "kwargs": kwargs}
+        elif baseline_kwargs:
+            raise InputError("--baseline-kwargs needs --baseline MODULE:CLASS", param="baseline")
+        return _learn_locked(start, reference, out_dir, given, base, resume=resume, override=override,
                              progress=progress, checkpoint_interval=checkpoint_interval, min_distance=min_distance)
 
 
-def _learn_locked(start, reference, out_dir: str, given: dict, *, resume: bool, override: bool, progress: bool,
+def _learn_locked(start, reference, out_dir: str, given: dict, given_base: Optional[dict], *, resume: bool, override: bool, progress: bool,
                   checkpoint_interval: int, min_distance: float) -> LearnResult:
     from tqdm.auto import tqdm
     import ase.io
@@ -280,6 +293,15 @@ def _learn_locked(start, reference, out_dir: str, given: dict, *, resume: bool, 
         raise InputError(f"{out_dir}: the run's reference is {_show(stored_ref)}, not {_show(given_ref)}; the "
                          "reference cannot change in a resumed run: start a new run with another -o DIR")
     settings["reference"] = given_ref or stored_ref
+    stored_base = (stored or {}).get("baseline")
+    if resume and stored is not None and given_base and _normalised(given_base) != _normalised(stored_base):
+        raise InputError(f"{out_dir}: the run's Δ-learning baseline is {_show(stored_base)}, not {_show(given_base)};"
+                         " it cannot change in a resumed run: start a new run with another -o DIR")
+    settings["baseline"] = given_base or stored_base
+    base_calc = None
+    if settings["baseline"]:
+        from .baselines import import_calculator
+        base_calc = import_calculator(settings["baseline"]["spec"], json.dumps(settings["baseline"]["kwargs"]))
     if settings["params"] is None:
         settings["params"] = {}
     if settings["initial_model"] and not settings["initial_data"]:
@@ -332,12 +354,16 @@ def _learn_locked(start, reference, out_dir: str, given: dict, *, resume: bool, 
     if initial_model is not None:
         from .data import read_frames
         from .model_io import load_model
-        inc = IncrementalGAP.from_model(load_model(initial_model), read_frames([initial_data]))
+        inc = IncrementalGAP.from_model(load_model(initial_model, baseline=base_calc and base_calc.calculator),
+                                        read_frames([initial_data]))
         missing = set(species) - set(inc.species)
         if missing:
             raise InputError(f"{initial_model}: the start structure has species {sorted(missing)} the model lacks")
     else:
-        inc = IncrementalGAP(settings["params"], species)
+        params = dict(settings["params"])
+        if base_calc is not None:
+            params["baseline"] = base_calc
+        inc = IncrementalGAP(params, species)
     step0, calls, last_call_step = 0, 0, -10 ** 9
     atoms = start.copy()
     if resume and labelled:

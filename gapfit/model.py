@@ -158,6 +158,10 @@ class GAP:
         Add ZBL screened nuclear repulsion to the baseline, switched off
         between radii chosen per species pair from the training data's
         shortest distances (so it acts only below what the data cover).
+    core_radii : {"data", "covalent"}, default="data"
+        Where the ZBL radii come from: the training data's shortest distance
+        per species pair, or 0.75 × the sum of covalent radii (what the
+        on-the-fly learner uses, since its first frame is no guide).
     core_file : str, optional
         A tabulated pair potential added to the baseline (gap_fit's
         ``core_param_file`` role; format in :mod:`gapfit.baselines`).
@@ -194,7 +198,8 @@ class GAP:
                  n_sparse: Union[int, Mapping, None] = None, sparse_method: str = "cur",
                  sigma_energy: float = 0.003, sigma_forces: float = 0.05,
                  sigma_virial: float = 0.05, config_type_sigma: Optional[Mapping] = None,
-                 e0: Optional[Mapping] = None, core_repulsion: bool = True, core_file: Optional[str] = None,
+                 e0: Optional[Mapping] = None, core_repulsion: bool = True, core_radii: str = "data",
+                 core_file: Optional[str] = None,
                  baseline: Any = None, jitter: float = 1e-8, seed: int = 0,
                  calibration_fraction: float = 0.1,
                  energy_key: Optional[str] = None, forces_key: Optional[str] = None,
@@ -217,6 +222,7 @@ class GAP:
         self.config_type_sigma = config_type_sigma
         self.e0 = e0
         self.core_repulsion = core_repulsion
+        self.core_radii = core_radii
         self.core_file = core_file
         self.baseline = baseline
         self.jitter = jitter
@@ -229,7 +235,7 @@ class GAP:
 
     # ------------------------------------------------------------------ params
     _PARAMS = ("terms",) + SOAP_PARAMS + (
-        "sigma_energy", "sigma_forces", "sigma_virial", "config_type_sigma", "e0", "core_repulsion", "core_file",
+        "sigma_energy", "sigma_forces", "sigma_virial", "config_type_sigma", "e0", "core_repulsion", "core_radii", "core_file",
         "baseline", "jitter", "seed", "calibration_fraction", "energy_key", "forces_key", "stress_key", "progress")
 
     def get_params(self) -> dict:
@@ -324,7 +330,9 @@ class GAP:
         from .baselines import CalculatorBaseline, TabulatedPairBaseline, ZBLBaseline
         parts = []
         if self.core_repulsion:
-            parts.append(ZBLBaseline.from_frames(frames, species))
+            # "covalent": radii from covalent radii, for fits that start from too few frames
+            # (on-the-fly learning from one crystal) to know how close atoms come
+            parts.append(ZBLBaseline.from_frames(frames if self.core_radii == "data" else [], species))
         if self.core_file:
             parts.append(TabulatedPairBaseline.from_file(self.core_file))
         if self.baseline is not None:

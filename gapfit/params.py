@@ -182,6 +182,7 @@ CHECKS: Dict[str, Callable[[str, Any], None]] = {
     "progress": _flag,
     "terms": lambda name, value: None,  # parsed and checked term by term by gapfit.terms.build_terms
     "core_repulsion": _flag,
+    "core_radii": _one_of("data", "covalent"),
     "core_file": _optional(_text),
     "baseline": lambda name, value: None,  # an ASE calculator object, checked by gapfit.baselines
 }

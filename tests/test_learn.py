@@ -199,3 +199,20 @@ def test_start_from_existing_model(tmp_path, cu_train):
     assert m.training_summary_["n_frames"] == len(frames) + res.reference_calls
     assert res.reference_calls >= 1
     assert m.n_sparse_total_ >= base.n_sparse_total_
+
+
+def test_learn_on_a_delta_baseline_records_and_keeps_it(tmp_path):
+    """gapfit learn --baseline: the model corrects EMT (here: learns nothing but noise), the run keeps the baseline."""
+    from gapfit.errors import InputError
+    out = str(tmp_path / "delta")
+    res = learn(_start(), EMT, out, params=PARAMS, temperature_K=600, timestep_fs=2, steps=20,
+                threshold=Threshold(force_std=50.0), seed=1, baseline="ase.calculators.emt:EMT")
+    with pytest.raises(InputError, match="ase.calculators.emt:EMT"):
+        gapfit.load(res.model)
+    model = gapfit.load(res.model, baseline=EMT())
+    a = _start()
+    a.rattle(0.05, seed=2)
+    # reference = baseline: the model's correction is tiny and the prediction is EMT's
+    assert abs(model.predict([a])[0].energy - _emt(a)) < 1e-3 * len(a)
+    with pytest.raises(InputError, match="baseline"):
+        learn(None, None, out, resume=True, baseline="ase.calculators.lj:LennardJones")
