@@ -1,11 +1,15 @@
 """ASE calculator face of a fitted gapfit model."""
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 from ase.calculators.calculator import (Calculator, CalculatorSetupError, PropertyNotImplementedError,
                                         all_changes)
+
+if TYPE_CHECKING:  # only for annotations
+    from .model import GAP  # noqa: F401
+    from .prediction import Prediction  # noqa: F401
 
 #: Results that carry the model's predictive standard deviations.
 UNCERTAINTY_PROPERTIES = ("energy_std", "local_energy_std", "forces_std")
@@ -31,7 +35,7 @@ class GAPCalculator(Calculator):
     implemented_properties = ("energy", "free_energy", "energies", "forces", "stress") + UNCERTAINTY_PROPERTIES
     default_parameters = {"uncertainty": True}
 
-    def __init__(self, model: Union["GAP", str], *, uncertainty: bool = True, baseline: Any = None,  # noqa: F821
+    def __init__(self, model: Union["GAP", str], *, uncertainty: bool = True, baseline: Any = None,
                  **kwargs):
         super().__init__(uncertainty=uncertainty, **kwargs)
         if isinstance(model, str):
@@ -67,7 +71,7 @@ class GAPCalculator(Calculator):
             self.results["local_energy_std"] = p.local_energy_std
             self.results["forces_std"] = p.forces_std
 
-    def last_prediction(self, atoms) -> Optional["Prediction"]:  # noqa: F821
+    def last_prediction(self, atoms) -> Optional["Prediction"]:
         """The prediction for ``atoms`` if the calculator holds one for exactly this state, else None."""
         if self.prediction is None or self.atoms is None or self.check_state(atoms):
             return None

@@ -9,11 +9,14 @@ well the calibrated values work there.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, Optional, Sequence
 
 import numpy as np
 
 from .data import Labels
+
+if TYPE_CHECKING:  # for annotations only
+    from .prediction import Prediction
 
 #: Fraction of a Gaussian within 2 standard deviations.
 TWO_SIGMA = 0.9545

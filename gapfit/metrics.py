@@ -1,11 +1,14 @@
 """Error metrics of predictions against reference labels, with units in the names."""
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import TYPE_CHECKING, Dict, List, Sequence
 
 import numpy as np
 
 from .data import Labels
+
+if TYPE_CHECKING:  # for annotations only
+    from .prediction import Prediction
 
 EV_PER_A3_TO_GPA = 160.21766208
 
