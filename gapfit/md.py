@@ -111,6 +111,7 @@ def run_md(model, atoms: Atoms, *, ensemble: str = "nvt", temperature_K: float =
     if ensemble not in ENSEMBLES:
         raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}")
     calc = GAPCalculator(model, uncertainty=False)
+    calc.uncertainty_next = True  # step 0 is checked
     atoms.calc = calc
     if init_velocities and not np.any(atoms.get_momenta()):
         initial_velocities(atoms, temperature_K, seed)

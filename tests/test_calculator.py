@@ -101,3 +101,19 @@ def test_stress_not_available_for_molecule(cu_model):
     a.get_potential_energy()
     with pytest.raises(PropertyNotImplementedError):
         a.get_stress()
+
+
+def test_md_watching_uncertainty_computes_descriptors_once_per_step(cu_model, tmp_path):
+    """run_md with a force-std watch checks every step and still evaluates each term's descriptors once per step."""
+    from gapfit.md import run_md
+    a = _cell()
+    calls = []
+    descriptors = cu_model.descriptors
+    cu_model.descriptors = lambda frames, **kw: calls.append(len(frames)) or descriptors(frames, **kw)
+    try:
+        res = run_md(cu_model, a, ensemble="nvt", temperature_K=300, steps=6, max_force_std=1e3, seed=0,
+                     trajectory=str(tmp_path / "md.xyz"), interval=1)
+    finally:
+        del cu_model.descriptors
+    assert res.steps == 6 and res.stop_reason == "completed"
+    assert len(calls) == res.steps + 1  # the start, then one evaluation per step (forces and stds together)
