@@ -17,9 +17,13 @@ ALL = [TWO, THREE, SOAP]
 
 
 @pytest.fixture(scope="module")
-def multi(cu_train):
-    """2b + 3b + SOAP over e0 + ZBL, on the shipped Cu data."""
-    return gapfit.GAP(terms=ALL, calibration_fraction=0.0, seed=2).fit(cu_train[:20])
+def multi(cu_train, tmp_path_factory):
+    """2b + 3b + SOAP over e0 + ZBL + a tabulated pair potential, on the shipped Cu data."""
+    table = tmp_path_factory.mktemp("core") / "cu_core.txt"
+    rs = np.linspace(1.5, 3.0, 16)
+    table.write_text("# a soft repulsive wall, zero at 3 Å\npair Cu Cu\n"
+                     + "".join(f"{r:.4f} {0.05 * (3.0 - r) ** 3:.10f}\n" for r in rs))
+    return gapfit.GAP(terms=ALL, core_file=str(table), calibration_fraction=0.0, seed=2).fit(cu_train[:20])
 
 
 def _cell(seed=0, push=True):
@@ -76,6 +80,7 @@ def test_prediction_equals_design_rows_times_weights(multi):
     vir = np.array([base.virial_eV[i, j] for i, j in VOIGT])
     assert np.allclose(rows.virial[0] @ st.alpha, p.stress * a.get_volume() - vir, atol=1e-8)
     assert [t.type for t in multi.terms_] == ["distance_2b", "angle_3b", "soap"]
+    assert [b.type for b in st.baseline.parts] == ["e0", "zbl", "tabulated_pair"]
     assert all(t.n_columns > 0 for t in multi.terms_)
 
 
