@@ -103,16 +103,14 @@ class FittedState:
         M = self.n_columns
         return self.R_ab[:M, :M]
 
-    def block_names(self) -> List[str]:
-        names = []
-        for k, t in enumerate(self.terms):
-            names += [f"term {k + 1} ({t.type}) block {b + 1}" for b in range(len(t.kmm_blocks()))]
-        return names
-
     def factor_kmm(self, jitter: float) -> None:
         """Cholesky factors of every term's K_MM blocks (after sparse points change)."""
-        blocks = [B for t in self.terms for B in t.kmm_blocks()]
-        self.kmm_chol = sgp.kmm_cholesky(blocks, jitter, self.block_names())
+        blocks, names = [], []
+        for k, t in enumerate(self.terms):
+            term_blocks = t.kmm_blocks()
+            blocks += term_blocks
+            names += [f"term {k + 1} ({t.type}) block {b + 1}" for b in range(len(term_blocks))]
+        self.kmm_chol = sgp.kmm_cholesky(blocks, jitter, names)
 
     def prior_rows(self) -> np.ndarray:
         """Lᵀ rows of the prior, to stack under the data rows."""
