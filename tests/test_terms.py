@@ -190,3 +190,13 @@ def test_delta_learning_on_a_calculator_beats_a_plain_fit(tmp_path):
     a = test[0].copy()
     a.calc = calc
     assert np.isclose(a.get_potential_energy(), delta.predict([test[0]])[0].energy)
+
+
+def test_default_recipe_depends_on_periodicity(cu_train):
+    """Measured choice: two-body + SOAP for crystals, two-body + three-body + SOAP for molecules."""
+    periodic = [a for a in cu_train if a.pbc.all()][:3]
+    molecule = _cell(push=False)
+    molecule.pbc = False
+    assert [t.type for t in gapfit.GAP().make_terms(periodic)] == ["distance_2b", "soap"]
+    assert [t.type for t in gapfit.GAP().make_terms([molecule])] == ["distance_2b", "angle_3b", "soap"]
+    assert [t.type for t in gapfit.GAP(terms=[SOAP]).make_terms([molecule])] == ["soap"]
