@@ -809,11 +809,42 @@ class CalculatorBaseline(Baseline):
         return f"calculator baseline {self.import_path}, kwargs {kw}"
 
 
+def calculator_class(spec: str, kwargs_json: Optional[str] = None, *, flag: str = "--baseline"):
+    """``(class, kwargs)`` from ``"module:Class"`` and a JSON object of keyword arguments.
+
+    The one place that turns a user's calculator spec into a class (for
+    ``--baseline`` and for ``gapfit learn --reference``); errors name ``flag``
+    and the spec.
+    """
+    import importlib
+
+    if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
+        raise InputError(f"{flag} {spec!r}: expected MODULE:CLASS, e.g. ase.calculators.emt:EMT", param="baseline")
+    try:
+        kwargs = json.loads(kwargs_json) if kwargs_json else {}
+    except ValueError as exc:
+        raise InputError(f"{flag}-kwargs for {spec}: not valid JSON ({exc})", param="baseline") from None
+    if not isinstance(kwargs, dict):
+        raise InputError(f"{flag}-kwargs for {spec}: expected a JSON object, e.g. '{{\"rc\": 5.0}}'",
+                         param="baseline")
+    mod_name, cls_name = spec.split(":")
+    try:
+        module = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise InputError(f"{flag} {spec}: cannot import module {mod_name!r} ({exc})", param="baseline") from None
+    obj = module
+    for part in cls_name.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise InputError(f"{flag} {spec}: module {mod_name!r} has no {cls_name!r}", param="baseline")
+    return obj, kwargs
+
+
 def import_calculator(spec: str, kwargs_json: Optional[str] = None) -> CalculatorBaseline:
     """Import ``"module:Class"``, instantiate it with JSON keyword arguments, wrap it.
 
-    This is the only place that imports a calculator (command line
-    ``--baseline module:Class --baseline-kwargs JSON``); loading a model never does.
+    Used for the command line's ``--baseline module:Class --baseline-kwargs
+    JSON``; loading a model never imports anything.
 
     Parameters
     ----------
@@ -822,28 +853,7 @@ def import_calculator(spec: str, kwargs_json: Optional[str] = None) -> Calculato
     kwargs_json : str, optional
         JSON object of keyword arguments (None or "" for none).
     """
-    import importlib
-
-    if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
-        raise InputError(f"--baseline {spec!r}: expected MODULE:CLASS, e.g. ase.calculators.emt:EMT",
-                         param="baseline")
-    try:
-        kwargs = json.loads(kwargs_json) if kwargs_json else {}
-    except ValueError as exc:
-        raise InputError(f"--baseline-kwargs for {spec}: not valid JSON ({exc})", param="baseline") from None
-    if not isinstance(kwargs, dict):
-        raise InputError(f"--baseline-kwargs for {spec}: expected a JSON object, e.g. '{{\"rc\": 5.0}}'",
-                         param="baseline")
-    mod_name, cls_name = spec.split(":")
-    try:
-        module = importlib.import_module(mod_name)
-    except ImportError as exc:
-        raise InputError(f"--baseline {spec}: cannot import module {mod_name!r} ({exc})", param="baseline") from None
-    obj = module
-    for part in cls_name.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            raise InputError(f"--baseline {spec}: module {mod_name!r} has no {cls_name!r}", param="baseline")
+    obj, kwargs = calculator_class(spec, kwargs_json)
     try:
         calc = obj(**kwargs)
     except Exception as exc:  # whatever the constructor raises, say which spec and kwargs

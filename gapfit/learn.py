@@ -18,7 +18,6 @@ read back) and continues the MD from the checkpoint.
 """
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import logging
@@ -88,12 +87,9 @@ class ReferenceFactory:
     """Makes a new reference calculator ``cls(**kwargs)`` per call; remembers how, for ``--resume``."""
 
     def __init__(self, spec: str, kwargs: dict):
-        self.spec, self.kwargs = spec, dict(kwargs)
-        mod_name, cls_name = spec.split(":", 1)
-        try:
-            self._cls = getattr(importlib.import_module(mod_name), cls_name)
-        except (ImportError, AttributeError) as exc:
-            raise InputError(f"--reference {spec!r}: cannot import it ({exc})") from None
+        from .baselines import calculator_class
+        self._cls, self.kwargs = calculator_class(spec, json.dumps(dict(kwargs)), flag="--reference")
+        self.spec = spec
 
     def __call__(self):
         return self._cls(**self.kwargs)
@@ -101,14 +97,8 @@ class ReferenceFactory:
 
 def load_reference(spec: str, kwargs_json: Optional[str] = None) -> ReferenceFactory:
     """Reference calculator factory from ``"module:Class"`` and JSON keyword arguments."""
-    if not isinstance(spec, str) or ":" not in spec:
-        raise InputError(f"--reference {spec!r}: expected MODULE:CLASS, e.g. ase.calculators.emt:EMT")
-    try:
-        kwargs = json.loads(kwargs_json) if kwargs_json else {}
-    except ValueError as exc:
-        raise InputError(f"--reference-kwargs: not valid JSON ({exc})") from None
-    if not isinstance(kwargs, dict):
-        raise InputError("--reference-kwargs: expected a JSON object")
+    from .baselines import calculator_class
+    _, kwargs = calculator_class(spec, kwargs_json, flag="--reference")  # names the culprit if anything is wrong
     return ReferenceFactory(spec, kwargs)
 
 
