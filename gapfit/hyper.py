@@ -64,16 +64,29 @@ class GroupedQR:
         self._acc: Dict[str, sgp.QRAccumulator] = {}
         self.n_rows: Dict[str, int] = {}
         self.log_sigma: Dict[str, float] = {}
+        self._log_nominal: Dict[str, float] = {}
 
-    def add(self, key: str, A: np.ndarray, b: np.ndarray, sigma_rows: np.ndarray) -> None:
-        """Rows ``A`` (already divided by their σ), targets ``b`` (likewise) and the σ of each row."""
+    def add(self, key: str, A: np.ndarray, b: np.ndarray, sigma_rows: np.ndarray,
+            nominal_sigma_rows: Optional[np.ndarray] = None) -> None:
+        """Rows ``A`` (already divided by their σ), targets ``b`` (likewise) and the σ of each row.
+
+        ``nominal_sigma_rows``: σ in the units users set it (per atom for
+        energies and virials), for reports; default ``sigma_rows``.
+        """
         if key not in self._acc:
             self._acc[key] = sgp.QRAccumulator(self.n_cols, rows_per_flush=self._rows_per_flush)
             self.n_rows[key] = 0
             self.log_sigma[key] = 0.0
+            self._log_nominal[key] = 0.0
         self._acc[key].add(A, b)
         self.n_rows[key] += len(A)
         self.log_sigma[key] += float(np.sum(np.log(sigma_rows)))
+        nominal = sigma_rows if nominal_sigma_rows is None else nominal_sigma_rows
+        self._log_nominal[key] += float(np.sum(np.log(nominal)))
+
+    def nominal_sigma(self) -> Dict[str, float]:
+        """Geometric mean of each group's nominal σ."""
+        return {k: float(np.exp(v / self.n_rows[k])) for k, v in self._log_nominal.items() if self.n_rows[k]}
 
     def factors(self) -> Dict[str, np.ndarray]:
         """Each group's upper-triangular factor of ``[A | b]``, (M+1) × (M+1)."""
@@ -133,6 +146,41 @@ class LikelihoodProblem:
                                            for L, t in zip(self.kmm_chol, self.block_term)])
         self.M = len(self.column_term)
         self.n_terms = len(self.delta0_eV)
+
+    @classmethod
+    def from_groups(cls, grouped: GroupedQR, kmm_chol: Sequence[np.ndarray], block_term: Sequence[int],
+                    delta0_eV: Sequence[float]) -> "LikelihoodProblem":
+        """The problem of a fit's grouped factors and K_MM factor blocks."""
+        return cls(factors=grouped.factors(), n_rows=dict(grouped.n_rows), log_sigma=dict(grouped.log_sigma),
+                   kmm_chol=list(kmm_chol), block_term=list(block_term), delta0_eV=np.array(delta0_eV, dtype=float),
+                   sigma0=grouped.nominal_sigma())
+
+    def rebase(self, x: np.ndarray) -> "LikelihoodProblem":
+        """The same problem with the hyperparameters at log scales ``x`` as its new starting point."""
+        log_c, log_s = self.split(x)
+        c = np.exp(log_c)
+        col2 = np.append(c[self.column_term] ** 2, 1.0)
+        return LikelihoodProblem(
+            factors={g: self.factors[g] * (col2 / np.exp(log_s[g]))[None, :] for g in self.groups},
+            n_rows=dict(self.n_rows),
+            log_sigma={g: self.log_sigma[g] + self.n_rows[g] * log_s[g] for g in self.groups},
+            kmm_chol=[L * c[t] for L, t in zip(self.kmm_chol, self.block_term)], block_term=list(self.block_term),
+            delta0_eV=self.delta0_eV * c, sigma0={g: v * float(np.exp(log_s.get(g, 0.0)))
+                                                  for g, v in self.sigma0.items()})
+
+    def merged(self, grouped: GroupedQR) -> "LikelihoodProblem":
+        """This problem with more rows (weighted at this problem's starting hyperparameters) merged in."""
+        more = grouped.factors()
+        factors = dict(self.factors)
+        n_rows, log_sigma, sigma0 = dict(self.n_rows), dict(self.log_sigma), dict(self.sigma0)
+        nominal = grouped.nominal_sigma()
+        for g, R in more.items():
+            factors[g] = sgp.merge_factors([factors[g], R]) if g in factors else R
+            n_rows[g] = n_rows.get(g, 0) + grouped.n_rows[g]
+            log_sigma[g] = log_sigma.get(g, 0.0) + grouped.log_sigma[g]
+            sigma0.setdefault(g, nominal.get(g, 1.0))
+        return LikelihoodProblem(factors=factors, n_rows=n_rows, log_sigma=log_sigma, kmm_chol=list(self.kmm_chol),
+                                 block_term=list(self.block_term), delta0_eV=self.delta0_eV.copy(), sigma0=sigma0)
 
     @property
     def n_params(self) -> int:

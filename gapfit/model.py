@@ -17,10 +17,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 from ase import Atoms
 
-from . import sgp
+from . import hyper, sgp
 from .data import (SIGMA_INFO_KEYS, Labels, check_structure, get_labels, is_isolated_atom,
                    species_of, where_of)
 from .errors import InputError, NotFittedError
+from .hygiene import KIND_CODES
 from .params import check_params, check_species_settings
 from .prediction import Prediction
 from .terms import Soap, Term, build_terms
@@ -85,6 +86,13 @@ class FittedState:
         Scales of the predicted standard deviations fitted on held-out frames.
     training : dict
         Summary of the training data and fit.
+    noise_scale : dict {group: factor}
+        Factors the hyperparameter optimisation put on the noise levels of
+        each noise group (``"energy"``, ``"forces"``, ``"virial"``, or
+        ``"forces:md_300K"`` per config_type); empty when not optimised.
+    likelihood : gapfit.hyper.LikelihoodProblem or None
+        The per-noise-group factors of the last fit (in memory only, not
+        saved): what re-optimising δ and σ needs without the data.
     """
 
     species: List[int]
@@ -96,6 +104,8 @@ class FittedState:
     alpha: Optional[np.ndarray] = None
     calibration: Optional[dict] = None
     training: dict = field(default_factory=dict)
+    noise_scale: Dict[str, float] = field(default_factory=dict)
+    likelihood: Any = None
 
     @property
     def n_columns(self) -> int:
@@ -189,6 +199,21 @@ class GAP:
         factorisation, so the final weights use all the data. 0 disables.
     energy_key, forces_key, stress_key : str or None
         Names of the labels in ``info``/``arrays`` when not the calculator's.
+    optimize : bool or {"global", "config_type"}, default=False
+        Choose each term's δ and the noise levels by maximising the log
+        marginal likelihood (:mod:`gapfit.hyper`) before the final solve:
+        ``True``/``"global"`` scales σ_E, σ_F and σ_V (each by one factor,
+        keeping any per-config_type and per-frame ratios), ``"config_type"``
+        scales them per config_type. Costs no descriptor work.
+    optimize_delta : bool, default=True
+        Whether the optimisation also moves each term's δ.
+    hygiene : bool, default=True
+        Compute each training frame's leverage and leave-one-out residuals
+        after the fit (``hygiene_``; see :mod:`gapfit.hygiene`). The design
+        rows are kept in a temporary file for this when they fit in
+        ``hygiene_spool_gb``, else computed again.
+    hygiene_spool_gb : float, default=4.0
+        Largest temporary file of design rows (GB) for the hygiene pass.
     progress : bool, default=False
         Show progress bars.
 
@@ -212,7 +237,9 @@ class GAP:
                  baseline: Any = None, jitter: float = 1e-8, seed: int = 0,
                  calibration_fraction: float = 0.1,
                  energy_key: Optional[str] = None, forces_key: Optional[str] = None,
-                 stress_key: Optional[str] = None, progress: bool = False):
+                 stress_key: Optional[str] = None, optimize: Union[bool, str] = False,
+                 optimize_delta: bool = True, hygiene: bool = True, hygiene_spool_gb: float = 4.0,
+                 progress: bool = False):
         self.terms = terms
         self.cutoff = cutoff
         self.cutoff_transition_width = cutoff_transition_width
@@ -240,12 +267,17 @@ class GAP:
         self.energy_key = energy_key
         self.forces_key = forces_key
         self.stress_key = stress_key
+        self.optimize = optimize
+        self.optimize_delta = optimize_delta
+        self.hygiene = hygiene
+        self.hygiene_spool_gb = hygiene_spool_gb
         self.progress = progress
 
     # ------------------------------------------------------------------ params
     _PARAMS = ("terms",) + SOAP_PARAMS + (
         "sigma_energy", "sigma_forces", "sigma_virial", "config_type_sigma", "e0", "core_repulsion", "core_radii", "core_file",
-        "baseline", "jitter", "seed", "calibration_fraction", "energy_key", "forces_key", "stress_key", "progress")
+        "baseline", "jitter", "seed", "calibration_fraction", "energy_key", "forces_key", "stress_key",
+        "optimize", "optimize_delta", "hygiene", "hygiene_spool_gb", "progress")
 
     def get_params(self) -> dict:
         """Constructor parameters, as in scikit-learn."""
@@ -407,34 +439,182 @@ class GAP:
                     raise InputError(f"species {missing} occur only in calibration frames; set "
                                      "calibration_fraction=0 or add frames containing them")
 
-        # Pass 2: design rows with gradients, streamed into the QR factor.
+        # Pass 2: design rows with gradients, streamed into one QR factor per
+        # noise group, so that δ and σ can change without the data.
         t0 = time.perf_counter()
         st.factor_kmm(self.jitter)
-        M = st.n_columns
-        acc = sgp.QRAccumulator(M)
-        acc.add(st.prior_rows(), np.zeros(M))
         counts = {"energy": 0, "forces": 0, "virial": 0}
-        self._accumulate(acc, frames, labels, fit_idx, counts)
-        if cal_idx:
-            st.set_factor(acc.factor())
-            preds = self.predict([frames[k] for k in cal_idx], uncertainty=True, calibrated=False)
-            from .calibration import fit_scales
-            true_labels = self._labels([frames[k] for k in cal_idx], [where_of(frames[k], k) for k in cal_idx])
-            scales = fit_scales(preds, true_labels)
-            st.calibration = {"method": "held-out frames, 95.45 % of |error|/std within 2",
-                              "n_frames": len(cal_idx), **scales}
-            log.info("uncertainty calibration on %d held-out frames: %s", len(cal_idx), scales)
-            self._accumulate(acc, frames, labels, cal_idx, counts)
-        st.set_factor(acc.factor())
-        st.training = {
-            "n_frames": len(frames), "n_train_frames": len(train_idx),
-            "n_atoms": int(sum(len(frames[k]) for k in train_idx)),
-            "n_observations": counts, "config_types": _count(lb.config_type for lb in labels),
-            "species": st.species, "fit_seconds": None,
-        }
-        log.info("solved %d observations for %d weights in %.1f s", acc.n_rows - M, M, time.perf_counter() - t0)
+        spool = self._open_spool(frames, labels)
+        try:
+            names = self._group_names(labels)
+            self._delta_start = [t.delta_eV for t in st.terms]
+            grouped = self._accumulate(frames, labels, fit_idx, counts, spool, names)
+            problem = hyper.LikelihoodProblem.from_groups(grouped, st.kmm_chol, self._block_terms(),
+                                                          [t.delta_eV for t in st.terms])
+            self._optimisation = None
+            if self.optimize:
+                problem = self._optimise(problem)
+            if cal_idx:
+                st.set_factor(problem.assemble(np.zeros(problem.n_params))[0])
+                preds = self.predict([frames[k] for k in cal_idx], uncertainty=True, calibrated=False)
+                from .calibration import fit_scales
+                true_labels = self._labels([frames[k] for k in cal_idx], [where_of(frames[k], k) for k in cal_idx])
+                scales = fit_scales(preds, true_labels)
+                st.calibration = {"method": "held-out frames, 95.45 % of |error|/std within 2",
+                                  "n_frames": len(cal_idx), **scales}
+                log.info("uncertainty calibration on %d held-out frames: %s", len(cal_idx), scales)
+                problem = problem.merged(self._accumulate(frames, labels, cal_idx, counts, spool, names))
+            R_ab, _, sum_log_sigma, n_rows = problem.assemble(np.zeros(problem.n_params))
+            st.set_factor(R_ab)
+            st.likelihood = problem
+            lml = hyper.log_marginal_likelihood(R_ab, st.kmm_chol, n_rows, sum_log_sigma)
+            st.training = {
+                "n_frames": len(frames), "n_train_frames": len(train_idx),
+                "n_atoms": int(sum(len(frames[k]) for k in train_idx)),
+                "n_observations": counts, "config_types": _count(lb.config_type for lb in labels),
+                "species": st.species, "fit_seconds": None,
+                "likelihood": {"log_marginal_likelihood": lml, "n_rows": n_rows, "sum_log_sigma": sum_log_sigma},
+                "hyperparameters": self._hyper_summary(problem, self._optimisation),
+            }
+            log.info("solved %d observations for %d weights in %.1f s; log marginal likelihood %.6g",
+                     n_rows, st.n_columns, time.perf_counter() - t0, lml)
+            if self.hygiene:
+                t1 = time.perf_counter()
+                self.hygiene_ = self._hygiene_from_spool(spool, frames, labels, names) if spool is not None \
+                    else self.hygiene_report(frames)
+                log.info("hygiene (leverage, leave-one-out z) of %d frames in %.1f s; worst:\n%s",
+                         len(self.hygiene_), time.perf_counter() - t1, self.hygiene_.table(5))
+        finally:
+            if spool is not None:
+                spool.close()
         st.training["fit_seconds"] = round(time.perf_counter() - t_start, 3)
         return self
+
+    # ----------------------------------------------------- hyperparameters
+    def _block_terms(self) -> List[int]:
+        """The term of each K_MM factor block (blocks are in column order)."""
+        st = self.state_
+        ends = np.cumsum([t.n_columns for t in st.terms])
+        out, o = [], 0
+        for L in st.kmm_chol:
+            out.append(int(np.searchsorted(ends, o, side="right")))
+            o += len(L)
+        return out
+
+    def _sigma_mode(self) -> str:
+        return "config_type" if self.optimize == "config_type" else "global"
+
+    def _optimise(self, problem):
+        """Maximise the likelihood over δ and σ; set the optimum in the state; the problem rebased there."""
+        st = self.state_
+        res = hyper.maximise(problem, optimise_delta=self.optimize_delta)
+        log_c, log_s = problem.split(res.x)
+        for t, lc in zip(st.terms, log_c):
+            t.set_delta(t.delta_eV * float(np.exp(lc)))
+        st.noise_scale = {g: float(np.exp(v)) * st.noise_scale.get(g, 1.0) for g, v in log_s.items()}
+        rebased = problem.rebase(res.x)
+        st.kmm_chol = rebased.kmm_chol
+        self._optimisation = (problem, res)
+        log.info("hyperparameters: log marginal likelihood %.6g -> %.6g in %d evaluations, %.1f s (%s)",
+                 res.lml_initial, res.lml_final, res.n_evaluations, res.seconds, res.message)
+        for k, t in enumerate(st.terms):
+            log.info("  term %d (%s): δ %.4g -> %.4g eV", k + 1, t.type, problem.delta0_eV[k], t.delta_eV)
+        for g in problem.groups:
+            log.info("  σ %s: %.4g -> %.4g", g, problem.sigma0.get(g, float("nan")), rebased.sigma0.get(g, float("nan")))
+        return rebased
+
+    def _hyper_summary(self, problem, optimisation) -> dict:
+        st = self.state_
+        out = {"optimized": bool(self.optimize), "sigma_mode": self._sigma_mode(),
+               "delta_eV": {f"{k + 1}:{t.type}": t.delta_eV for k, t in enumerate(st.terms)},
+               "sigma": dict(problem.sigma0), "noise_scale": dict(st.noise_scale)}
+        if optimisation is not None:
+            start, res = optimisation
+            out.update({"initial_delta_eV": {f"{k + 1}:{t.type}": float(d) for k, (t, d)
+                                             in enumerate(zip(st.terms, start.delta0_eV))},
+                        "initial_sigma": dict(start.sigma0),
+                        "lml_initial_fit_frames": res.lml_initial, "lml_final_fit_frames": res.lml_final,
+                        "evaluations": res.n_evaluations, "seconds": round(res.seconds, 3),
+                        "converged": res.converged})
+        return out
+
+    def log_marginal_likelihood(self) -> float:
+        """log p(y) of the training labels under the fitted sparse GP (from the stored factor).
+
+        See :mod:`gapfit.hyper`. Needs a model fitted by this version (the
+        fit records the row count and log|Σ| with the factor).
+        """
+        self._check_fitted()
+        st = self.state_
+        info = st.training.get("likelihood")
+        if not info:
+            raise NotFittedError("this model does not record its likelihood terms (fitted by an older gapfit "
+                                 "or updated on the fly); refit it")
+        return hyper.log_marginal_likelihood(st.R_ab, st.kmm_chol, int(info["n_rows"]), float(info["sum_log_sigma"]))
+
+    # --------------------------------------------------------------- hygiene
+    def _open_spool(self, frames, labels):
+        """A temporary file for the weighted design rows, when hygiene is on and they fit the budget."""
+        if not self.hygiene:
+            return None
+        from .hygiene import RowSpool
+        n_rows = sum((lb.energy_eV is not None) + 3 * len(a) * (lb.forces_eV_per_A is not None)
+                     + 6 * (lb.stress_eV_per_A3 is not None) for a, lb in zip(frames, labels))
+        nbytes = 8.0 * n_rows * (self.state_.n_columns + 1)
+        if nbytes > self.hygiene_spool_gb * 1e9:
+            log.info("hygiene: design rows (%.1f GB) exceed hygiene_spool_gb; they will be computed again",
+                     nbytes / 1e9)
+            return None
+        return RowSpool(self.state_.n_columns)
+
+    def _hygiene_from_spool(self, spool, frames, labels, names):
+        problem = self.state_.likelihood
+        T = len(self.state_.terms)
+        x_final = self._log_scales(names)
+
+        def chunks():
+            for A, b, frame, kind, group, x_write in spool:
+                rel = x_final - x_write
+                col = np.exp(2 * rel[:T])[problem.column_term]
+                row = np.exp(-rel[T:])[group]
+                yield A * col[None, :] * row[:, None], b * row, frame, kind
+        return self._hygiene(chunks(), frames, labels)
+
+    def hygiene_report(self, frames: Sequence[Atoms]):
+        """Leverage and leave-one-out z-scores of each labelled frame under this model.
+
+        ``frames`` are the training frames (for frames the model was not
+        fitted to, the numbers are not leave-one-out). Computes their
+        descriptors; see :mod:`gapfit.hygiene`. Returns a
+        :class:`gapfit.hygiene.HygieneReport`.
+        """
+        self._check_fitted()
+        frames = list(frames)
+        labels = self.residual_labels(frames, self._labels(frames))
+
+        def chunks():
+            idx = list(range(len(frames)))
+            for chunk_idx in self._chunks(idx, "hygiene", [len(frames[k]) for k in idx],
+                                          atoms_per_chunk=self._atoms_per_chunk()):
+                parts = self._chunk_parts([frames[k] for k in chunk_idx], [labels[k] for k in chunk_idx])
+                if parts:
+                    yield (np.vstack([p.A for p in parts]), np.concatenate([p.b for p in parts]),
+                           np.concatenate([np.full(len(p.b), chunk_idx[p.frame]) for p in parts]),
+                           np.concatenate([np.full(len(p.b), KIND_CODES[p.kind]) for p in parts]))
+        return self._hygiene(chunks(), frames, labels)
+
+    def _hygiene(self, chunks, frames, labels):
+        from .hygiene import HygieneReport, frame_statistics, summarise
+        st = self.state_
+        out = []
+        for A, b, frame, kind in chunks:
+            for f, stats in frame_statistics(st.R, st.alpha, A, b, frame, kind).items():
+                a, lb = frames[f], labels[f]
+                if is_isolated_atom(a, lb):
+                    continue  # it fixes e0; its leave-one-out energy measures nothing about the data
+                sig_e = self._sigmas(a, lb)["energy"] * np.sqrt(len(a))
+                out.append(summarise(f, where_of(a, f), lb.config_type, len(a), stats, sig_e))
+        return HygieneReport(out)
 
     def _energy_rms(self, frames, labels, e0) -> float:
         """RMS per-atom training energy after e0 (the scale default δ values start from)."""
@@ -464,21 +644,63 @@ class GAP:
         subtracted here. ``descs`` from :meth:`descriptors` (with gradients)
         when already computed.
         """
+        parts = self._chunk_parts(frames, labels, descs, counts)
+        if not parts:
+            return np.zeros((0, self.state_.n_columns)), np.zeros(0)
+        return np.vstack([p.A for p in parts]), np.concatenate([p.b for p in parts])
+
+    def _chunk_parts(self, frames, labels, descs=None, counts=None) -> List["_RowPart"]:
+        """The weighted rows of a chunk of frames, one part per frame and kind of observation."""
         need_grad = any(lb.forces_eV_per_A is not None or lb.stress_eV_per_A3 is not None for lb in labels)
         if descs is None:
             descs = self.descriptors(frames, gradients=need_grad)
         rows = self.design_rows(descs, forces=need_grad,
                                 virial=any(lb.stress_eV_per_A3 is not None for lb in labels))
-        return self._weighted_rows(frames, labels, rows, counts if counts is not None else
-                                   {"energy": 0, "forces": 0, "virial": 0})
+        return self._weighted_parts(frames, labels, rows, counts if counts is not None else
+                                    {"energy": 0, "forces": 0, "virial": 0})
 
-    def _accumulate(self, acc, frames, labels, idx, counts) -> None:
-        """Design rows of frames ``idx``, weighted, into the QR accumulator."""
+    def _accumulate(self, frames, labels, idx, counts, spool, names):
+        """Weighted design rows of frames ``idx`` into one QR factor per noise group (and the spool).
+
+        ``names``: every noise group of the training set (numbers the
+        spool's rows); the spool records the hyperparameters the rows were
+        weighted with (:meth:`_log_scales`).
+        """
+        mode = self._sigma_mode()
+        grouped = hyper.GroupedQR(self.state_.n_columns, n_groups_expected=len(names))
+        number = {g: k for k, g in enumerate(names)}
+        x_write = self._log_scales(names)
         for chunk_idx in self._chunks(idx, "design rows", [len(frames[k]) for k in idx],
                                       atoms_per_chunk=self._atoms_per_chunk()):
-            A, b = self.training_rows([frames[k] for k in chunk_idx], [labels[k] for k in chunk_idx],
-                                      counts=counts)
-            acc.add(A, b)
+            parts = self._chunk_parts([frames[k] for k in chunk_idx], [labels[k] for k in chunk_idx], counts=counts)
+            keys = [hyper.group_key(p.kind, labels[chunk_idx[p.frame]].config_type, mode) for p in parts]
+            for key in sorted(set(keys)):
+                sel = [p for p, k in zip(parts, keys) if k == key]
+                grouped.add(key, np.vstack([p.A for p in sel]), np.concatenate([p.b for p in sel]),
+                            np.concatenate([p.sigma for p in sel]), np.concatenate([p.nominal for p in sel]))
+            if spool is not None and parts:
+                spool.add(np.vstack([p.A for p in parts]), np.concatenate([p.b for p in parts]),
+                          np.concatenate([np.full(len(p.b), chunk_idx[p.frame]) for p in parts]),
+                          np.concatenate([np.full(len(p.b), KIND_CODES[p.kind]) for p in parts]),
+                          np.concatenate([np.full(len(p.b), number[k]) for p, k in zip(parts, keys)]), x_write)
+        return grouped
+
+    def _log_scales(self, names) -> np.ndarray:
+        """log(δ / δ at the start of the fit) per term, then log(noise scale) per named group."""
+        st = self.state_
+        log_c = [np.log(t.delta_eV / d0) for t, d0 in zip(st.terms, self._delta_start)]
+        return np.array(log_c + [np.log(st.noise_scale.get(g, 1.0)) for g in names])
+
+    def _group_names(self, labels) -> List[str]:
+        """Sorted names of the noise groups the labels fall into (the likelihood's order)."""
+        mode = self._sigma_mode()
+        keys = set()
+        for lb in labels:
+            for kind, present in (("energy", lb.energy_eV is not None), ("forces", lb.forces_eV_per_A is not None),
+                                  ("virial", lb.stress_eV_per_A3 is not None)):
+                if present:
+                    keys.add(hyper.group_key(kind, lb.config_type, mode))
+        return sorted(keys)
 
     def _check(self, frames: List[Atoms]):
         """(labels, species) of usable training frames, or the first problem as an InputError."""
@@ -514,33 +736,31 @@ class GAP:
             out.append(lb)
         return out
 
-    def _weighted_rows(self, chunk, lbs, rows, counts):
+    def _weighted_parts(self, chunk, lbs, rows, counts) -> List["_RowPart"]:
         e0 = self.state_.e0
-        A_parts, b_parts = [], []
+        parts = []
         for f, (a, lb) in enumerate(zip(chunk, lbs)):
             n = len(a)
             sig = self._sigmas(a, lb)
             if lb.energy_eV is not None:
-                w = 1.0 / (sig["energy"] * np.sqrt(n))
+                s = sig["energy"] * np.sqrt(n)
                 target = lb.energy_eV - sum(e0[int(z)] for z in a.numbers)
-                A_parts.append(rows.energy[f:f + 1] * w)
-                b_parts.append(np.array([target * w]))
+                parts.append(_RowPart(f, "energy", rows.energy[f:f + 1] / s, np.array([target / s]),
+                                      np.array([s]), np.array([sig["energy"]])))
                 counts["energy"] += 1
             if lb.forces_eV_per_A is not None:
                 lo = 3 * rows.atom_start[f]
-                w = 1.0 / sig["forces"]
+                s = sig["forces"]
                 # forces = -dE/dr
-                A_parts.append(rows.gradient[lo:lo + 3 * n] * (-w))
-                b_parts.append(lb.forces_eV_per_A.ravel() * w)
+                parts.append(_RowPart(f, "forces", rows.gradient[lo:lo + 3 * n] * (-1.0 / s),
+                                      lb.forces_eV_per_A.ravel() / s, np.full(3 * n, s), np.full(3 * n, s)))
                 counts["forces"] += 3 * n
             if lb.stress_eV_per_A3 is not None and rows.virial is not None:
-                w = 1.0 / (sig["virial"] * np.sqrt(n))
-                A_parts.append(rows.virial[f] * w)
-                b_parts.append(lb.stress_eV_per_A3 * a.get_volume() * w)
+                s = sig["virial"] * np.sqrt(n)
+                parts.append(_RowPart(f, "virial", rows.virial[f] / s, lb.stress_eV_per_A3 * a.get_volume() / s,
+                                      np.full(6, s), np.full(6, sig["virial"])))
                 counts["virial"] += 6
-        if not A_parts:
-            return np.zeros((0, self.state_.n_columns)), np.zeros(0)
-        return np.vstack(A_parts), np.concatenate(b_parts)
+        return parts
 
     def check_data(self, frames: Sequence[Atoms]) -> dict:
         """Check the settings and frames as :meth:`fit` would, without computing descriptors.
@@ -616,6 +836,11 @@ class GAP:
                     raise InputError(f"{lb.where}: field '{info_key}' must be a number > 0, "
                                      f"got {atoms.info[info_key]!r}")
                 s[k] = v
+        st = getattr(self, "state_", None)
+        if st is not None and st.noise_scale:
+            mode = self._sigma_mode()
+            for k in s:
+                s[k] *= st.noise_scale.get(hyper.group_key(k, lb.config_type, mode), 1.0)
         return s
 
     def _chunks(self, items, what, sizes=None, atoms_per_chunk=_ATOMS_PER_CHUNK):
@@ -739,6 +964,18 @@ class GAP:
         self._check_fitted()
         from .model_io import save_model
         save_model(self, path)
+
+
+@dataclass
+class _RowPart:
+    """Weighted rows of one kind of observation of one frame of a chunk."""
+
+    frame: int            # position in the chunk
+    kind: str             # "energy", "forces" or "virial"
+    A: np.ndarray         # rows divided by their σ
+    b: np.ndarray         # targets divided by their σ
+    sigma: np.ndarray     # σ of each row (eV, eV/Å)
+    nominal: np.ndarray   # σ as users set it (per atom for energies and virials)
 
 
 def _count(items) -> Dict[str, int]:

@@ -92,6 +92,7 @@ def model_writer(model) -> Callable:
         "training": st.training,
         "params": _json_params(model),
         "calibration": st.calibration,
+        "noise_scale": {str(k): float(v) for k, v in st.noise_scale.items()},
     }
     arrays.update({"metadata": np.array(json.dumps(meta)), "alpha": st.alpha,
                    "R_ab": st.R_ab[np.triu_indices(len(st.R_ab))]})
@@ -293,6 +294,20 @@ def _load_v1(arrays, meta):
     return model
 
 
+def _noise_scale(meta) -> Dict[str, float]:
+    """The optimised noise-level factors per group (absent before the likelihood optimisation existed)."""
+    raw = meta.get("noise_scale") or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"'noise_scale' must be a mapping, got {type(raw).__name__}")
+    out = {}
+    for k, v in raw.items():
+        v = float(v)
+        if not (np.isfinite(v) and v > 0):
+            raise ValueError(f"noise_scale[{k!r}] must be a finite number > 0, got {v!r}")
+        out[str(k)] = v
+    return out
+
+
 def _load_v2(path, arrays, meta, calculator):
     from .baselines import baseline_from_dict
     from .model import GAP, FittedState
@@ -318,7 +333,8 @@ def _load_v2(path, arrays, meta, calculator):
                                          if name.startswith(prefix)})
         if term.n_columns != int(tm["n_columns"]):
             raise ValueError(f"term {k + 1} has {term.n_columns} sparse points, the file says {tm['n_columns']}")
-    st = FittedState(species=species, e0=e0, baseline=baseline, terms=terms, calibration=_calibration(meta))
+    st = FittedState(species=species, e0=e0, baseline=baseline, terms=terms, calibration=_calibration(meta),
+                     noise_scale=_noise_scale(meta))
     training = meta.get("training", {})
     st.training = training if isinstance(training, dict) else {}
     sizes = [int(n) for n in meta["kmm_block_sizes"]]

@@ -150,6 +150,12 @@ def _text(name: str, value: Any) -> None:
         raise InputError(f"{name} must be a non-empty string, got {_describe(value)}", param=name)
 
 
+def _optimize(name: str, value: Any) -> None:
+    if not (isinstance(value, bool) or value in ("global", "config_type")):
+        raise InputError(f"{name} must be true, false, \"global\" or \"config_type\", got {_describe(value)}",
+                         param=name)
+
+
 def _flag(name: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise InputError(f"{name} must be true or false, got {_describe(value)}", param=name)
@@ -180,6 +186,10 @@ CHECKS: Dict[str, Callable[[str, Any], None]] = {
     "forces_key": _optional(_text),
     "stress_key": _optional(_text),
     "progress": _flag,
+    "optimize": _optimize,
+    "optimize_delta": _flag,
+    "hygiene": _flag,
+    "hygiene_spool_gb": _positive,
     "terms": lambda name, value: None,  # parsed and checked term by term by gapfit.terms.build_terms
     "core_repulsion": _flag,
     "core_radii": _one_of("data", "covalent"),
