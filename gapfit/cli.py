@@ -95,6 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
     _baseline_flags(g)
     for flag, dest, typ, hlp in FIT_OPTIONS:
         g.add_argument(flag, dest=dest, type=typ, default=None, help=hlp)
+    h = f.add_argument_group("hyperparameters and data hygiene (docs/hyperparameters.md)")
+    h.add_argument("--optimize", nargs="?", const="global", choices=["global", "config_type"], default=None,
+                   help="choose each term's δ and the noise levels by maximising the log marginal likelihood "
+                        "(no descriptor work); 'config_type': one σ set per config_type")
+    h.add_argument("--no-optimize-delta", dest="optimize_delta", action="store_const", const=False, default=None,
+                   help="with --optimize, keep every term's δ and optimise only the noise levels")
+    h.add_argument("--no-hygiene", dest="hygiene", action="store_const", const=False, default=None,
+                   help="do not compute each frame's leverage and leave-one-out z-scores (MODEL.hygiene.csv)")
+    h.add_argument("--drop-outliers", type=float, metavar="Z", default=None,
+                   help="after the fit, drop the frames whose hygiene score (largest leave-one-out |z|) exceeds Z "
+                        "and fit again without them; the dropped frames are listed")
 
     e = sub.add_parser("eval", help="errors of a model on labelled frames",
                        description="MAE and RMSE of energies, forces and stresses of a model on labelled frames.")
@@ -108,6 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--energy-key")
     e.add_argument("--forces-key")
     e.add_argument("--stress-key")
+    i = sub.add_parser("inspect", help="rank training frames by leverage and leave-one-out residuals",
+                       description="Data hygiene: each training frame's leverage and leave-one-out z-scores "
+                                   "(energy, forces, virial) under a fitted model, worst first, from the model's "
+                                   "factor without refits (docs/hyperparameters.md).")
+    i.add_argument("model", help="model file (.npz)")
+    i.add_argument("train", nargs="+", help="the frames the model was fitted to, in the same order")
+    i.add_argument("--json", action="store_true", help="print one JSON object: {'frames': [...worst first...]}")
+    i.add_argument("--plot", metavar="FILE", help="picture of score against leverage, worst frames labelled (PNG)")
+    i.add_argument("--top", type=int, default=20, help="frames in the printed table (default 20)")
+    i.add_argument("--no-progress", action="store_true")
+    _baseline_flags(i)
     m = sub.add_parser("md", help="molecular dynamics with a model, watching its uncertainty",
                        description="Run NVE, NVT (Langevin) or NPT (MTK) MD with a model; write an extended "
                                    "XYZ trajectory with per-atom uncertainties and a log.")
@@ -189,6 +211,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _md(args)
         if args.command == "learn":
             return _learn(args)
+        if args.command == "inspect":
+            return _inspect(args)
         return _eval(args)
     except (GapfitError, CLIError) as exc:
         if args.traceback:
@@ -269,7 +293,10 @@ def _model_params(args, config_keys) -> dict:
     calc = _baseline_calculator(args)
     if calc is not None:
         params["baseline"] = calc
-    for dest in ("terms", "core_file", "core_repulsion"):
+    if getattr(args, "optimize", None) is not None:
+        params["optimize"] = args.optimize
+        config_keys.discard("optimize")
+    for dest in ("terms", "core_file", "core_repulsion", "optimize_delta", "hygiene"):
         if getattr(args, dest) is not None:
             params[dest] = getattr(args, dest)
             config_keys.discard(dest)
@@ -359,7 +386,27 @@ def _fit_logged(args, params, config_keys, log, model_out) -> None:
         log.info("terms as a gap_fit string: %s", format_gap_string([t.to_dict() for t in model.terms_]))
     except _InputError:  # a setting gap_fit has no spelling for: the settings line above has it all
         pass
+    report = getattr(model, "hygiene_", None)
+    if args.drop_outliers is not None and report is not None:
+        dropped = report.above(args.drop_outliers)
+        if dropped:
+            log.info("dropping %d frame(s) with hygiene score > %g and fitting again:\n%s", len(dropped),
+                     args.drop_outliers, "\n".join(f"  frame {f.index} ({f.where}, {f.config_type}): score "
+                                                   f"{f.score:.3g}" for f in dropped))
+            gone = {f.index for f in dropped}
+            frames = [a for k, a in enumerate(frames) if k not in gone]
+            model = GAP(**params)
+            model.fit(frames)
+            model.state_.training["dropped_frames"] = sorted(gone)
+            for f in report.frames:
+                f.dropped = f.index in gone
+        else:
+            log.info("no frame has a hygiene score above %g: nothing dropped", args.drop_outliers)
     model_out.write(model_writer(model))
+    if report is not None:
+        report.write_csv(args.output + ".hygiene.csv")
+        log.info("hygiene of %d frames (leverage, leave-one-out z; worst first) in %s",
+                 len(report), args.output + ".hygiene.csv")
     log.info("fit wall time %.1f s", time.perf_counter() - t0)
     n_check = min(args.train_error_frames, len(frames))
     if n_check > 0:
@@ -404,6 +451,23 @@ def _eval(args) -> int:
             print("uncertainty: " + ", ".join(f"{k} {v:.3f}" for k, v in unc.items()))
         if args.plot:
             print(f"parity plot: {args.plot}")
+    return 0
+
+
+def _inspect(args) -> int:
+    from .data import read_frames
+    model = _load_model_for(args)
+    model.progress = not args.no_progress
+    frames = read_frames(args.train)
+    report = model.hygiene_report(frames)
+    if args.plot:
+        report.plot(args.plot)
+    if args.json:
+        print(json.dumps(report.to_json()))
+    else:
+        print(report.table(args.top))
+        if args.plot:
+            print(f"plot: {args.plot}")
     return 0
 
 

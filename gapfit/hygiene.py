@@ -42,6 +42,8 @@ class FrameHygiene:
     ``index`` is the 0-based position among the frames as read; ``where``
     names the file and frame when known. z-scores are None for labels the
     frame does not have. ``forces_worst_atom`` is the atom of ``forces_z_max``.
+    ``dropped``: not part of the fit (``gapfit fit --drop-outliers`` left it
+    out); its z-scores are then plain out-of-sample residuals over σ.
     """
 
     index: int
@@ -57,6 +59,7 @@ class FrameHygiene:
     virial_z_rms: Optional[float]
     virial_z_max: Optional[float]
     score: float
+    dropped: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,7 +70,7 @@ class HygieneReport:
 
     COLUMNS = ("rank", "index", "where", "config_type", "n_atoms", "leverage", "energy_z",
                "energy_loo_meV_per_atom", "forces_z_rms", "forces_z_max", "forces_worst_atom",
-               "virial_z_rms", "virial_z_max", "score")
+               "virial_z_rms", "virial_z_max", "score", "dropped")
 
     def __init__(self, frames: Sequence[FrameHygiene]):
         self.frames: List[FrameHygiene] = sorted(frames, key=lambda f: (-f.score, f.index))
@@ -151,6 +154,8 @@ class HygieneReport:
 def _fmt(v, width: Optional[int] = None) -> str:
     if v is None:
         s = "" if width is None else "-"
+    elif isinstance(v, bool):
+        s = str(int(v))
     elif isinstance(v, float):
         s = f"{v:.4g}" if width is None else f"{v:.2f}"
     else:
@@ -193,14 +198,19 @@ class RowSpool:
 
 
 def frame_statistics(R: np.ndarray, alpha: np.ndarray, A: np.ndarray, b: np.ndarray, frame: np.ndarray,
-                     kind: np.ndarray) -> Dict[int, dict]:
+                     kind: np.ndarray, not_fitted: Sequence[int] = ()) -> Dict[int, dict]:
     """Leverage and leave-one-out residuals (units of σ) of each frame of a chunk of weighted rows.
 
     ``R`` (M × M) is the final factor, ``alpha`` the weights, ``A``/``b``
     the chunk's rows and targets divided by their σ, ``frame``/``kind``
     the frame index and kind code of each row (a frame's rows contiguous).
-    Returns ``{frame: {"leverage", "loo" (per row), "kind" (per row)}}``.
+    Frames in ``not_fitted`` were left out of the fit: their residuals are
+    already out of sample and are returned as they are. Returns
+    ``{frame: {"leverage", "loo" (per row), "kind" (per row), "fitted"}}``;
+    a frame whose ``I − H_ff`` is not positive definite cannot have been
+    fitted and is returned as not fitted.
     """
+    not_fitted = set(int(k) for k in not_fitted)
     V = scipy.linalg.solve_triangular(R, A.T, trans="T", check_finite=False)  # (M, rows)
     resid = b - A @ alpha
     out: Dict[int, dict] = {}
@@ -208,11 +218,16 @@ def frame_statistics(R: np.ndarray, alpha: np.ndarray, A: np.ndarray, b: np.ndar
     for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(frame)]):
         Vf = V[:, lo:hi]
         H = Vf.T @ Vf
-        I_H = np.eye(hi - lo) - H
-        # I − H_ff is positive definite (the prior rows keep every frame's H_ff below I)
-        loo = scipy.linalg.cho_solve(scipy.linalg.cho_factor(I_H, check_finite=False), resid[lo:hi],
-                                     check_finite=False)
-        out[int(frame[lo])] = {"leverage": float(np.trace(H)), "loo": loo, "kind": kind[lo:hi]}
+        f = int(frame[lo])
+        loo, fitted = resid[lo:hi], False
+        if f not in not_fitted:
+            try:
+                # for a fitted frame I − H_ff is positive definite (the prior rows keep H_ff below I)
+                c = scipy.linalg.cho_factor(np.eye(hi - lo) - H, check_finite=False)
+                loo, fitted = scipy.linalg.cho_solve(c, resid[lo:hi], check_finite=False), True
+            except np.linalg.LinAlgError:
+                pass
+        out[f] = {"leverage": float(np.trace(H)), "loo": loo, "kind": kind[lo:hi], "fitted": fitted}
     return out
 
 
@@ -236,7 +251,8 @@ def summarise(index: int, where: str, config_type: str, n_atoms: int, stats: dic
     return FrameHygiene(index=index, where=where, config_type=config_type, n_atoms=n_atoms,
                         leverage=stats["leverage"], energy_z=energy_z, energy_loo_meV_per_atom=e_mev,
                         forces_z_rms=fz_rms, forces_z_max=fz_max, forces_worst_atom=worst_atom,
-                        virial_z_rms=vz_rms, virial_z_max=vz_max, score=float(score))
+                        virial_z_rms=vz_rms, virial_z_max=vz_max, score=float(score),
+                        dropped=not stats.get("fitted", True))
 
 
 def report_json(report: HygieneReport) -> str:

@@ -580,17 +580,20 @@ class GAP:
                 yield A * col[None, :] * row[:, None], b * row, frame, kind
         return self._hygiene(chunks(), frames, labels)
 
-    def hygiene_report(self, frames: Sequence[Atoms]):
+    def hygiene_report(self, frames: Sequence[Atoms], not_fitted: Optional[Sequence[int]] = None):
         """Leverage and leave-one-out z-scores of each labelled frame under this model.
 
-        ``frames`` are the training frames (for frames the model was not
-        fitted to, the numbers are not leave-one-out). Computes their
-        descriptors; see :mod:`gapfit.hygiene`. Returns a
-        :class:`gapfit.hygiene.HygieneReport`.
+        ``frames`` are the training frames, in the order of the fit.
+        ``not_fitted``: positions of frames among them that the fit left out
+        (default: those the model records as dropped); their residuals are
+        reported out of sample. Computes the descriptors again; see
+        :mod:`gapfit.hygiene`. Returns a :class:`gapfit.hygiene.HygieneReport`.
         """
         self._check_fitted()
         frames = list(frames)
         labels = self.residual_labels(frames, self._labels(frames))
+        if not_fitted is None:
+            not_fitted = self.state_.training.get("dropped_frames", [])
 
         def chunks():
             idx = list(range(len(frames)))
@@ -601,14 +604,14 @@ class GAP:
                     yield (np.vstack([p.A for p in parts]), np.concatenate([p.b for p in parts]),
                            np.concatenate([np.full(len(p.b), chunk_idx[p.frame]) for p in parts]),
                            np.concatenate([np.full(len(p.b), KIND_CODES[p.kind]) for p in parts]))
-        return self._hygiene(chunks(), frames, labels)
+        return self._hygiene(chunks(), frames, labels, not_fitted)
 
-    def _hygiene(self, chunks, frames, labels):
+    def _hygiene(self, chunks, frames, labels, not_fitted=()):
         from .hygiene import HygieneReport, frame_statistics, summarise
         st = self.state_
         out = []
         for A, b, frame, kind in chunks:
-            for f, stats in frame_statistics(st.R, st.alpha, A, b, frame, kind).items():
+            for f, stats in frame_statistics(st.R, st.alpha, A, b, frame, kind, not_fitted).items():
                 a, lb = frames[f], labels[f]
                 if is_isolated_atom(a, lb):
                     continue  # it fixes e0; its leave-one-out energy measures nothing about the data
