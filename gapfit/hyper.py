@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import scipy.linalg
-from scipy.linalg import lapack
+from scipy.linalg import blas, lapack
 
 from . import sgp
 from .errors import NumericalError
@@ -231,18 +231,6 @@ class LikelihoodProblem:
         Rinv = np.triu(Rinv)
         grad = np.zeros(self.n_params)
         dF_dc = np.zeros(self.n_terms)
-        v = np.append(c2 * alpha, -1.0)
-        for k, g in enumerate(self.groups):
-            s = float(np.exp(log_s[g]))
-            Rg = self.factors[g]
-            q = Rg @ v / s
-            rho = float(q @ q)
-            Ahat = Rg[:M, :M] * (c2 / s)[None, :]
-            T = float(np.sum(np.square(Ahat @ Rinv)))
-            grad[self.n_terms + k] = rho + T - self.n_rows[g]
-            # ∂‖R_g [C²α; -1]‖²/s² / ∂log c_t = 4 Σ_{j∈t} (R_g[:, :M]ᵀ q)_j (C²α)_j / s
-            w = (Rg[:, :M].T @ q) * (c2 * alpha) * (4.0 / s)
-            dF_dc += np.bincount(self.column_term, weights=w, minlength=self.n_terms)
         o = 0
         tr_KN = np.zeros(self.n_terms)
         for L, t in zip(chol, self.block_term):
@@ -253,6 +241,27 @@ class LikelihoodProblem:
             B = Rinv[o:o + m, :]
             tr_KN[t] += float(np.sum(K * (B @ B.T)))
             o += m
+        # Σ_g tr(N⁻¹ Ĝ_g) + tr(N⁻¹ K) = tr(I) = M: the largest group's trace comes free
+        skip = max(self.groups, key=lambda g: self.n_rows[g])
+        T_skip = float(M - tr_KN.sum())
+        v = np.append(c2 * alpha, -1.0)
+        for k, g in enumerate(self.groups):
+            s = float(np.exp(log_s[g]))
+            Rg = self.factors[g]
+            q = Rg @ v / s
+            rho = float(q @ q)
+            if g != skip:
+                # ‖Â_g R⁻¹‖²: both factors upper triangular (trmm: half a general product)
+                P = blas.dtrmm(1.0, Rg[:M, :M] * (c2 / s)[None, :], Rinv)
+                T = float(np.sum(np.square(P)))
+                T_skip -= T
+                grad[self.n_terms + k] = rho + T - self.n_rows[g]
+            else:
+                grad[self.n_terms + k] = rho - self.n_rows[g]
+            # ∂‖R_g [C²α; -1]‖²/s² / ∂log c_t = 4 Σ_{j∈t} (R_g[:, :M]ᵀ q)_j (C²α)_j / s
+            w = (Rg[:, :M].T @ q) * (c2 * alpha) * (4.0 / s)
+            dF_dc += np.bincount(self.column_term, weights=w, minlength=self.n_terms)
+        grad[self.n_terms + self.groups.index(skip)] += T_skip
         sizes = np.bincount(self.column_term, minlength=self.n_terms)
         grad[:self.n_terms] = -0.5 * dF_dc - sizes + tr_KN
         return lml, grad
