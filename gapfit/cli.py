@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --optimize, keep every term's δ and optimise only the noise levels")
     h.add_argument("--no-hygiene", dest="hygiene", action="store_const", const=False, default=None,
                    help="do not compute each frame's leverage and leave-one-out z-scores (MODEL.hygiene.csv)")
+    h.add_argument("--search", metavar="FILE.yaml", default=None,
+                   help="choose descriptor settings (cutoff, n_max, l_max, zeta, n_sparse, ...) over a grid by "
+                        "k-fold cross-validation or likelihood, then fit with the best (gapfit.search)")
     h.add_argument("--drop-outliers", type=float, metavar="Z", default=None,
                    help="after the fit, drop the frames whose hygiene score (largest leave-one-out |z|) exceeds Z "
                         "and fit again without them; the dropped frames are listed")
@@ -325,6 +328,9 @@ def _fit(args) -> int:
     config_keys: set = set()
     params = _model_params(args, config_keys)
     params["progress"] = not args.no_progress
+    if args.search:  # a bad search file fails before anything is read or written
+        from .search import load_search
+        args.search_spec = load_search(args.search)
     if args.dry_run:
         frames = read_frames(args.train)
         try:
@@ -372,6 +378,16 @@ def _fit_logged(args, params, config_keys, log, model_out) -> None:
     t0 = time.perf_counter()
     frames = read_frames(args.train)
     log.info("gapfit fit: %d frames, %d atoms from %s", len(frames), sum(len(a) for a in frames), args.train)
+    search = None
+    if args.search:
+        from .search import apply_best, run_search, search_summary
+        try:
+            search = run_search(params, frames, args.search_spec, progress=params.get("progress", False))
+        except InputError as exc:
+            raise _name_config(args, config_keys, exc) from None
+        log.info("%s", search.table())
+        log.info("fitting with the best settings: %s", search.best)
+        params = apply_best(params, search)
     model = GAP(**params)
     log.info("settings: %s", json.dumps({k: v for k, v in model.get_params().items()}, default=str))
     try:
@@ -402,6 +418,8 @@ def _fit_logged(args, params, config_keys, log, model_out) -> None:
                 f.dropped = f.index in gone
         else:
             log.info("no frame has a hygiene score above %g: nothing dropped", args.drop_outliers)
+    if search is not None:
+        model.state_.training["search"] = search_summary(search)
     model_out.write(model_writer(model))
     if report is not None:
         report.write_csv(args.output + ".hygiene.csv")

@@ -226,3 +226,34 @@ def test_inspect_bad_model_path_is_one_line_error(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "missing.npz"), str(DATA / "Cu_emt_train.xyz")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing.npz" in err[0]
+
+
+def test_cli_search_grid_picks_the_best_and_records_it(tmp_path, capsys):
+    spec = tmp_path / "search.yaml"
+    spec.write_text("method: cv\nfolds: 2\ngrid:\n  cutoff: [3.0, 4.5]\n")
+    out = tmp_path / "cu.npz"
+    flags = ["--n-max", "3", "--l-max", "3", "--n-sparse", "40", "--no-progress", "--no-hygiene",
+             "--cutoff-transition-width", "0.5"]
+    assert main(["fit", str(DATA / "Cu_emt_train.xyz"), "-o", str(out), "--search", str(spec)] + flags) == 0
+    model = gapfit.load(str(out))
+    record = model.training_summary_["search"]
+    scores = {p["cutoff"]: p["score"] for p in record["points"]}
+    assert set(scores) == {3.0, 4.5}
+    best = min(scores, key=scores.get)
+    assert record["best"] == {"cutoff": best}
+    soap = next(t for t in model.terms_ if t.type == "soap")
+    assert soap.cutoff == best
+    log = (tmp_path / "cu.npz.log").read_text()
+    assert "search over 2 points" in log and "<- best" in log
+
+
+def test_search_file_errors_name_the_file_and_key(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    for text, words in (("grid:\n  cutof: [4.0]\n", ["bad.yaml", "cutof"]),
+                        ("grid:\n  cutoff: 4.0\n", ["bad.yaml", "non-empty list"]),
+                        ("method: bayes\ngrid:\n  cutoff: [4.0]\n", ["bad.yaml", "method"])):
+        bad.write_text(text)
+        code = main(["fit", str(DATA / "Cu_emt_train.xyz"), "-o", str(tmp_path / "m.npz"), "--search", str(bad)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and all(w in err[0] for w in words), err
+        assert not (tmp_path / "m.npz").exists()
