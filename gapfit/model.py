@@ -222,6 +222,9 @@ class GAP:
     state_ : FittedState
         Everything fitted; ``species_``, ``e0_``, ``terms_``, ``alpha_``,
         ``calibration_`` and ``training_summary_`` read from it.
+    hygiene_ : gapfit.hygiene.HygieneReport
+        After a fit with ``hygiene=True``: each training frame's leverage and
+        leave-one-out z-scores, worst first.
     """
 
     def __init__(self, *, terms: Union[str, Sequence, None] = None,

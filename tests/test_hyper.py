@@ -257,3 +257,28 @@ def test_search_file_errors_name_the_file_and_key(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and all(w in err[0] for w in words), err
         assert not (tmp_path / "m.npz").exists()
+
+
+def test_noise_levels_per_config_type(tmp_path, cu_train):
+    frames = [a for a in cu_train if len(a) > 1][::2]
+    model = gapfit.GAP(terms=SMALL_TERMS, optimize="config_type", calibration_fraction=0.0, hygiene=False).fit(frames)
+    types = {a.info["config_type"] for a in frames}
+    scale = model.state_.noise_scale
+    assert {k.split(":", 1)[1] for k in scale} == types
+    assert {k.split(":", 1)[0] for k in scale} == {"energy", "forces", "virial"}
+    hp = model.training_summary_["hyperparameters"]
+    assert hp["sigma_mode"] == "config_type" and hp["lml_final_fit_frames"] > hp["lml_initial_fit_frames"]
+    # the weights in use are those of the per-config_type σ: the stored likelihood equals the dense one
+    A, b, _ = _weighted_system(model, frames)
+    labels = [gapfit.data.get_labels(a, "") for a in frames]
+    log_sigma = sum(np.log(model._sigmas(a, lb)["energy"] * np.sqrt(len(a)))
+                    + 3 * len(a) * np.log(model._sigmas(a, lb)["forces"])
+                    + 6 * np.log(model._sigmas(a, lb)["virial"] * np.sqrt(len(a))) for a, lb in zip(frames, labels))
+    A, b = np.vstack(A), np.concatenate(b)
+    C = np.eye(len(b)) + A @ np.linalg.solve(_kmm(model), A.T)
+    dense = -0.5 * b @ np.linalg.solve(C, b) - 0.5 * np.linalg.slogdet(C)[1] - log_sigma \
+        - 0.5 * len(b) * np.log(2 * np.pi)
+    assert model.log_marginal_likelihood() == pytest.approx(dense, rel=1e-8)
+    path = tmp_path / "ct.npz"
+    model.save(str(path))
+    assert gapfit.load(str(path)).log_marginal_likelihood() == pytest.approx(dense, rel=1e-8)
