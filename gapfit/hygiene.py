@@ -135,8 +135,12 @@ class HygieneReport:
         types = sorted({f.config_type for f in self.frames})
         cmap = plt.get_cmap("tab10" if len(types) <= 10 else "tab20")
         for k, ct in enumerate(types):
-            sel = [f for f in self.frames if f.config_type == ct]
-            ax.scatter([f.leverage for f in sel], [f.score for f in sel], s=14, color=cmap(k % cmap.N), label=ct)
+            for dropped in (False, True):
+                sel = [f for f in self.frames if f.config_type == ct and f.dropped == dropped]
+                if sel:
+                    ax.scatter([f.leverage for f in sel], [f.score for f in sel], s=14 if not dropped else 28,
+                               color=cmap(k % cmap.N), marker="x" if dropped else "o",
+                               label=ct if not dropped else f"{ct} (not in the fit)")
         for f in self.worst(label):
             ax.annotate(str(f.index), (f.leverage, f.score), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")

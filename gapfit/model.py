@@ -419,6 +419,7 @@ class GAP:
         """
         t_start = time.perf_counter()
         frames = list(frames)
+        self.hygiene_ = None
         labels = self.prepare(frames)
         st = self.state_
         train_idx = list(range(len(frames)))
