@@ -102,6 +102,9 @@ class HygieneReport:
         """Write the ranking as CSV, atomically (temporary file, then rename)."""
         directory = os.path.dirname(os.path.abspath(path))
         fd, tmp = tempfile.mkstemp(prefix=".hygiene-", suffix=".csv", dir=directory)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # a report, readable as any output file (mkstemp makes it private)
         try:
             with os.fdopen(fd, "w", newline="") as fh:
                 w = csv.writer(fh)
