@@ -605,9 +605,7 @@ class GAP:
                                           atoms_per_chunk=self._atoms_per_chunk()):
                 parts = self._chunk_parts([frames[k] for k in chunk_idx], [labels[k] for k in chunk_idx])
                 if parts:
-                    yield (np.vstack([p.A for p in parts]), np.concatenate([p.b for p in parts]),
-                           np.concatenate([np.full(len(p.b), chunk_idx[p.frame]) for p in parts]),
-                           np.concatenate([np.full(len(p.b), KIND_CODES[p.kind]) for p in parts]))
+                    yield _stack_parts(parts, chunk_idx)
         return self._hygiene(chunks(), frames, labels, not_fitted)
 
     def _hygiene(self, chunks, frames, labels, not_fitted=()):
@@ -686,9 +684,7 @@ class GAP:
                 grouped.add(key, np.vstack([p.A for p in sel]), np.concatenate([p.b for p in sel]),
                             np.concatenate([p.sigma for p in sel]), np.concatenate([p.nominal for p in sel]))
             if spool is not None and parts:
-                spool.add(np.vstack([p.A for p in parts]), np.concatenate([p.b for p in parts]),
-                          np.concatenate([np.full(len(p.b), chunk_idx[p.frame]) for p in parts]),
-                          np.concatenate([np.full(len(p.b), KIND_CODES[p.kind]) for p in parts]),
+                spool.add(*_stack_parts(parts, chunk_idx),
                           np.concatenate([np.full(len(p.b), number[k]) for p, k in zip(parts, keys)]), x_write)
         return grouped
 
@@ -983,6 +979,13 @@ class _RowPart:
     b: np.ndarray         # targets divided by their σ
     sigma: np.ndarray     # σ of each row (eV, eV/Å)
     nominal: np.ndarray   # σ as users set it (per atom for energies and virials)
+
+
+def _stack_parts(parts: Sequence[_RowPart], chunk_idx: Sequence[int]):
+    """(rows, targets, frame index of each row, kind code of each row) of a chunk's parts."""
+    return (np.vstack([p.A for p in parts]), np.concatenate([p.b for p in parts]),
+            np.concatenate([np.full(len(p.b), chunk_idx[p.frame]) for p in parts]),
+            np.concatenate([np.full(len(p.b), KIND_CODES[p.kind]) for p in parts]))
 
 
 def _count(items) -> Dict[str, int]:
