@@ -23,7 +23,6 @@ ranked, worst first.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass
@@ -261,7 +260,3 @@ def summarise(index: int, where: str, config_type: str, n_atoms: int, stats: dic
                         virial_z_rms=vz_rms, virial_z_max=vz_max, score=float(score),
                         dropped=not stats.get("fitted", True))
 
-
-def report_json(report: HygieneReport) -> str:
-    """The report as one JSON line."""
-    return json.dumps(report.to_json())

@@ -154,18 +154,23 @@ class LikelihoodProblem:
                    kmm_chol=list(kmm_chol), block_term=list(block_term), delta0_eV=np.array(delta0_eV, dtype=float),
                    sigma0=grouped.nominal_sigma())
 
-    def rebase(self, x: np.ndarray) -> "LikelihoodProblem":
-        """The same problem with the hyperparameters at log scales ``x`` as its new starting point."""
+    def _scaled(self, x: np.ndarray):
+        """Group factors and K_MM factor blocks at log scales ``x``, with the σ log scales and δ factors."""
         log_c, log_s = self.split(x)
         c = np.exp(log_c)
         col2 = np.append(c[self.column_term] ** 2, 1.0)
+        factors = {g: self.factors[g] * (col2 / np.exp(log_s[g]))[None, :] for g in self.groups}
+        chol = [L * c[t] for L, t in zip(self.kmm_chol, self.block_term)]
+        return factors, chol, log_s, c
+
+    def rebase(self, x: np.ndarray) -> "LikelihoodProblem":
+        """The same problem with the hyperparameters at log scales ``x`` as its new starting point."""
+        factors, chol, log_s, c = self._scaled(x)
         return LikelihoodProblem(
-            factors={g: self.factors[g] * (col2 / np.exp(log_s[g]))[None, :] for g in self.groups},
-            n_rows=dict(self.n_rows),
+            factors=factors, n_rows=dict(self.n_rows),
             log_sigma={g: self.log_sigma[g] + self.n_rows[g] * log_s[g] for g in self.groups},
-            kmm_chol=[L * c[t] for L, t in zip(self.kmm_chol, self.block_term)], block_term=list(self.block_term),
-            delta0_eV=self.delta0_eV * c, sigma0={g: v * float(np.exp(log_s.get(g, 0.0)))
-                                                  for g, v in self.sigma0.items()})
+            kmm_chol=chol, block_term=list(self.block_term), delta0_eV=self.delta0_eV * c,
+            sigma0={g: v * float(np.exp(log_s.get(g, 0.0))) for g, v in self.sigma0.items()})
 
     def merged(self, grouped: GroupedQR) -> "LikelihoodProblem":
         """This problem with more rows (weighted at this problem's starting hyperparameters) merged in."""
@@ -192,17 +197,11 @@ class LikelihoodProblem:
 
     def assemble(self, x: np.ndarray) -> Tuple[np.ndarray, List[np.ndarray], float, int]:
         """(R_ab, K_MM factor blocks, Σ log σ, n_rows) at log scales ``x`` (δ per term, σ per group)."""
-        log_c, log_s = self.split(x)
-        c = np.exp(log_c)
-        chol = [L * c[t] for L, t in zip(self.kmm_chol, self.block_term)]
-        col2 = np.append(c[self.column_term] ** 2, 1.0)
+        factors, chol, log_s, _ = self._scaled(x)
         M = self.M
         prior = np.zeros((M + 1, M + 1))
         prior[:M, :M] = sgp.prior_rows(chol)
-        parts = [prior]
-        for g in self.groups:
-            parts.append(self.factors[g] * (col2 / np.exp(log_s[g]))[None, :])
-        R_ab = sgp.merge_factors(parts)
+        R_ab = sgp.merge_factors([prior] + [factors[g] for g in self.groups])
         sum_log_sigma = float(sum(self.log_sigma[g] + self.n_rows[g] * log_s[g] for g in self.groups))
         return R_ab, chol, sum_log_sigma, int(sum(self.n_rows.values()))
 
@@ -294,21 +293,24 @@ def maximise(problem: LikelihoodProblem, *, optimise_delta: bool = True, max_log
 
     scale = float(sum(problem.n_rows.values()))  # per-row objective keeps L-BFGS's tolerances meaningful
 
+    first: List[float] = []  # L-BFGS-B evaluates the start first: its value is the initial likelihood
+
     def objective(xf):
         n_eval[0] += 1
         try:
             lml, g = problem.evaluate(full(xf))
         except NumericalError:
-            return np.inf, np.zeros_like(xf)
-        return -lml / scale, -g[free] / scale
+            lml, g = -np.inf, np.zeros(problem.n_params)
+        if not first:
+            first.append(lml)
+        return (-lml / scale if np.isfinite(lml) else np.inf), -g[free] / scale
 
-    lml0 = problem.evaluate(np.zeros(problem.n_params), gradient=False)[0]
     res = scipy.optimize.minimize(objective, np.zeros(int(free.sum())), jac=True, method="L-BFGS-B",
                                   bounds=[(-max_log_scale, max_log_scale)] * int(free.sum()),
                                   options={"maxiter": max_iter, "ftol": 1e-9, "gtol": 1e-6})
     x = full(res.x)
-    lml1 = problem.evaluate(x, gradient=False)[0]
-    if lml1 < lml0:  # never hand back something worse than the start
+    lml0, lml1 = first[0], float(-res.fun * scale)
+    if not lml1 >= lml0:  # never hand back something worse than the start
         x, lml1 = np.zeros(problem.n_params), lml0
     return OptimisationResult(x=x, lml_initial=float(lml0), lml_final=float(lml1), n_evaluations=n_eval[0],
                               seconds=time.perf_counter() - t0, converged=bool(res.success),

@@ -451,13 +451,13 @@ class GAP:
         spool = self._open_spool(frames, labels)
         try:
             names = self._group_names(labels)
-            self._delta_start = [t.delta_eV for t in st.terms]
-            grouped = self._accumulate(frames, labels, fit_idx, counts, spool, names)
+            delta_start = [t.delta_eV for t in st.terms]
+            grouped = self._accumulate(frames, labels, fit_idx, counts, spool, names, delta_start)
             problem = hyper.LikelihoodProblem.from_groups(grouped, st.kmm_chol, self._block_terms(),
                                                           [t.delta_eV for t in st.terms])
-            self._optimisation = None
+            optimisation = None
             if self.optimize:
-                problem = self._optimise(problem)
+                problem, optimisation = self._optimise(problem)
             if cal_idx:
                 st.set_factor(problem.assemble(np.zeros(problem.n_params))[0])
                 preds = self.predict([frames[k] for k in cal_idx], uncertainty=True, calibrated=False)
@@ -467,7 +467,8 @@ class GAP:
                 st.calibration = {"method": "held-out frames, 95.45 % of |error|/std within 2",
                                   "n_frames": len(cal_idx), **scales}
                 log.info("uncertainty calibration on %d held-out frames: %s", len(cal_idx), scales)
-                problem = problem.merged(self._accumulate(frames, labels, cal_idx, counts, spool, names))
+                problem = problem.merged(self._accumulate(frames, labels, cal_idx, counts, spool, names,
+                                                          delta_start))
             R_ab, _, sum_log_sigma, n_rows = problem.assemble(np.zeros(problem.n_params))
             st.set_factor(R_ab)
             st.likelihood = problem
@@ -478,13 +479,13 @@ class GAP:
                 "n_observations": counts, "config_types": _count(lb.config_type for lb in labels),
                 "species": st.species, "fit_seconds": None,
                 "likelihood": {"log_marginal_likelihood": lml, "n_rows": n_rows, "sum_log_sigma": sum_log_sigma},
-                "hyperparameters": self._hyper_summary(problem, self._optimisation),
+                "hyperparameters": self._hyper_summary(problem, optimisation),
             }
             log.info("solved %d observations for %d weights in %.1f s; log marginal likelihood %.6g",
                      n_rows, st.n_columns, time.perf_counter() - t0, lml)
             if self.hygiene:
                 t1 = time.perf_counter()
-                self.hygiene_ = self._hygiene_from_spool(spool, frames, labels, names) if spool is not None \
+                self.hygiene_ = self._hygiene_from_spool(spool, frames, labels, names, delta_start) if spool is not None \
                     else self.hygiene_report(frames)
                 log.info("hygiene (leverage, leave-one-out z) of %d frames in %.1f s; worst:\n%s",
                          len(self.hygiene_), time.perf_counter() - t1, self.hygiene_.table(5))
@@ -509,7 +510,10 @@ class GAP:
         return "config_type" if self.optimize == "config_type" else "global"
 
     def _optimise(self, problem):
-        """Maximise the likelihood over δ and σ; set the optimum in the state; the problem rebased there."""
+        """Maximise the likelihood over δ and σ and set the optimum in the state.
+
+        Returns the problem rebased at the optimum and (start problem, result).
+        """
         st = self.state_
         res = hyper.maximise(problem, optimise_delta=self.optimize_delta)
         log_c, log_s = problem.split(res.x)
@@ -518,14 +522,13 @@ class GAP:
         st.noise_scale = {g: float(np.exp(v)) * st.noise_scale.get(g, 1.0) for g, v in log_s.items()}
         rebased = problem.rebase(res.x)
         st.kmm_chol = rebased.kmm_chol
-        self._optimisation = (problem, res)
         log.info("hyperparameters: log marginal likelihood %.6g -> %.6g in %d evaluations, %.1f s (%s)",
                  res.lml_initial, res.lml_final, res.n_evaluations, res.seconds, res.message)
         for k, t in enumerate(st.terms):
             log.info("  term %d (%s): δ %.4g -> %.4g eV", k + 1, t.type, problem.delta0_eV[k], t.delta_eV)
         for g in problem.groups:
             log.info("  σ %s: %.4g -> %.4g", g, problem.sigma0.get(g, float("nan")), rebased.sigma0.get(g, float("nan")))
-        return rebased
+        return rebased, (problem, res)
 
     def _hyper_summary(self, problem, optimisation) -> dict:
         st = self.state_
@@ -571,10 +574,10 @@ class GAP:
             return None
         return RowSpool(self.state_.n_columns)
 
-    def _hygiene_from_spool(self, spool, frames, labels, names):
+    def _hygiene_from_spool(self, spool, frames, labels, names, delta_start):
         problem = self.state_.likelihood
         T = len(self.state_.terms)
-        x_final = self._log_scales(names)
+        x_final = self._log_scales(names, delta_start)
 
         def chunks():
             for A, b, frame, kind, group, x_write in spool:
@@ -664,7 +667,7 @@ class GAP:
         return self._weighted_parts(frames, labels, rows, counts if counts is not None else
                                     {"energy": 0, "forces": 0, "virial": 0})
 
-    def _accumulate(self, frames, labels, idx, counts, spool, names):
+    def _accumulate(self, frames, labels, idx, counts, spool, names, delta_start):
         """Weighted design rows of frames ``idx`` into one QR factor per noise group (and the spool).
 
         ``names``: every noise group of the training set (numbers the
@@ -674,7 +677,7 @@ class GAP:
         mode = self._sigma_mode()
         grouped = hyper.GroupedQR(self.state_.n_columns, n_groups_expected=len(names))
         number = {g: k for k, g in enumerate(names)}
-        x_write = self._log_scales(names)
+        x_write = self._log_scales(names, delta_start)
         for chunk_idx in self._chunks(idx, "design rows", [len(frames[k]) for k in idx],
                                       atoms_per_chunk=self._atoms_per_chunk()):
             parts = self._chunk_parts([frames[k] for k in chunk_idx], [labels[k] for k in chunk_idx], counts=counts)
@@ -688,10 +691,10 @@ class GAP:
                           np.concatenate([np.full(len(p.b), number[k]) for p, k in zip(parts, keys)]), x_write)
         return grouped
 
-    def _log_scales(self, names) -> np.ndarray:
+    def _log_scales(self, names, delta_start) -> np.ndarray:
         """log(δ / δ at the start of the fit) per term, then log(noise scale) per named group."""
         st = self.state_
-        log_c = [np.log(t.delta_eV / d0) for t, d0 in zip(st.terms, self._delta_start)]
+        log_c = [np.log(t.delta_eV / d0) for t, d0 in zip(st.terms, delta_start)]
         return np.array(log_c + [np.log(st.noise_scale.get(g, 1.0)) for g in names])
 
     def _group_names(self, labels) -> List[str]:
