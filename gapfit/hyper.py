@@ -9,7 +9,7 @@ divides its rows by ``s``; changing a term's δ by a factor ``c`` multiplies
 its columns of K_NM by ``c²`` and its block of K_MM's factor by ``c``. Both
 are rescalings of the stored factors (the QR of ``A·D`` is ``Q·(R·D)``), so a
 new set of hyperparameters costs one merge of (groups + 1) triangular
-matrices of size M + 1: no descriptors, no data rows.
+(or, for groups with few rows, trapezoidal) matrices with M + 1 columns: no descriptors, no data rows.
 
 For the model ``y = K_NM α + ε``, ``α ~ N(0, K_MM⁻¹)``, ``ε ~ N(0, Σ)`` (the
 DTC/SoR sparse GP, whose evidence is that of the covariance
@@ -88,8 +88,8 @@ class GroupedQR:
         return {k: float(np.exp(v / self.n_rows[k])) for k, v in self._log_nominal.items() if self.n_rows[k]}
 
     def factors(self) -> Dict[str, np.ndarray]:
-        """Each group's upper-triangular factor of ``[A | b]``, (M+1) × (M+1)."""
-        return {key: acc.factor() for key, acc in self._acc.items()}
+        """Each group's factor of ``[A | b]``: (M+1) × (M+1) upper triangular, or its rows when fewer."""
+        return {key: acc.compact() for key, acc in self._acc.items()}
 
 
 def log_marginal_likelihood(R_ab: np.ndarray, kmm_chol: Sequence[np.ndarray], n_rows: int,
@@ -116,8 +116,10 @@ class LikelihoodProblem:
 
     Attributes
     ----------
-    factors : {group: (M+1, M+1)}
-        QR factor of each noise group's weighted data rows with their targets.
+    factors : {group: (M+1, M+1) or (n_rows, M+1)}
+        QR factor of each noise group's weighted data rows with their
+        targets, or the rows themselves when there are at most (M+1)/2
+        (the energies of a molecular set): cheaper to merge and solve with.
     n_rows, log_sigma : {group: ...}
         Rows per group and Σ log σ over them.
     kmm_chol : list of ndarray
@@ -179,7 +181,7 @@ class LikelihoodProblem:
         n_rows, log_sigma, sigma0 = dict(self.n_rows), dict(self.log_sigma), dict(self.sigma0)
         nominal = grouped.nominal_sigma()
         for g, R in more.items():
-            factors[g] = sgp.merge_factors([factors[g], R]) if g in factors else R
+            factors[g] = sgp.stack_factors(factors[g], R) if g in factors else R
             n_rows[g] = n_rows.get(g, 0) + grouped.n_rows[g]
             log_sigma[g] = log_sigma.get(g, 0.0) + grouped.log_sigma[g]
             sigma0.setdefault(g, nominal.get(g, 1.0))

@@ -70,6 +70,21 @@ class QRAccumulator:
         self._fill = 0
         self._has_r = True
 
+    def compact(self) -> np.ndarray:
+        """The cheaper equivalent of R: the plain rows while there are at most (M+1)/2, else R.
+
+        Either ``F`` satisfies ``FᵀF = [A | b]ᵀ[A | b]``. A triangular R of
+        m < M + 1 rows is not m rows long in floating point (a nearly
+        dependent leading column moves weight further down), so the rows
+        themselves are the short form. Merging m plain rows costs less than
+        merging a triangle while m is below about a third of M; solving with
+        them, m/M of the triangle's cost.
+        """
+        k = self.n_cols + 1
+        if not self._has_r and self._fill <= k // 2:
+            return self._buf[k:k + self._fill].copy()
+        return self.factor()
+
     def factor(self) -> np.ndarray:
         """Upper-triangular R of [A | b], shape (M+1, M+1)."""
         k = self.n_cols + 1
@@ -160,24 +175,42 @@ def posterior(K: np.ndarray, R: np.ndarray) -> np.ndarray:
 
 
 def merge_factors(factors: Sequence[np.ndarray]) -> np.ndarray:
-    """Upper-triangular R of the stacked square upper-triangular factors ``[R_1; R_2; ...]``.
+    """Upper-triangular R of the stacked factors ``[R_1; R_2; ...]``, each n × n upper triangular or m × n rows.
 
     QR of ``[R_1; R_2]`` is the QR of the rows the two factors came from
     (up to row signs), so chunks factorised apart can be reduced in any
     order. LAPACK's triangular-pentagonal QR (dtpqrt) uses the zeros below
     the diagonals: about a quarter of the work of a QR of the stacked block.
+    A block of m < n plain rows (see :meth:`QRAccumulator.compact`) costs
+    O(m n²) to merge instead of O(n³). The result is n × n.
     """
     from scipy.linalg import lapack
     factors = [np.asarray(f, dtype=np.float64) for f in factors]
     if not factors:
         raise ValueError("no factors to merge")
     n = factors[0].shape[1]
-    acc = np.array(np.triu(factors[0]), order="F")
+    acc = np.zeros((n, n), order="F")
+    if factors[0].shape == (n, n):
+        acc[:] = np.triu(factors[0])
+    else:
+        factors = [acc.copy()] + factors
     for f in factors[1:]:
-        if f.shape != (n, n):
-            raise ValueError(f"factors must all be {n} x {n}, got {f.shape}")
-        b = np.array(np.triu(f), order="F")
-        acc, _, _, info = lapack.dtpqrt(n, max(1, min(64, n)), acc, b, overwrite_a=1, overwrite_b=1)
+        if f.ndim != 2 or f.shape[1] != n or f.shape[0] > n:
+            raise ValueError(f"factors must have {n} columns and at most {n} rows, got {f.shape}")
+        m = len(f)
+        if m == 0:
+            continue
+        square = m == n  # an n × n block is an upper-triangular factor; fewer rows are plain rows
+        b = np.array(np.triu(f) if square else f, order="F")
+        acc, _, _, info = lapack.dtpqrt(n if square else 0, max(1, min(64, n)), acc, b,
+                                        overwrite_a=1, overwrite_b=1)
         if info != 0:
             raise NumericalError(f"QR merge failed (LAPACK info {info})")
     return np.triu(acc)
+
+
+def stack_factors(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """One compact factor of two: plain rows stacked while at most half the columns, else the merged triangle."""
+    if len(a) + len(b) <= a.shape[1] // 2:
+        return np.vstack([a, b])
+    return merge_factors([a, b])

@@ -92,6 +92,14 @@ def test_merged_factor_equals_factor_of_stacked_rows():
     serial = sgp.qr_r(np.vstack(blocks))
     np.testing.assert_allclose(np.abs(np.diag(merged)), np.abs(np.diag(serial)), rtol=1e-12)
     np.testing.assert_allclose(merged.T @ merged, serial.T @ serial, rtol=1e-10, atol=1e-10)
+    # a group with fewer rows than columns stays as its rows, first or later in the merge
+    acc = sgp.QRAccumulator(8)
+    acc.add(blocks[1][:, :8], blocks[1][:, 8])
+    assert acc.compact().shape == (4, 9)
+    for order in ([acc.compact(), sgp.qr_r(blocks[0]), sgp.qr_r(blocks[2])[:9]],
+                  [sgp.qr_r(blocks[0]), acc.compact(), sgp.qr_r(blocks[2])[:9]]):
+        merged = sgp.merge_factors(order)
+        np.testing.assert_allclose(merged.T @ merged, serial.T @ serial, rtol=1e-10, atol=1e-10)
 
 
 def test_optimiser_recovers_from_tenfold_poor_start(cu_train):
