@@ -886,19 +886,9 @@ class GAP:
         ``calibrated=True`` (raw values in the ``*_raw`` fields). Each term's
         descriptors are computed once per frame, whatever is asked.
         """
-        self._check_fitted()
         if isinstance(frames, Atoms):
             frames = [frames]
-        st = self.state_
-        for k, a in enumerate(frames):
-            where = where_of(a, k)
-            check_structure(a, where)
-            unknown = sorted(set(int(z) for z in a.numbers) - set(st.species))
-            if unknown:
-                from ase.data import chemical_symbols
-                raise InputError(f"{where}: field 'numbers' holds species {[chemical_symbols[z] for z in unknown]} "
-                                 f"that the model was not trained on (it knows "
-                                 f"{[chemical_symbols[z] for z in st.species]})")
+        self.check_frames(frames)
         grad = forces or stress or uncertainty
         out = []
         for chunk in self._chunks(list(frames), "predict", atoms_per_chunk=self._atoms_per_chunk()):
@@ -910,6 +900,20 @@ class GAP:
                     self._uncertainty(p, ds, calibrated)
                 out.append(p)
         return out
+
+    def check_frames(self, frames: Sequence[Atoms]) -> None:
+        """Raise InputError naming the frame and field when a frame cannot be predicted by this model."""
+        self._check_fitted()
+        st = self.state_
+        for k, a in enumerate(frames):
+            where = where_of(a, k)
+            check_structure(a, where)
+            unknown = sorted(set(int(z) for z in a.numbers) - set(st.species))
+            if unknown:
+                from ase.data import chemical_symbols
+                raise InputError(f"{where}: field 'numbers' holds species {[chemical_symbols[z] for z in unknown]} "
+                                 f"that the model was not trained on (it knows "
+                                 f"{[chemical_symbols[z] for z in st.species]})")
 
     def _predict_one(self, atoms: Atoms, ds: list, want_forces: bool, want_stress: bool) -> Prediction:
         st = self.state_
