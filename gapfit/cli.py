@@ -1,4 +1,4 @@
-"""The ``gapfit`` command line: ``gapfit fit`` and ``gapfit eval``.
+"""The ``gapfit`` command line: fit, eval, inspect, validate, md and learn.
 
 Errors in the input end with one line on stderr naming file, frame and field,
 and exit status 2; ``-T`` shows the traceback instead.
@@ -133,6 +133,35 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--top", type=int, default=20, help="frames in the printed table (default 20)")
     i.add_argument("--no-progress", action="store_true")
     _baseline_flags(i)
+    v = sub.add_parser("validate", help="properties of a model with committee uncertainties",
+                       description="Relax a structure with the model and compute the properties asked for, each "
+                                   "as value ± the std of a posterior committee (docs/validation.md).")
+    v.add_argument("model", help="model file (.npz)")
+    src = v.add_mutually_exclusive_group(required=True)
+    src.add_argument("--structure", metavar="FILE", help="starting structure, any ase.io format (last frame)")
+    src.add_argument("--lattice", choices=["diamond", "fcc", "bcc", "hcp"], help="build the conventional cell")
+    v.add_argument("--element", help="chemical symbol, with --lattice")
+    v.add_argument("--a", type=float, help="lattice constant in Å, with --lattice (a start: the cell is relaxed)")
+    v.add_argument("--c", type=float, help="hcp c in Å (default a·sqrt(8/3))")
+    v.add_argument("--eos", action="store_true", help="energy-volume curve, V0, E0, bulk modulus")
+    v.add_argument("--elastic", action="store_true", help="elastic constants with internal relaxation")
+    v.add_argument("--phonons", action="store_true", help="phonon bands and DOS (phonopy), imaginary modes")
+    v.add_argument("--supercell", type=int, nargs=3, metavar="N", help="phonon supercell (default: axes ≥ 10 Å)")
+    v.add_argument("--vacancy", action="store_true", help="relaxed vacancy formation energy")
+    v.add_argument("--surface", metavar="HKL", help="relaxed surface energy of (hkl), e.g. 111 or 1,-1,0")
+    v.add_argument("--nve", action="store_true", help="short NVE run: drift and spread of the total energy")
+    v.add_argument("--nve-steps", type=int, default=500, help="NVE steps of 1 fs (default 500)")
+    v.add_argument("--temperature", type=float, default=300.0, help="NVE temperature in K (default 300)")
+    v.add_argument("--stress-consistency", action="store_true", help="analytic stress against finite strains")
+    v.add_argument("--all", action="store_true", help="every property above (surface: 111 unless --surface)")
+    v.add_argument("--committee", type=int, default=16, metavar="K",
+                   help="posterior committee size for the ± (default 16; 0 for none)")
+    v.add_argument("--seed", type=int, default=0, help="seed of the committee (default 0)")
+    v.add_argument("--reference", metavar="FILE.json", help="reference values by figure name, shown with deviations")
+    v.add_argument("--json", action="store_true", help="print one JSON object: figure: value, figure_std: std")
+    v.add_argument("--plot", metavar="DIR", help="write eos.png and phonons.png into DIR")
+    v.add_argument("--no-progress", action="store_true")
+    _baseline_flags(v)
     m = sub.add_parser("md", help="molecular dynamics with a model, watching its uncertainty",
                        description="Run NVE, NVT (Langevin) or NPT (MTK) MD with a model; write an extended "
                                    "XYZ trajectory with per-atom uncertainties and a log.")
@@ -216,6 +245,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _learn(args)
         if args.command == "inspect":
             return _inspect(args)
+        if args.command == "validate":
+            return _validate(args)
         return _eval(args)
     except (GapfitError, CLIError) as exc:
         if args.traceback:
@@ -486,6 +517,79 @@ def _inspect(args) -> int:
         print(report.table(args.top))
         if args.plot:
             print(f"plot: {args.plot}")
+    return 0
+
+
+def _miller(text: str):
+    parts = text.split(",") if "," in text else list(text.replace(" ", ""))
+    try:
+        hkl = tuple(int(p) for p in parts)
+    except ValueError:
+        hkl = ()
+    if len(hkl) != 3 or not any(hkl):
+        raise CLIError(f"--surface {text!r}: give three Miller indices, e.g. 111 or 1,-1,0")
+    return hkl
+
+
+def _reference_values(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            ref = json.load(fh)
+    except FileNotFoundError:
+        raise CLIError(f"{path}: no such reference file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CLIError(f"{path}: not valid JSON ({_one_line(exc)})") from None
+    if not isinstance(ref, dict):
+        raise CLIError(f"{path}: expected an object of figure names to numbers, e.g. {{\"C11_GPa\": 156}}")
+    for k, val in ref.items():
+        if isinstance(val, bool) or not isinstance(val, (int, float)):
+            raise CLIError(f"{path}: key {k!r}: expected a number, got {val!r}")
+    return {k: float(val) for k, val in ref.items()}
+
+
+def _validate(args) -> int:
+    from .data import check_structure, read_frames
+    from .validation import CommitteeEvaluator, lattice_structure, report_json, report_table, validate
+    props = {}
+    if args.eos or args.all:
+        props["eos"] = {}
+    if args.elastic or args.all:
+        props["elastic"] = {}
+    if args.phonons or args.all:
+        props["phonons"] = {"supercell": args.supercell} if args.supercell else {}
+    if args.vacancy or args.all:
+        props["vacancy"] = {}
+    if args.surface or args.all:
+        props["surface"] = _miller(args.surface or "111")
+    if args.nve or args.all:
+        if args.nve_steps <= 0 or args.temperature <= 0:
+            raise CLIError("--nve-steps and --temperature must be positive")
+        props["nve"] = {"n_steps": args.nve_steps, "temperature_K": args.temperature}
+    if args.stress_consistency or args.all:
+        props["stress_consistency"] = {}
+    if not props:
+        raise CLIError("nothing to compute: give one or more of --eos --elastic --phonons --vacancy --surface HKL "
+                       "--nve --stress-consistency (or --all)")
+    if args.committee < 0 or args.committee == 1:
+        raise CLIError(f"--committee must be 0 (none) or at least 2, got {args.committee}")
+    reference = _reference_values(args.reference) if args.reference else None
+    if args.lattice:
+        if not args.element or args.a is None:
+            raise CLIError("--lattice needs --element and --a (a starting lattice constant in Å)")
+        atoms = lattice_structure(args.lattice, args.element, args.a, args.c)
+    else:
+        atoms = read_frames([args.structure])[-1]
+        check_structure(atoms, atoms.info.get("gapfit_source", args.structure))
+    model = _load_model_for(args)
+    model.check_frames([atoms])
+    evaluator = CommitteeEvaluator(model, args.committee, seed=args.seed)
+    results = validate(evaluator, atoms, props, plot_dir=args.plot, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(report_json(results, reference)))
+    else:
+        print(report_table(results, reference))
+        if args.plot:
+            print(f"plots: {args.plot}")
     return 0
 
 
