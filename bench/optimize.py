@@ -80,9 +80,13 @@ def table(rows) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("sets", nargs="*", default=list(ALL_SETS), choices=list(ALL_SETS))
+    p.add_argument("sets", nargs="*", help="default: all")
     p.add_argument("--only", choices=list(MODES))
     args = p.parse_args(argv)
+    bad = [x for x in args.sets if x not in ALL_SETS]
+    if bad:
+        p.error(f"unknown sets {bad}; known: {' '.join(ALL_SETS)}")
+    args.sets = args.sets or list(ALL_SETS)
     modes = [args.only] if args.only else list(MODES)
     rows = []
     for data in args.sets:
