@@ -13,6 +13,8 @@ if TYPE_CHECKING:  # only for annotations
 
 #: Results that carry the model's predictive standard deviations.
 UNCERTAINTY_PROPERTIES = ("energy_std", "local_energy_std", "forces_std")
+#: Results of the posterior committee (``committee=K``): every member's values.
+COMMITTEE_PROPERTIES = ("energy_committee", "forces_committee", "stress_committee")
 
 
 class GAPCalculator(Calculator):
@@ -30,20 +32,31 @@ class GAPCalculator(Calculator):
 
     ``baseline``: the ASE calculator of a Δ-learning model, when ``model`` is
     a path (see :func:`gapfit.load`).
+
+    ``committee=K`` (K ≥ 2) adds every member of a posterior committee
+    (:class:`gapfit.committee.Committee`, seeded by ``committee_seed``):
+    ``energy_committee`` (K,), ``forces_committee`` (K, n_atoms, 3) and, for
+    periodic cells, ``stress_committee`` (K, 6), from the same descriptors
+    as the energy.
     """
 
-    implemented_properties = ("energy", "free_energy", "energies", "forces", "stress") + UNCERTAINTY_PROPERTIES
-    default_parameters = {"uncertainty": True}
+    implemented_properties = (("energy", "free_energy", "energies", "forces", "stress") + UNCERTAINTY_PROPERTIES
+                              + COMMITTEE_PROPERTIES)
+    default_parameters = {"uncertainty": True, "committee": 0, "committee_seed": 0}
 
     def __init__(self, model: Union["GAP", str], *, uncertainty: bool = True, baseline: Any = None,
-                 **kwargs):
-        super().__init__(uncertainty=uncertainty, **kwargs)
+                 committee: int = 0, committee_seed: int = 0, **kwargs):
+        super().__init__(uncertainty=uncertainty, committee=committee, committee_seed=committee_seed, **kwargs)
         if isinstance(model, str):
             from .model_io import load_model
             model = load_model(model, baseline=baseline)
         if getattr(model, "state_", None) is None or model.state_.alpha is None:
             raise CalculatorSetupError("GAPCalculator needs a fitted model: call fit() or gapfit.load(path)")
         self.model = model
+        self.committee = None
+        if committee:
+            from .committee import Committee
+            self.committee = Committee(model, committee, seed=committee_seed)
         self.prediction = None
         #: compute uncertainties at the next calculation even if ``uncertainty`` is False
         #: (MD sets it before a step it will check, so that the step costs one descriptor evaluation)
@@ -58,7 +71,20 @@ class GAPCalculator(Calculator):
         want_std = (bool(self.parameters.uncertainty) or self.uncertainty_next
                     or any(p in UNCERTAINTY_PROPERTIES for p in properties))
         self.uncertainty_next = False
-        p = self.model.predict([a], forces=True, stress=periodic, uncertainty=want_std)[0]
+        if self.committee is None and any(p in COMMITTEE_PROPERTIES for p in properties):
+            raise PropertyNotImplementedError("committee results need GAPCalculator(model, committee=K)")
+        want_committee = self.committee is not None
+        if want_committee and not want_std:
+            cp = self.committee.predict(a, forces=True, stress=periodic)[0]
+            p = cp.mean
+        else:
+            p = self.model.predict([a], forces=True, stress=periodic, uncertainty=want_std)[0]
+            cp = self.committee.predict(a, forces=True, stress=periodic)[0] if want_committee else None
+        if cp is not None:
+            self.results["energy_committee"] = cp.energy_eV
+            self.results["forces_committee"] = cp.forces_eV_per_A
+            if cp.stress_eV_per_A3 is not None:
+                self.results["stress_committee"] = cp.stress_eV_per_A3
         self.prediction = p
         self.results["energy"] = p.energy
         self.results["free_energy"] = p.energy

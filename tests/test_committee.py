@@ -78,3 +78,26 @@ def test_committee_needs_a_fitted_model_and_two_members(cu_model):
         Committee(gapfit.GAP(), 4)
     with pytest.raises(ValueError, match="at least 2"):
         Committee(cu_model, 1)
+
+
+def test_calculator_committee_results_match_the_committee(cu_model):
+    from ase.calculators.calculator import PropertyNotImplementedError
+
+    from gapfit.calculator import GAPCalculator
+    atoms = _cell(6)
+    calc = GAPCalculator(cu_model, uncertainty=False, committee=8, committee_seed=4)
+    atoms.calc = calc
+    cp = Committee(cu_model, 8, seed=4).predict(atoms)[0]
+    np.testing.assert_allclose(calc.get_property("energy_committee", atoms), cp.energy_eV, rtol=1e-12)
+    np.testing.assert_allclose(calc.get_property("forces_committee", atoms), cp.forces_eV_per_A, rtol=1e-10,
+                               atol=1e-12)
+    np.testing.assert_allclose(calc.get_property("stress_committee", atoms), cp.stress_eV_per_A3, rtol=1e-10,
+                               atol=1e-14)
+    assert atoms.get_potential_energy() == pytest.approx(cu_model.predict(atoms)[0].energy, abs=1e-9)
+    # with uncertainties as well, the same members
+    atoms.calc = GAPCalculator(cu_model, committee=8, committee_seed=4)
+    np.testing.assert_allclose(atoms.calc.get_property("energy_committee", atoms), cp.energy_eV, rtol=1e-12)
+    assert atoms.calc.get_property("forces_std", atoms).shape == (len(atoms), 3)
+    atoms.calc = GAPCalculator(cu_model)
+    with pytest.raises(PropertyNotImplementedError, match="committee=K"):
+        atoms.calc.get_property("energy_committee", atoms)
