@@ -126,8 +126,16 @@ def plot_phonons(result: PropertyResult, path: str) -> None:
     for xl in d["x_labels"]:
         ax.axvline(xl, color="0.6", lw=0.6)
     ax.axhline(0, color="0.3", lw=0.6)
-    ax.set_xticks(d["x_labels"])
-    ax.set_xticklabels(["Γ" if s == "G" else s for s in d["labels"]])
+    ticks, names = [], []
+    for xl, name in zip(d["x_labels"], d["labels"]):
+        name = "Γ" if name == "G" else name
+        if ticks and abs(xl - ticks[-1]) < 1e-9:  # a break in the path: both ends at one x
+            names[-1] += "|" + name
+        else:
+            ticks.append(xl)
+            names.append(name)
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(names)
     ax.set_xlim(x[0], x[-1])
     ax.set_ylabel("frequency (THz)")
     title = "phonons"
