@@ -51,14 +51,14 @@ def model_for(name: str) -> Path:
 
 def run(name: str, committee: int) -> dict:
     lattice, a = LATTICES[name]
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        json.dump(DFT[name], fh)
-    cmd = gapfit_cmd() + ["validate", str(model_for(name)), "--lattice", lattice, "--element", name, "--a", str(a),
-                          "--eos", "--elastic", "--phonons", "--vacancy", "--committee", str(committee), "--json",
-                          "--no-progress", "--reference", fh.name, "--plot", str(OUT / f"validate-{name}")]
-    out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-    Path(fh.name).unlink()
-    return out
+    with tempfile.TemporaryDirectory() as tmp:
+        ref = Path(tmp) / "dft.json"
+        ref.write_text(json.dumps(DFT[name]))
+        cmd = gapfit_cmd() + ["validate", str(model_for(name)), "--lattice", lattice, "--element", name, "--a",
+                              str(a), "--eos", "--elastic", "--phonons", "--vacancy", "--committee", str(committee),
+                              "--json", "--no-progress", "--reference", str(ref), "--plot",
+                              str(OUT / f"validate-{name}")]
+        return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
 
 
 def table(name: str, out: dict) -> str:
@@ -69,11 +69,12 @@ def table(name: str, out: dict) -> str:
         v, s = out[k], out.get(f"{k}_std")
         dev = 100 * (v - ref) / ref
         ok_b = abs(dev) <= BOUND_PERCENT[k]
-        ok_s = s is not None and abs(v - ref) <= 2 * s
+        ok_s = bool(s) and abs(v - ref) <= 2 * s
         n_bound += ok_b
         n_2std += ok_s
-        rows.append(f"{k} | {v:.4g} ± {s:.2g} | {ref:g} | {dev:+.2f} | {'yes' if ok_b else 'NO'} | "
-                    f"{'yes' if ok_s else 'no'} ({abs(v - ref) / s:.1f} std)")
+        spread = f"{s:.2g}" if s else "-"
+        in_std = f"{'yes' if ok_s else 'no'} ({abs(v - ref) / s:.1f} std)" if s else "-"
+        rows.append(f"{k} | {v:.4g} ± {spread} | {ref:g} | {dev:+.2f} | {'yes' if ok_b else 'NO'} | {in_std}")
     rows.append(f"within bound {n_bound}/{len(DFT[name])}; within 2 std {n_2std}/{len(DFT[name])}")
     others = {k: out[k] for k in ("vacancy_formation_eV", "max_frequency_THz", "gamma_max_frequency_THz",
                                   "imaginary_modes", "shear_modulus_GPa") if k in out}

@@ -74,12 +74,12 @@ class GAPCalculator(Calculator):
         if self.committee is None and any(p in COMMITTEE_PROPERTIES for p in properties):
             raise PropertyNotImplementedError("committee results need GAPCalculator(model, committee=K)")
         want_committee = self.committee is not None
-        if want_committee and not want_std:
-            cp = self.committee.predict(a, forces=True, stress=periodic)[0]
+        cp = None
+        if want_committee:  # one descriptor pass for the prediction, its stds and the members
+            cp = self.committee.predict(a, forces=True, stress=periodic, uncertainty=want_std)[0]
             p = cp.mean
         else:
             p = self.model.predict([a], forces=True, stress=periodic, uncertainty=want_std)[0]
-            cp = self.committee.predict(a, forces=True, stress=periodic)[0] if want_committee else None
         if cp is not None:
             self.results["energy_committee"] = cp.energy_eV
             self.results["forces_committee"] = cp.forces_eV_per_A

@@ -570,6 +570,12 @@ def _validate(args) -> int:
     if not props:
         raise CLIError("nothing to compute: give one or more of --eos --elastic --phonons --vacancy --surface HKL "
                        "--nve --stress-consistency (or --all)")
+    if args.supercell and "phonons" not in props:
+        raise CLIError("--supercell sets the phonon supercell: it needs --phonons")
+    if args.supercell and min(args.supercell) < 1:
+        raise CLIError(f"--supercell needs three repeats ≥ 1, got {' '.join(map(str, args.supercell))}")
+    if args.structure and (args.element or args.a is not None or args.c is not None):
+        raise CLIError("--element, --a and --c build a --lattice; with --structure the file gives the cell")
     if args.committee < 0 or args.committee == 1:
         raise CLIError(f"--committee must be 0 (none) or at least 2, got {args.committee}")
     reference = _reference_values(args.reference) if args.reference else None

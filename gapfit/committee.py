@@ -21,7 +21,9 @@ see :mod:`gapfit.calibration`) multiply the members' deviations. Derived
 properties (lattice constants, elastic constants, phonons, relaxed defect
 energies) are functions of forces and stresses at least as much as of
 energies, so the forces scale is used, or the energy scale when the model
-has no forces scale; ``calibrated=False`` keeps the raw posterior.
+has no forces scale; ``calibrated=False`` keeps the raw posterior. The
+scale was fitted to the full predicted std; where the part the sparse points
+cannot represent dominates it, the scaled committee is still too narrow.
 """
 from __future__ import annotations
 
@@ -121,9 +123,14 @@ class Committee:
         """The members' weight vectors, (K, M)."""
         return self.model.state_.alpha[None, :] + self.deviations.T
 
-    def predict(self, frames: Union[Atoms, Sequence[Atoms]], *, forces: bool = True,
-                stress: bool = True) -> List[CommitteePrediction]:
-        """The model's and every member's energy, forces and stress of each frame (one descriptor pass each)."""
+    def predict(self, frames: Union[Atoms, Sequence[Atoms]], *, forces: bool = True, stress: bool = True,
+                uncertainty: bool = False, calibrated: bool = True) -> List[CommitteePrediction]:
+        """The model's and every member's energy, forces and stress of each frame (one descriptor pass each).
+
+        ``uncertainty=True`` also fills the model's predicted standard
+        deviations in ``mean`` (as :meth:`GAP.predict` does), from the same
+        descriptors.
+        """
         model = self.model
         if isinstance(frames, Atoms):
             frames = [frames]
@@ -132,8 +139,11 @@ class Committee:
         for a in frames:
             periodic = bool(np.all(a.pbc)) and a.cell.rank == 3
             want_stress = bool(stress) and periodic
-            descs = model.descriptors([a], gradients=bool(forces or want_stress))
-            mean = model._predict_one(a, [d[0] for d in descs], bool(forces), want_stress)
+            descs = model.descriptors([a], gradients=bool(forces or want_stress or uncertainty))
+            ds = [d[0] for d in descs]
+            mean = model._predict_one(a, ds, bool(forces), want_stress)
+            if uncertainty:
+                model._uncertainty(mean, ds, calibrated)
             rows = model.design_rows(descs, forces=bool(forces), virial=want_stress)
             D = self.deviations
             energy = mean.energy + rows.energy[0] @ D

@@ -70,9 +70,11 @@ def test_gamma_phonons_equal_finite_difference_hessian(cu_model):
     m = np.repeat(atoms.get_masses(), 3)
     w2 = np.linalg.eigvalsh(H / np.sqrt(np.outer(m, m)))
     ref = np.sort(np.sign(w2) * np.sqrt(np.abs(w2)) * THZ)
-    top = np.max(np.abs(ref))
-    assert top > 1.0  # real optical modes, not noise
-    np.testing.assert_allclose(freqs, ref, atol=1e-4)  # THz; measured agreement ~2e-7
+    assert ref[-1] > 1.0  # real optical modes, not noise
+    # optical modes to 1e-4 THz (measured ~2e-7); the three acoustic ones are zero up to the square
+    # root of rounding noise, so only their smallness is asserted
+    np.testing.assert_allclose(freqs[3:], ref[3:], atol=1e-4)
+    assert np.all(np.abs(freqs[:3]) < 0.05) and np.all(np.abs(ref[:3]) < 0.05)
 
 
 def test_model_stress_consistent_for_model_and_every_member(cu_model):
@@ -100,6 +102,8 @@ def test_cli_validate_json_reference_and_plots(tmp_path, cu_model, capsys):
                 "stress_consistency_max_abs_GPa"):
         assert out[key] is not None and np.isfinite(out[key]), key
         assert out[f"{key}_std"] is not None and out[f"{key}_std"] >= 0, key
+        if key != "nve_drift_meV_per_atom_per_ps":
+            assert out[f"{key}_std"] > 0, key  # members differ on every committee figure
     assert out["bulk_modulus_GPa_std"] > 0
     assert 3.4 < out["lattice_constant_A"] < 3.8
     # B from the EOS and from the elastic constants are one quantity computed two ways
@@ -114,12 +118,22 @@ def test_cli_validate_json_reference_and_plots(tmp_path, cu_model, capsys):
     (["--lattice", "fcc", "--element", "Cu", "--a", "3.6", "--surface", "11", "--eos"], "Miller"),
     (["--lattice", "fcc", "--element", "Cu", "--a", "3.6", "--eos", "--committee", "1"], "--committee"),
     (["--lattice", "fcc", "--element", "Cu", "--a", "3.6", "--eos", "--reference", "REF"], "key 'C11_GPa'"),
+    (["--lattice", "fcc", "--element", "Cu", "--a", "3.6", "--phonons", "--supercell", "0", "1", "1"], "≥ 1"),
+    (["--lattice", "fcc", "--element", "Cu", "--a", "3.6", "--eos", "--supercell", "2", "2", "2"], "--phonons"),
+    (["--lattice", "fcc", "--element", "Cu", "--a", "3.6", "--c", "5", "--eos"], "hcp only"),
+    (["--lattice", "hcp", "--element", "Cu", "--a", "2.5", "--c", "-4", "--eos"], "--c must be a positive length"),
+    (["--structure", "MOLECULE", "--eos"], "periodic crystal"),
+    (["--structure", "MOLECULE", "--element", "Cu", "--eos"], "--structure the file gives the cell"),
 ])
 def test_cli_validate_errors_are_one_line(tmp_path, cu_model, capsys, argv, message):
     model = tmp_path / "cu.npz"
     cu_model.save(str(model))
     (tmp_path / "ref.json").write_text(json.dumps({"C11_GPa": "high"}))
-    argv = [str(tmp_path / "ref.json") if a == "REF" else a for a in argv]
+    from ase import Atoms
+    from ase.io import write
+    write(tmp_path / "cluster.xyz", Atoms("Cu4", positions=[[0, 0, 0], [2.5, 0, 0], [0, 2.5, 0], [0, 0, 2.5]]))
+    subst = {"REF": str(tmp_path / "ref.json"), "MOLECULE": str(tmp_path / "cluster.xyz")}
+    argv = [subst.get(a, a) for a in argv]
     assert main(["validate", str(model)] + argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err

@@ -22,7 +22,7 @@ from .eos import equation_of_state, plot_eos
 from .evaluate import CalculatorEvaluator, CommitteeEvaluator, Evaluation, Evaluator
 from .phonons import gamma_frequencies, phonons, plot_phonons
 from .results import PropertyResult
-from .structures import lattice_structure, relax
+from .structures import lattice_structure, relax, require_periodic
 
 __all__ = ["validate", "equation_of_state", "elastic_constants", "phonons", "gamma_frequencies",
            "vacancy_formation", "surface_energy", "nve", "stress_consistency", "Evaluator", "Evaluation",
@@ -47,7 +47,8 @@ def validate(evaluator: Evaluator, atoms: Atoms, properties: Dict[str, Any], *, 
     unknown = sorted(set(properties) - set(PROPERTIES))
     if unknown:
         raise ValueError(f"unknown properties {unknown}; known: {', '.join(PROPERTIES)}")
-    relaxed, ok = relax(atoms, evaluator.calculator, cell=bool(all(atoms.pbc)), fmax_eV_per_A=fmax_eV_per_A)
+    require_periodic(atoms, "gapfit validate")
+    relaxed, ok = relax(atoms, evaluator.calculator, cell=True, fmax_eV_per_A=fmax_eV_per_A)
     structure = PropertyResult("structure", {"n_atoms": len(relaxed),
                                              "relaxed_volume_per_atom_A3": relaxed.get_volume() / len(relaxed)},
                                details={"cell_A": relaxed.cell.tolist(), "symbols": relaxed.get_chemical_formula()})

@@ -10,7 +10,7 @@ from ase.units import J, m
 
 from .evaluate import Evaluator
 from .results import PropertyResult
-from .structures import relax, supercell_for
+from .structures import relax, require_periodic, supercell_for
 
 #: eV/Å² to J/m²
 EV_PER_A2_TO_J_PER_M2 = 1.0 / (J / m ** 2)
@@ -32,6 +32,7 @@ def vacancy_formation(evaluator: Evaluator, atoms: Atoms, *, min_atoms: int = 64
     structures: by the variational principle a member's own relaxation would
     change its energies only at second order in the weights' deviation.
     """
+    require_periodic(atoms, "the vacancy formation energy")
     t0 = time.perf_counter()
     bulk, e_atom, ok_b = _bulk_reference(evaluator, atoms, fmax_eV_per_A / 10)
     big = supercell_for(bulk, min_atoms)
@@ -56,12 +57,16 @@ def surface_energy(evaluator: Evaluator, atoms: Atoms, miller: Sequence[int], *,
                    vacuum_A: float = 10.0, fmax_eV_per_A: float = 1e-3) -> PropertyResult:
     """Relaxed surface energy γ = (E_slab − N E_bulk/atom) / 2A of the (hkl) surface (J/m²).
 
+    Miller indices refer to the given cell's axes (use the conventional
+    cell, as ``--lattice`` builds, for the usual indices).
+
     The slab is cut from the relaxed bulk with ``ase.build.surface`` (as
     many layers as make it at least ``min_thickness_A`` thick), given
     ``vacuum_A`` on each side and its ions relaxed. Members as for the
     vacancy (energies at the model's relaxed structures).
     """
     from ase.build import surface
+    require_periodic(atoms, "the surface energy")
     t0 = time.perf_counter()
     bulk, e_atom, ok_b = _bulk_reference(evaluator, atoms, fmax_eV_per_A / 10)
     miller = tuple(int(i) for i in miller)

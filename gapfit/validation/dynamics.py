@@ -10,7 +10,7 @@ from ase.units import GPa
 from .elastic import strain_tensor
 from .evaluate import Evaluator
 from .results import PropertyResult
-from .structures import supercell_for
+from .structures import require_periodic, supercell_for
 
 
 def nve(evaluator: Evaluator, atoms: Atoms, *, temperature_K: float = 300.0, timestep_fs: float = 1.0,
@@ -24,7 +24,8 @@ def nve(evaluator: Evaluator, atoms: Atoms, *, temperature_K: float = 300.0, tim
     deviation about that line. Their ``_std`` companions are the slope's and
     the spread's standard errors, not a committee spread: a member's energy
     is conserved only along its own trajectory, which would cost a run per
-    member.
+    member. The standard errors treat the steps as independent; MD energies
+    are correlated, so they are lower bounds.
     """
     from ase.md.verlet import VelocityVerlet
 
@@ -62,7 +63,8 @@ def nve(evaluator: Evaluator, atoms: Atoms, *, temperature_K: float = 300.0, tim
     out.standard_errors = {"nve_drift_meV_per_atom_per_ps": slope_se,
                                       "nve_spread_meV_per_atom": spread / np.sqrt(2 * dof),
                                       "nve_mean_temperature_K": float(np.std(temps) / np.sqrt(len(temps)))}
-    out.notes.append("the _std of the NVE figures are standard errors of the fit, not committee spreads")
+    out.notes.append("the _std of the NVE figures are standard errors of the fit (lower bounds: steps are "
+                     "correlated), not committee spreads")
     out.seconds = time.perf_counter() - t0
     return out
 
@@ -76,6 +78,7 @@ def stress_consistency(evaluator: Evaluator, atoms: Atoms, *, strain: float = 1e
     ``stress_consistency_max_abs_GPa`` is the largest difference over the
     six components.
     """
+    require_periodic(atoms, "the stress consistency check")
     t0 = time.perf_counter()
     a = atoms.copy()
     a.rattle(rattle_A, seed=seed)

@@ -10,7 +10,7 @@ from ase.units import GPa
 
 from .evaluate import Evaluator
 from .results import PropertyResult
-from .structures import is_cubic, relax
+from .structures import is_cubic, relax, require_periodic
 
 VOIGT_PAIRS = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
 
@@ -34,8 +34,8 @@ def elastic_constants(evaluator: Evaluator, atoms: Atoms, *, strains: Sequence[f
     each of the six Voigt strains is applied at the magnitudes ``strains``,
     the ions relaxed in the strained cell, and C's column j is the
     least-squares slope of the stress against strain j (σ = C ε, ASE's sign).
-    Figures: ``C11_GPa``, ``C12_GPa``, ``C44_GPa`` for a cubic cell (the
-    cubic averages), else all 21 ``Cij_GPa`` (i ≤ j); the Voigt-Reuss-Hill
+    Figures: ``C11_GPa``, ``C12_GPa``, ``C44_GPa`` for a cubic crystal in a
+    cubic cell (space group by spglib; the cubic averages), else all 21 ``Cij_GPa`` (i ≤ j); the Voigt-Reuss-Hill
     ``elastic_bulk_modulus_GPa`` and ``shear_modulus_GPa``.
 
     Committee members take their stress at the model's relaxed structures:
@@ -44,6 +44,7 @@ def elastic_constants(evaluator: Evaluator, atoms: Atoms, *, strains: Sequence[f
     none at all for cells whose ions cannot relax by symmetry, as for C11 and
     C12 of diamond, fcc, bcc).
     """
+    require_periodic(atoms, "the elastic constants")
     t0 = time.perf_counter()
     notes = []
     ref = atoms
@@ -72,7 +73,7 @@ def elastic_constants(evaluator: Evaluator, atoms: Atoms, *, strains: Sequence[f
     if unconverged:
         notes.append(f"{unconverged} internal relaxations did not reach fmax")
     C = 0.5 * (C + np.transpose(C, (0, 2, 1)))  # the tensor is symmetric; finite differences nearly so
-    cubic = is_cubic(ref, tol=1e-4)
+    cubic = is_cubic(ref)
     per = [_figures(Cc, cubic) for Cc in C]
     res = PropertyResult("elastic", per[0], notes=notes,
                          details={"C_GPa": C[0].tolist(), "relaxed_cell_A": ref.cell.tolist(), "cubic": cubic,

@@ -9,7 +9,7 @@ from ase.units import GPa
 
 from .evaluate import Evaluator
 from .results import PropertyResult
-from .structures import is_cubic
+from .structures import cubic_lattice_constant, require_periodic
 
 
 def equation_of_state(evaluator: Evaluator, atoms: Atoms, *, strain_range: float = 0.06, n_points: int = 11,
@@ -17,13 +17,14 @@ def equation_of_state(evaluator: Evaluator, atoms: Atoms, *, strain_range: float
     """E(V) of ``atoms`` scaled uniformly by volumes within ±``strain_range``, fitted with ``eos``.
 
     Figures: ``volume_per_atom_A3``, ``energy_per_atom_eV``,
-    ``bulk_modulus_GPa`` and, for a cubic cell, ``lattice_constant_A``
-    (the cell edge at V0). Positions scale with the cell (no internal
+    ``bulk_modulus_GPa`` and, for a cubic crystal in a cubic cell,
+    ``lattice_constant_A`` (the conventional cell's edge at V0). Positions scale with the cell (no internal
     relaxation: exact for cells whose atoms sit at fixed fractional positions
     by symmetry, such as diamond, fcc, bcc). Each committee member fits its own
     curve on the same structures.
     """
     from ase.eos import EquationOfState
+    require_periodic(atoms, "the equation of state")
     t0 = time.perf_counter()
     n = len(atoms)
     V_ref = atoms.get_volume()
@@ -35,12 +36,20 @@ def equation_of_state(evaluator: Evaluator, atoms: Atoms, *, strain_range: float
         energies.append(evaluator.evaluate(a, forces=False).energy_eV)
     E = np.array(energies)  # (n_points, 1 + K)
     fits = []
+    failed = 0
     for c in range(E.shape[1]):
-        v0, e0, B = EquationOfState(volumes, E[:, c], eos=eos).fit()
+        try:
+            v0, e0, B = EquationOfState(volumes, E[:, c], eos=eos).fit()
+        except (RuntimeError, ValueError):  # curve_fit gave up on this column
+            if c == 0:
+                raise
+            v0 = e0 = B = np.nan
+            failed += 1
         fits.append((v0, e0, B))
     fits = np.array(fits)
-    cubic = is_cubic(atoms)
-    edge = atoms.cell.lengths()[0]
+    a_conv = cubic_lattice_constant(atoms)
+    cubic = a_conv is not None
+    edge = a_conv
 
     def figures(v0, e0, B):
         out = {"volume_per_atom_A3": v0 / n, "energy_per_atom_eV": e0 / n, "bulk_modulus_GPa": B / GPa}
@@ -52,7 +61,9 @@ def equation_of_state(evaluator: Evaluator, atoms: Atoms, *, strain_range: float
                                                  "member_energies_eV": E[:, 1:].T.tolist(), "eos": eos,
                                                  "n_atoms": n})
     if len(per) > 1:
-        res.members = {k: np.array([p[k] for p in per[1:]]) for k in per[0]}
+        res.members = {k: np.array([p[k] for p in per[1:] if np.isfinite(p[k])]) for k in per[0]}
+    if failed:
+        res.notes.append(f"the EOS fit failed for {failed} committee members; their spread leaves them out")
     if not (volumes.min() < fits[0, 0] < volumes.max()):
         res.notes.append("the minimum lies outside the sampled volumes: start nearer the equilibrium (--a)")
     res.seconds = time.perf_counter() - t0

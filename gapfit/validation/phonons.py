@@ -41,22 +41,31 @@ def phonons(evaluator: Evaluator, atoms: Atoms, *, supercell: Optional[Sequence[
     """Band structure along the standard path and DOS of ``atoms`` (relaxed beforehand by the caller).
 
     Force constants come from phonopy's symmetry-reduced displacements of
-    the supercell (default: each axis ≥ 10 Å); each committee member gets its
-    own force constants from its forces on the same displaced cells, so the
-    band's spread costs no more descriptor evaluations. Figures:
+    the supercell (default: each axis ≥ 10 Å), less the forces on the
+    undisplaced supercell; each committee member gets its own force
+    constants from its forces on the same cells, so the band's spread costs
+    no more descriptor evaluations. Figures:
     ``max_frequency_THz``, ``min_frequency_THz`` (over the path; negative
     means imaginary), ``gamma_max_frequency_THz`` and
     ``imaginary_modes`` (1 when a mode on the path lies below
     ``imaginary_threshold_THz`` away from Γ's acoustic modes).
     """
+    from .structures import require_periodic
+    require_periodic(atoms, "phonons")
     t0 = time.perf_counter()
     supercell = tuple(supercell) if supercell else default_supercell(atoms)
+    if len(supercell) != 3 or min(supercell) < 1:
+        from ..errors import InputError
+        raise InputError(f"the phonon supercell must be three repeats ≥ 1, got {list(supercell)}")
     ph = _phonopy(atoms, supercell, primitive)
     ph.generate_displacements(distance=displacement_A)
     forces = []
     for sc in ph.supercells_with_displacements:
         forces.append(evaluator.evaluate(_to_ase(sc), forces=True).forces_eV_per_A)
-    F = np.array(forces)  # (n_disp, 1 + K, n_atoms, 3)
+    # a member's forces on the undisplaced cell are not zero (only the model's
+    # are, after relaxation): subtract them so they do not enter its force constants
+    residual = evaluator.evaluate(_to_ase(ph.supercell), forces=True).forces_eV_per_A
+    F = np.array(forces) - residual[None]  # (n_disp, 1 + K, n_atoms, 3)
     prim = _to_ase(ph.primitive)
     path = prim.cell.bandpath(npoints=n_path_points)
     # q in the primitive reciprocal basis; ASE's path is in the same cell's scaled coordinates
