@@ -70,3 +70,29 @@ def test_reservoir_is_uniform_bounded_and_seeded():
     small = Reservoir(10)
     small.add(np.arange(4))
     np.testing.assert_array_equal(small.sample(), np.arange(4))
+
+
+def test_factors_merge_in_any_tree_order_to_the_serial_factor():
+    from gapfit import sgp
+    rng = np.random.default_rng(7)
+    n_cols = 12
+    chunks = [rng.standard_normal((m, n_cols)) for m in (40, 3, 25, 60, 5, 18, 30)]
+    serial = sgp.qr_r(np.vstack(chunks))
+
+    def signs_fixed(R):
+        return R * np.sign(np.diag(R))[:, None]
+
+    leaves = [sgp.qr_r(c)[:n_cols] if len(c) >= n_cols else c for c in chunks]
+    # left fold, right fold and a balanced tree
+    left = leaves[0]
+    for f in leaves[1:]:
+        left = sgp.merge_factors([left, f])
+    right = leaves[-1]
+    for f in leaves[-2::-1]:
+        right = sgp.merge_factors([f, right])
+    level = leaves
+    while len(level) > 1:
+        level = [sgp.merge_factors(level[i:i + 2]) if i + 1 < len(level) else level[i]
+                 for i in range(0, len(level), 2)]
+    for R in (left, right, level[0]):
+        np.testing.assert_allclose(signs_fixed(R), signs_fixed(serial), rtol=1e-10, atol=1e-10)
