@@ -9,7 +9,8 @@ divides its rows by ``s``; changing a term's δ by a factor ``c`` multiplies
 its columns of K_NM by ``c²`` and its block of K_MM's factor by ``c``. Both
 are rescalings of the stored factors (the QR of ``A·D`` is ``Q·(R·D)``), so a
 new set of hyperparameters costs one merge of (groups + 1) triangular
-(or, for groups with few rows, trapezoidal) matrices with M + 1 columns: no descriptors, no data rows.
+matrices with M + 1 columns (a group with few rows keeps its rows, cheaper
+still): no descriptors, no data rows.
 
 For the model ``y = K_NM α + ε``, ``α ~ N(0, K_MM⁻¹)``, ``ε ~ N(0, Σ)`` (the
 DTC/SoR sparse GP, whose evidence is that of the covariance
