@@ -61,7 +61,3 @@ def _num(v):
     v = float(v)
     return v if np.isfinite(v) else None
 
-
-def column_values(fn, n_columns: int) -> np.ndarray:
-    """``fn(c)`` for every column c (0: the model, 1..K: members) as an array."""
-    return np.array([fn(c) for c in range(n_columns)], dtype=float)
