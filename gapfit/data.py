@@ -59,11 +59,8 @@ def read_frames(paths: Sequence[str], index: str = ":") -> List[Atoms]:
     for path in paths:
         try:
             got = ase.io.read(path, index)
-        except FileNotFoundError:
-            raise InputError(f"{path}: no such file") from None
         except Exception as exc:  # ase raises many types for unreadable files
-            raise InputError(f"{path}: cannot read it as atomic structures ({type(exc).__name__}: {exc}); "
-                             "check the file format (ase.io must be able to read it)") from None
+            raise read_error(path, exc) from None
         if isinstance(got, Atoms):
             got = [got]
         if len(got) == 0:
@@ -72,6 +69,16 @@ def read_frames(paths: Sequence[str], index: str = ":") -> List[Atoms]:
             atoms.info["gapfit_source"] = f"{path}, frame {k}"
         frames.extend(got)
     return frames
+
+
+def read_error(path: str, exc: BaseException) -> InputError:
+    """The one-line error for a file ase.io could not read (``exc``: what it raised)."""
+    if isinstance(exc, FileNotFoundError):
+        return InputError(f"{path}: no such file")
+    if isinstance(exc, InputError):
+        return exc
+    return InputError(f"{path}: cannot read it as atomic structures ({type(exc).__name__}: {exc}); "
+                      "check the file format (ase.io must be able to read it)")
 
 
 def check_structure(atoms: Atoms, where: str) -> None:

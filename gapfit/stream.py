@@ -20,15 +20,12 @@ from .errors import InputError
 
 def _iread(path: str, index=":"):
     import ase.io
+
+    from .data import read_error
     try:
         yield from ase.io.iread(path, index)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except InputError:
-        raise
     except Exception as exc:  # ase raises many types for unreadable files
-        raise InputError(f"{path}: cannot read it as atomic structures ({type(exc).__name__}: {exc}); "
-                         "check the file format (ase.io must be able to read it)") from None
+        raise read_error(path, exc) from None
 
 
 class FrameSource:
