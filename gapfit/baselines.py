@@ -396,17 +396,18 @@ class ZBLBaseline(Baseline):
         margin_A : float
             How far above the shortest distance the repulsion begins (Å).
         """
+        frames = list(frames)
         seen_z = sorted({int(z) for a in frames for z in a.numbers})
-        zs = seen_z if species is None else sorted({_species_number(s, "zbl baseline species") for s in species})
-        extra = sorted(set(seen_z) - set(zs))
-        if extra:
-            raise InputError(f"zbl baseline: the frames contain {', '.join(chemical_symbols[z] for z in extra)}, "
-                             f"not in the species given ({', '.join(chemical_symbols[z] for z in zs)})",
-                             param="baseline")
-        if not zs:
-            raise InputError("zbl baseline: no frames and no species to choose radii for", param="baseline")
-        shortest: Dict[Pair, Tuple[float, str]] = {}
-        for k, atoms in enumerate(frames):
+        return cls.from_contacts(cls.shortest_contacts(frames, search_radius), seen_z, species,
+                                 search_radius=search_radius, margin_A=margin_A)
+
+    @staticmethod
+    def shortest_contacts(frames: Sequence[Atoms], search_radius: float = ZBL_SEARCH_RADIUS_A,
+                          found: Optional[Dict[Pair, Tuple[float, str]]] = None,
+                          first_index: int = 0) -> Dict[Pair, Tuple[float, str]]:
+        """Shortest distance (Å) and where it occurs, per species pair, updating ``found`` (for streaming)."""
+        shortest: Dict[Pair, Tuple[float, str]] = {} if found is None else found
+        for k, atoms in enumerate(frames, start=first_index):
             i, j, d, _ = _pair_arrays(atoms, search_radius)
             if len(d) == 0:
                 continue
@@ -420,6 +421,23 @@ class ZBLBaseline(Baseline):
                 if pair not in shortest or dmin < shortest[pair][0]:
                     src = atoms.info.get("gapfit_source") or f"frame {k}"
                     shortest[pair] = (dmin, src)
+        return shortest
+
+    @classmethod
+    def from_contacts(cls, shortest: Mapping[Pair, Tuple[float, str]], seen_species: Sequence[int],
+                      species: Optional[Sequence[Union[int, str]]] = None, *,
+                      search_radius: float = ZBL_SEARCH_RADIUS_A,
+                      margin_A: float = ZBL_OUTER_MARGIN_A) -> "ZBLBaseline":
+        """:meth:`from_frames` from :meth:`shortest_contacts` output and the species of the frames."""
+        seen_z = sorted(int(z) for z in seen_species)
+        zs = seen_z if species is None else sorted({_species_number(s, "zbl baseline species") for s in species})
+        extra = sorted(set(seen_z) - set(zs))
+        if extra:
+            raise InputError(f"zbl baseline: the frames contain {', '.join(chemical_symbols[z] for z in extra)}, "
+                             f"not in the species given ({', '.join(chemical_symbols[z] for z in zs)})",
+                             param="baseline")
+        if not zs:
+            raise InputError("zbl baseline: no frames and no species to choose radii for", param="baseline")
         radii, sources = {}, {}
         for a_i, z1 in enumerate(zs):
             for z2 in zs[a_i:]:

@@ -47,3 +47,7 @@ class OutputError(GapfitError, OSError):
 
 class NumericalError(GapfitError, np.linalg.LinAlgError):
     """A factorisation that failed (singular or not positive definite); the message says what to change."""
+
+
+class WorkerError(GapfitError, RuntimeError):
+    """A distributed fit lost a worker, or had none to run on; the message names the block of frames."""

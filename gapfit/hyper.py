@@ -92,6 +92,47 @@ class GroupedQR:
         """Each group's factor of ``[A | b]``: (M+1) × (M+1) upper triangular, or its rows when fewer."""
         return {key: acc.compact() for key, acc in self._acc.items()}
 
+    def finish(self) -> "GroupedFactors":
+        """The compact, picklable result: each group's factor with its counts (the buffers are dropped)."""
+        return GroupedFactors(self.n_cols, self.factors(), dict(self.n_rows), dict(self.log_sigma),
+                              dict(self._log_nominal))
+
+
+@dataclass
+class GroupedFactors:
+    """Per noise group: the factor of ``[A | b]`` (triangle or plain rows), row count, Σ log σ, Σ log nominal σ.
+
+    What a block of frames contributes to a fit; blocks factorised apart
+    (on different workers) :meth:`merge` in any order into the factor of
+    all their rows (equal up to row signs, :func:`gapfit.sgp.merge_factors`).
+    """
+
+    n_cols: int
+    _factors: Dict[str, np.ndarray]
+    n_rows: Dict[str, int]
+    log_sigma: Dict[str, float]
+    log_nominal: Dict[str, float]
+
+    @classmethod
+    def empty(cls, n_cols: int) -> "GroupedFactors":
+        return cls(n_cols, {}, {}, {}, {})
+
+    def merge(self, other: "GroupedFactors") -> "GroupedFactors":
+        """Take in the factors of other rows (in place; returns self)."""
+        for g, f in other._factors.items():
+            self._factors[g] = sgp.stack_factors(self._factors[g], f) if g in self._factors else f
+            self.n_rows[g] = self.n_rows.get(g, 0) + other.n_rows[g]
+            self.log_sigma[g] = self.log_sigma.get(g, 0.0) + other.log_sigma[g]
+            self.log_nominal[g] = self.log_nominal.get(g, 0.0) + other.log_nominal[g]
+        return self
+
+    def factors(self) -> Dict[str, np.ndarray]:
+        return dict(self._factors)
+
+    def nominal_sigma(self) -> Dict[str, float]:
+        """Geometric mean of each group's nominal σ."""
+        return {k: float(np.exp(v / self.n_rows[k])) for k, v in self.log_nominal.items() if self.n_rows[k]}
+
 
 def log_marginal_likelihood(R_ab: np.ndarray, kmm_chol: Sequence[np.ndarray], n_rows: int,
                             sum_log_sigma: float) -> float:

@@ -18,8 +18,7 @@ import numpy as np
 from ase import Atoms
 
 from . import hyper, sgp
-from .data import (SIGMA_INFO_KEYS, Labels, check_structure, get_labels, is_isolated_atom,
-                   species_of, where_of)
+from .data import SIGMA_INFO_KEYS, Labels, check_structure, get_labels, where_of
 from .errors import InputError, NotFittedError
 from .hygiene import KIND_CODES
 from .params import check_params, check_species_settings
@@ -214,6 +213,12 @@ class GAP:
         ``hygiene_spool_gb``, else computed again.
     hygiene_spool_gb : float, default=4.0
         Largest temporary file of design rows (GB) for the hygiene pass.
+    sparse_candidates : int or None, default=20000
+        Candidate environments kept per term and species (or species
+        tuple) for choosing the sparse points: a seeded uniform sample of
+        the training environments, so that the memory of the selection does
+        not grow with the data (8 × features bytes each: 50 MB for Si SOAP).
+        None: all environments.
     progress : bool, default=False
         Show progress bars.
 
@@ -242,7 +247,7 @@ class GAP:
                  energy_key: Optional[str] = None, forces_key: Optional[str] = None,
                  stress_key: Optional[str] = None, optimize: Union[bool, str] = False,
                  optimize_delta: bool = True, hygiene: bool = True, hygiene_spool_gb: float = 4.0,
-                 progress: bool = False):
+                 sparse_candidates: Optional[int] = 20000, progress: bool = False):
         self.terms = terms
         self.cutoff = cutoff
         self.cutoff_transition_width = cutoff_transition_width
@@ -274,13 +279,14 @@ class GAP:
         self.optimize_delta = optimize_delta
         self.hygiene = hygiene
         self.hygiene_spool_gb = hygiene_spool_gb
+        self.sparse_candidates = sparse_candidates
         self.progress = progress
 
     # ------------------------------------------------------------------ params
     _PARAMS = ("terms",) + SOAP_PARAMS + (
         "sigma_energy", "sigma_forces", "sigma_virial", "config_type_sigma", "e0", "core_repulsion", "core_radii", "core_file",
         "baseline", "jitter", "seed", "calibration_fraction", "energy_key", "forces_key", "stress_key",
-        "optimize", "optimize_delta", "hygiene", "hygiene_spool_gb", "progress")
+        "optimize", "optimize_delta", "hygiene", "hygiene_spool_gb", "sparse_candidates", "progress")
 
     def get_params(self) -> dict:
         """Constructor parameters, as in scikit-learn."""
@@ -303,14 +309,16 @@ class GAP:
                 raise InputError(f"{given[0]} is a setting of the default SOAP term; with terms given, put it in "
                                  "the soap term's settings instead", param=given[0])
 
-    def make_terms(self, frames: Optional[Sequence[Atoms]] = None) -> List[Term]:
+    def make_terms(self, frames: Optional[Sequence[Atoms]] = None, *, molecular: Optional[bool] = None) -> List[Term]:
         """Fresh (unfitted) Term objects for this model's settings.
 
         With ``terms=None`` the default recipe, which depends on whether the
-        training ``frames`` are molecules (none periodic).
+        training ``frames`` are molecules (none periodic); ``molecular``
+        says so when the frames are not at hand.
         """
         if self.terms is None:
-            molecular = bool(frames) and not any(bool(np.any(a.pbc)) for a in frames)
+            if molecular is None:
+                molecular = bool(frames) and not any(bool(np.any(a.pbc)) for a in frames)
             return build_terms(default_terms({k: getattr(self, k) for k in SOAP_PARAMS}, molecular))
         return build_terms(self.terms)
 
@@ -355,39 +363,77 @@ class GAP:
         Fixes the species, the baseline (e0 fitted after the other baseline
         parts), and the terms (descriptors bound, δ set). Returns the labels
         with the baseline's non-e0 parts subtracted (what the terms are fitted
-        to; e0 is subtracted with the design rows). Used by :meth:`fit` and
-        the incremental learner.
+        to; e0 is subtracted with the design rows). Used by the incremental
+        learner; :meth:`fit` does the same in streamed passes.
         """
+        from .stream import MemorySource
         frames = list(frames)
-        labels, species = self._check(frames)
-        baseline_parts = self._baseline_parts(frames, species)
-        residual = self.residual_labels(frames, labels, baseline_parts)
-        e0 = self._fit_e0(frames, residual, species)
-        from .baselines import E0Baseline, SumBaseline
-        baseline = SumBaseline([E0Baseline(e0)] + baseline_parts)
-        for part in baseline_parts:
-            log.info("baseline: %s", part.describe())
-        terms = self.make_terms(frames)
-        rms = self._energy_rms(frames, residual, e0)
-        for term in terms:
-            term.bind(species)
-            term.set_delta(float(term.delta) if term.delta is not None else term.default_delta(rms))
-        self.state_ = FittedState(species=species, e0=e0, baseline=baseline, terms=terms)
+        info = self._survey(MemorySource(frames))
+        parts = self._baseline_parts(info)
+        residual = self.residual_labels(frames, self._labels(frames), parts)
+        energies = {k: lb.energy_eV for k, lb in enumerate(residual) if lb.energy_eV is not None}
+        self._start_state(info, parts)
+        self._finish_baseline(info, parts, energies)
         return residual
 
-    def _baseline_parts(self, frames, species) -> list:
+    def _survey(self, source):
+        """Check every frame and the settings; the per-frame facts the fit plans with (:mod:`gapfit.survey`)."""
+        from .survey import survey
+        self._validate()
+        if len(source) == 0:
+            raise InputError("no training frames given")
+        self.make_terms()  # term settings fail now, not after reading everything
+        self.state_ = None  # noise scales of an earlier fit must not leak into this one's checks
+        info = survey(self, source, contacts=bool(self.core_repulsion) and self.core_radii == "data",
+                      progress=self.progress)
+        if all(not info.has_energy(k) for k in range(len(info))):
+            raise InputError(f"{info.where[0]}: no frame has field 'energy'; a fit needs total energies "
+                             "(use --energy-key NAME if they are stored under another name)")
+        check_species_settings(self.get_params(), info.species)
+        unused = sorted(set(self.config_type_sigma or {}) - set(info.config_type))
+        if unused:
+            log.warning("config_type_sigma names config types that no frame has: %s", unused)
+        if all(info.isolated):
+            raise InputError("only isolated-atom frames given; add frames of condensed configurations")
+        return info
+
+    def _baseline_parts(self, info) -> list:
+        """The baseline's parts other than e0, fixed from the survey."""
         from .baselines import CalculatorBaseline, TabulatedPairBaseline, ZBLBaseline
         parts = []
         if self.core_repulsion:
             # "covalent": radii from covalent radii, for fits that start from too few frames
             # (on-the-fly learning from one crystal) to know how close atoms come
-            parts.append(ZBLBaseline.from_frames(frames if self.core_radii == "data" else [], species))
+            contacts = info.contacts if self.core_radii == "data" else {}
+            seen = info.species if self.core_radii == "data" else []
+            parts.append(ZBLBaseline.from_contacts(contacts, seen, info.species))
         if self.core_file:
             parts.append(TabulatedPairBaseline.from_file(self.core_file))
         if self.baseline is not None:
             b = self.baseline
             parts.append(b if isinstance(b, CalculatorBaseline) else CalculatorBaseline(b))
+        for part in parts:
+            log.info("baseline: %s", part.describe())
         return parts
+
+    def _start_state(self, info, parts) -> None:
+        """A fitted state with the species, the non-e0 baseline and the terms bound (no e0, δ, points yet)."""
+        species = info.species
+        terms = self.make_terms(molecular=not any(info.any_pbc))
+        for term in terms:
+            term.bind(species)
+        self.state_ = FittedState(species=species, e0={}, baseline=None, terms=terms)
+
+    def _finish_baseline(self, info, parts, energies: Mapping[int, float]) -> None:
+        """e0 from the residual energies, the whole baseline, and each term's δ."""
+        from .baselines import E0Baseline, SumBaseline
+        st = self.state_
+        e0 = self._fit_e0(info, energies, st.species)
+        st.e0 = e0
+        st.baseline = SumBaseline([E0Baseline(e0)] + list(parts))
+        rms = self._energy_rms(info, energies, e0)
+        for term in st.terms:
+            term.set_delta(float(term.delta) if term.delta is not None else term.default_delta(rms))
 
     def residual_labels(self, frames: Sequence[Atoms], labels: Sequence[Labels], parts=None) -> List[Labels]:
         """Labels minus the baseline's non-e0 parts (core repulsion, tabulated pair, Δ-learning calculator)."""
@@ -411,48 +457,68 @@ class GAP:
         return out
 
     # --------------------------------------------------------------------- fit
-    def fit(self, frames: Sequence[Atoms]) -> "GAP":
+    def fit(self, frames, *, client: Any = None) -> "GAP":
         """Fit to frames carrying total energies and any of forces and stress.
 
-        Returns ``self``. Raises :class:`gapfit.errors.InputError` naming the
-        frame and field when the data cannot be used.
+        ``frames``: a sequence of Atoms, a path or list of paths (any format
+        ase.io reads as a stream; read in chunks, never all at once), or a
+        :class:`gapfit.stream.FrameSource`. ``client``: a
+        ``dask.distributed.Client``; its workers then compute the
+        descriptors, design rows and factors of blocks of frames (the files
+        must be readable from the workers), and the same data and seed give
+        the same model as without it. Returns ``self``. Raises
+        :class:`gapfit.errors.InputError` naming the frame and field when
+        the data cannot be used.
         """
+        from .executors import make_executor
+        from .stream import MemorySource, as_source
+        from .survey import plan_blocks
         t_start = time.perf_counter()
-        frames = list(frames)
+        source = as_source(frames)
+        executor = make_executor(client)
         self.hygiene_ = None
-        labels = self.prepare(frames)
+        info = self._survey(source)
+        parts = self._baseline_parts(info)
+        self._start_state(info, parts)
         st = self.state_
-        train_idx = list(range(len(frames)))
-        cal_idx = self._calibration_split(frames, labels, train_idx)
-        cal_set = set(cal_idx)
-        fit_idx = [k for k in train_idx if k not in cal_set]
+        cal_idx = self._calibration_split(info)
+        n_blocks = executor.n_workers * executor.blocks_per_worker
+        blocks = [self._block(info, b[0], b[-1] + 1, cal_idx)
+                  for b in plan_blocks(info.n_atoms, list(range(len(info))), n_blocks)]
 
-        # Pass 1: descriptors without gradients, for the sparse points. The
-        # calibration frames are left out so their uncertainties are honest.
-        fit_frames = [frames[k] for k in fit_idx]
-        for k, term in enumerate(st.terms):
-            t0 = time.perf_counter()
-            chunks = (term.compute(c, gradients=False)
-                      for c in self._chunks(fit_frames, f"{term.type} descriptors"))
-            summary = term.select_sparse(chunks, seed=self.seed + 1000 * k)
-            log.info("term %d (%s): δ %.4g eV, sparse points %s, %.1f s", k + 1, term.type, term.delta_eV,
-                     summary, time.perf_counter() - t0)
+        # Pass 1: descriptors without gradients -> a bounded sample of candidate
+        # sparse points per term (calibration frames left out, so that their
+        # uncertainties are honest), and the energies e0 is fitted to.
+        t0 = time.perf_counter()
+        from . import passes
+        results = executor.run(passes.sample_block, self, source, blocks, self.sparse_candidates, parts,
+                               sample_skip=cal_idx, what="sparse candidates", progress=self.progress)
+        samples, energies = results[0]
+        for s, e in results[1:]:
+            for a, b in zip(samples, s):
+                a.merge(b)
+            energies.update(e)
+        self._finish_baseline(info, parts, energies)
+        for k, (term, sample) in enumerate(zip(st.terms, samples)):
+            summary = term.select_from_sample(sample, seed=self.seed + 1000 * k)
+            log.info("term %d (%s): δ %.4g eV, sparse points %s", k + 1, term.type, term.delta_eV, summary)
             if isinstance(term, Soap):
                 missing = [z for z in st.species if z not in term.points]
                 if missing:
                     raise InputError(f"species {missing} occur only in calibration frames; set "
                                      "calibration_fraction=0 or add frames containing them")
+        log.info("sparse points chosen in %.1f s", time.perf_counter() - t0)
 
         # Pass 2: design rows with gradients, streamed into one QR factor per
         # noise group, so that δ and σ can change without the data.
         t0 = time.perf_counter()
         st.factor_kmm(self.jitter)
         counts = {"energy": 0, "forces": 0, "virial": 0}
-        spool = self._open_spool(frames, labels)
+        spool = self._open_spool(info) if client is None else None
         try:
-            names = self._group_names(labels)
+            names = self._group_names(info)
             delta_start = [t.delta_eV for t in st.terms]
-            grouped = self._accumulate(frames, labels, fit_idx, counts, spool, names, delta_start)
+            grouped = self._rows(executor, source, blocks, names, delta_start, spool, counts)
             problem = hyper.LikelihoodProblem.from_groups(grouped, st.kmm_chol, self._block_terms(),
                                                           [t.delta_eV for t in st.terms])
             optimisation = None
@@ -460,33 +526,44 @@ class GAP:
                 problem, optimisation = self._optimise(problem)
             if cal_idx:
                 st.set_factor(problem.assemble(np.zeros(problem.n_params))[0])
-                preds = self.predict([frames[k] for k in cal_idx], uncertainty=True, calibrated=False)
+                cal_frames = source.take(cal_idx)
+                preds = self.predict(cal_frames, uncertainty=True, calibrated=False)
                 from .calibration import fit_scales
-                true_labels = self._labels([frames[k] for k in cal_idx], [where_of(frames[k], k) for k in cal_idx])
+                true_labels = self._labels(cal_frames, [info.where[k] for k in cal_idx])
                 scales = fit_scales(preds, true_labels)
                 st.calibration = {"method": "held-out frames, 95.45 % of |error|/std within 2",
                                   "n_frames": len(cal_idx), **scales}
                 log.info("uncertainty calibration on %d held-out frames: %s", len(cal_idx), scales)
-                problem = problem.merged(self._accumulate(frames, labels, cal_idx, counts, spool, names,
-                                                          delta_start))
+                # the held-out frames' rows join here, in this process: they are few (at most 200)
+                cal_source = MemorySource(cal_frames)
+                cal_block = passes.Block(0, len(cal_frames), [len(a) for a in cal_frames], numbers=list(cal_idx))
+                cal_rows, cal_counts = passes.rows_block(self, cal_source, cal_block, names, delta_start, spool=spool)
+                for key in counts:
+                    counts[key] += cal_counts[key]
+                problem = problem.merged(cal_rows)
             R_ab, _, sum_log_sigma, n_rows = problem.assemble(np.zeros(problem.n_params))
             st.set_factor(R_ab)
             st.likelihood = problem
             lml = hyper.log_marginal_likelihood(R_ab, st.kmm_chol, n_rows, sum_log_sigma)
             st.training = {
-                "n_frames": len(frames), "n_train_frames": len(train_idx),
-                "n_atoms": int(sum(len(frames[k]) for k in train_idx)),
-                "n_observations": counts, "config_types": _count(lb.config_type for lb in labels),
+                "n_frames": len(info), "n_train_frames": len(info),
+                "n_atoms": int(sum(info.n_atoms)),
+                "n_observations": counts, "config_types": _count(info.config_type),
                 "species": st.species, "fit_seconds": None,
                 "likelihood": {"log_marginal_likelihood": lml, "n_rows": n_rows, "sum_log_sigma": sum_log_sigma},
                 "hyperparameters": self._hyper_summary(problem, optimisation),
             }
+            if client is not None:
+                st.training["workers"] = executor.n_workers
             log.info("solved %d observations for %d weights in %.1f s; log marginal likelihood %.6g",
                      n_rows, st.n_columns, time.perf_counter() - t0, lml)
             if self.hygiene:
                 t1 = time.perf_counter()
-                self.hygiene_ = self._hygiene_from_spool(spool, frames, labels, names, delta_start) if spool is not None \
-                    else self.hygiene_report(frames)
+                if spool is not None:
+                    self.hygiene_ = self._hygiene_from_spool(spool, info, names, delta_start)
+                else:
+                    self.hygiene_ = self._hygiene_pass(executor, source, [self._block(info, b.lo, b.hi, ())
+                                                                          for b in blocks], ())
                 log.info("hygiene (leverage, leave-one-out z) of %d frames in %.1f s; worst:\n%s",
                          len(self.hygiene_), time.perf_counter() - t1, self.hygiene_.table(5))
         finally:
@@ -494,6 +571,24 @@ class GAP:
                 spool.close()
         st.training["fit_seconds"] = round(time.perf_counter() - t_start, 3)
         return self
+
+    @staticmethod
+    def _block(info, lo: int, hi: int, skip):
+        from .passes import Block
+        return Block(lo, hi, list(info.n_atoms[lo:hi]), tuple(k for k in skip if lo <= k < hi))
+
+    def _rows(self, executor, source, blocks, names, delta_start, spool, counts):
+        """All blocks' grouped factors, merged; adds to ``counts``."""
+        from . import passes
+        results = executor.run(passes.rows_block, self, source, blocks, names, delta_start,
+                               what="design rows", progress=self.progress,
+                               **({"spool": spool} if spool is not None else {}))
+        grouped = hyper.GroupedFactors.empty(self.state_.n_columns)
+        for g, c in results:
+            grouped.merge(g)
+            for key in counts:
+                counts[key] += c[key]
+        return grouped
 
     # ----------------------------------------------------- hyperparameters
     def _block_terms(self) -> List[int]:
@@ -560,13 +655,12 @@ class GAP:
         return hyper.log_marginal_likelihood(st.R_ab, st.kmm_chol, int(info["n_rows"]), float(info["sum_log_sigma"]))
 
     # --------------------------------------------------------------- hygiene
-    def _open_spool(self, frames, labels):
+    def _open_spool(self, info):
         """A temporary file for the weighted design rows, when hygiene is on and they fit the budget."""
         if not self.hygiene:
             return None
         from .hygiene import RowSpool
-        n_rows = sum((lb.energy_eV is not None) + 3 * len(a) * (lb.forces_eV_per_A is not None)
-                     + 6 * (lb.stress_eV_per_A3 is not None) for a, lb in zip(frames, labels))
+        n_rows = sum(info.n_rows(k) for k in range(len(info)))
         nbytes = 8.0 * n_rows * (self.state_.n_columns + 1)
         if nbytes > self.hygiene_spool_gb * 1e9:
             log.info("hygiene: design rows (%.1f GB) exceed hygiene_spool_gb; they will be computed again",
@@ -574,18 +668,34 @@ class GAP:
             return None
         return RowSpool(self.state_.n_columns)
 
-    def _hygiene_from_spool(self, spool, frames, labels, names, delta_start):
-        problem = self.state_.likelihood
-        T = len(self.state_.terms)
+    def _hygiene_from_spool(self, spool, info, names, delta_start):
+        from .hygiene import HygieneReport, frame_statistics, summarise
+        st = self.state_
+        problem = st.likelihood
+        T = len(st.terms)
         x_final = self._log_scales(names, delta_start)
+        mode = self._sigma_mode()
+        out = []
+        for A, b, frame, kind, group, x_write in spool:
+            rel = x_final - x_write
+            col = np.exp(2 * rel[:T])[problem.column_term]
+            row = np.exp(-rel[T:])[group]
+            A, b = A * col[None, :] * row[:, None], b * row
+            for f, stats in frame_statistics(st.R, st.alpha, A, b, frame, kind).items():
+                if info.isolated[f]:
+                    continue  # it fixes e0; its leave-one-out energy measures nothing about the data
+                ct = info.config_type[f]
+                sig_e = info.sigma[f][0] * st.noise_scale.get(hyper.group_key("energy", ct, mode), 1.0) \
+                    * np.sqrt(info.n_atoms[f])
+                out.append(summarise(f, info.where[f], ct, info.n_atoms[f], stats, sig_e))
+        return HygieneReport(out)
 
-        def chunks():
-            for A, b, frame, kind, group, x_write in spool:
-                rel = x_final - x_write
-                col = np.exp(2 * rel[:T])[problem.column_term]
-                row = np.exp(-rel[T:])[group]
-                yield A * col[None, :] * row[:, None], b * row, frame, kind
-        return self._hygiene(chunks(), frames, labels)
+    def _hygiene_pass(self, executor, source, blocks, not_fitted):
+        from . import passes
+        from .hygiene import HygieneReport
+        results = executor.run(passes.hygiene_block, self, source, blocks, list(not_fitted), what="hygiene",
+                               progress=self.progress)
+        return HygieneReport([h for r in results for h in r])
 
     def hygiene_report(self, frames: Sequence[Atoms], not_fitted: Optional[Sequence[int]] = None):
         """Leverage and leave-one-out z-scores of each labelled frame under this model.
@@ -596,38 +706,20 @@ class GAP:
         reported out of sample. Computes the descriptors again; see
         :mod:`gapfit.hygiene`. Returns a :class:`gapfit.hygiene.HygieneReport`.
         """
+        from .executors import SerialExecutor
+        from .passes import Block
+        from .stream import MemorySource
         self._check_fitted()
         frames = list(frames)
-        labels = self.residual_labels(frames, self._labels(frames))
         if not_fitted is None:
             not_fitted = self.state_.training.get("dropped_frames", [])
+        block = Block(0, len(frames), [len(a) for a in frames])
+        return self._hygiene_pass(SerialExecutor(), MemorySource(frames), [block], not_fitted)
 
-        def chunks():
-            idx = list(range(len(frames)))
-            for chunk_idx in self._chunks(idx, "hygiene", [len(frames[k]) for k in idx],
-                                          atoms_per_chunk=self._atoms_per_chunk()):
-                parts = self._chunk_parts([frames[k] for k in chunk_idx], [labels[k] for k in chunk_idx])
-                if parts:
-                    yield _stack_parts(parts, chunk_idx)
-        return self._hygiene(chunks(), frames, labels, not_fitted)
-
-    def _hygiene(self, chunks, frames, labels, not_fitted=()):
-        from .hygiene import HygieneReport, frame_statistics, summarise
-        st = self.state_
-        out = []
-        for A, b, frame, kind in chunks:
-            for f, stats in frame_statistics(st.R, st.alpha, A, b, frame, kind, not_fitted).items():
-                a, lb = frames[f], labels[f]
-                if is_isolated_atom(a, lb):
-                    continue  # it fixes e0; its leave-one-out energy measures nothing about the data
-                sig_e = self._sigmas(a, lb)["energy"] * np.sqrt(len(a))
-                out.append(summarise(f, where_of(a, f), lb.config_type, len(a), stats, sig_e))
-        return HygieneReport(out)
-
-    def _energy_rms(self, frames, labels, e0) -> float:
+    def _energy_rms(self, info, energies: Mapping[int, float], e0) -> float:
         """RMS per-atom training energy after e0 (the scale default δ values start from)."""
-        per_atom = [(lb.energy_eV - sum(e0[int(z)] for z in a.numbers)) / len(a)
-                    for a, lb in zip(frames, labels) if lb.energy_eV is not None]
+        per_atom = [(e - sum(n * e0[z] for z, n in info.composition[k].items())) / info.n_atoms[k]
+                    for k, e in energies.items()]
         return float(np.sqrt(np.mean(np.square(per_atom)))) if per_atom else 1.0
 
     def descriptors(self, frames: Sequence[Atoms], *, gradients: bool) -> List[list]:
@@ -667,69 +759,22 @@ class GAP:
         return self._weighted_parts(frames, labels, rows, counts if counts is not None else
                                     {"energy": 0, "forces": 0, "virial": 0})
 
-    def _accumulate(self, frames, labels, idx, counts, spool, names, delta_start):
-        """Weighted design rows of frames ``idx`` into one QR factor per noise group (and the spool).
-
-        ``names``: every noise group of the training set (numbers the
-        spool's rows); the spool records the hyperparameters the rows were
-        weighted with (:meth:`_log_scales`).
-        """
-        mode = self._sigma_mode()
-        grouped = hyper.GroupedQR(self.state_.n_columns, n_groups_expected=len(names))
-        number = {g: k for k, g in enumerate(names)}
-        x_write = self._log_scales(names, delta_start)
-        for chunk_idx in self._chunks(idx, "design rows", [len(frames[k]) for k in idx],
-                                      atoms_per_chunk=self._atoms_per_chunk()):
-            parts = self._chunk_parts([frames[k] for k in chunk_idx], [labels[k] for k in chunk_idx], counts=counts)
-            keys = [hyper.group_key(p.kind, labels[chunk_idx[p.frame]].config_type, mode) for p in parts]
-            for key in sorted(set(keys)):
-                sel = [p for p, k in zip(parts, keys) if k == key]
-                grouped.add(key, np.vstack([p.A for p in sel]), np.concatenate([p.b for p in sel]),
-                            np.concatenate([p.sigma for p in sel]), np.concatenate([p.nominal for p in sel]))
-            if spool is not None and parts:
-                spool.add(*_stack_parts(parts, chunk_idx),
-                          np.concatenate([np.full(len(p.b), number[k]) for p, k in zip(parts, keys)]), x_write)
-        return grouped
-
     def _log_scales(self, names, delta_start) -> np.ndarray:
         """log(δ / δ at the start of the fit) per term, then log(noise scale) per named group."""
         st = self.state_
         log_c = [np.log(t.delta_eV / d0) for t, d0 in zip(st.terms, delta_start)]
         return np.array(log_c + [np.log(st.noise_scale.get(g, 1.0)) for g in names])
 
-    def _group_names(self, labels) -> List[str]:
-        """Sorted names of the noise groups the labels fall into (the likelihood's order)."""
+    def _group_names(self, info) -> List[str]:
+        """Sorted names of the noise groups the training labels fall into (the likelihood's order)."""
         mode = self._sigma_mode()
         keys = set()
-        for lb in labels:
-            for kind, present in (("energy", lb.energy_eV is not None), ("forces", lb.forces_eV_per_A is not None),
-                                  ("virial", lb.stress_eV_per_A3 is not None)):
+        for k in range(len(info)):
+            for kind, present in (("energy", info.has_energy(k)), ("forces", info.has_forces[k]),
+                                  ("virial", info.has_stress[k])):
                 if present:
-                    keys.add(hyper.group_key(kind, lb.config_type, mode))
+                    keys.add(hyper.group_key(kind, info.config_type[k], mode))
         return sorted(keys)
-
-    def _check(self, frames: List[Atoms]):
-        """(labels, species) of usable training frames, or the first problem as an InputError."""
-        self._validate()
-        if not frames:
-            raise InputError("no training frames given")
-        self.make_terms()  # term settings fail now, not after reading everything
-        labels = self._labels(frames)
-        if all(lb.energy_eV is None for lb in labels):
-            raise InputError(f"{labels[0].where}: no frame has field 'energy'; a fit needs total energies "
-                             "(use --energy-key NAME if they are stored under another name)")
-        species = species_of(frames)
-        check_species_settings(self.get_params(), species)
-        unused = sorted(set(self.config_type_sigma or {}) - {lb.config_type for lb in labels})
-        if unused:
-            log.warning("config_type_sigma names config types that no frame has: %s", unused)
-        if all(is_isolated_atom(a, lb) for a, lb in zip(frames, labels)):
-            raise InputError("only isolated-atom frames given; add frames of condensed configurations")
-        for lb in labels:
-            if lb.energy_eV is None and lb.forces_eV_per_A is None and lb.stress_eV_per_A3 is None:
-                raise InputError(f"{lb.where}: frame has none of the fields 'energy', 'forces', 'stress'; "
-                                 "label it or remove it")
-        return labels, species
 
     def _labels(self, frames, wheres=None) -> List[Labels]:
         out = []
@@ -768,65 +813,66 @@ class GAP:
                 counts["virial"] += 6
         return parts
 
-    def check_data(self, frames: Sequence[Atoms]) -> dict:
+    def check_data(self, frames) -> dict:
         """Check the settings and frames as :meth:`fit` would, without computing descriptors.
 
-        Raises :class:`gapfit.errors.InputError` naming the setting, or the
-        file, frame and field, at fault. Returns a summary: frame and atom
-        counts, species, label counts and frames per config_type.
+        ``frames`` as for :meth:`fit`. Raises :class:`gapfit.errors.InputError`
+        naming the setting, or the file, frame and field, at fault. Returns a
+        summary: frame and atom counts, species, label counts and frames per
+        config_type.
         """
         from ase.data import chemical_symbols
-        frames = list(frames)
-        labels, species = self._check(frames)
-        return {"n_frames": len(frames), "n_atoms": int(sum(len(a) for a in frames)),
-                "species": [chemical_symbols[z] for z in species],
-                "n_energies": sum(lb.energy_eV is not None for lb in labels),
-                "n_forces": sum(lb.forces_eV_per_A is not None for lb in labels),
-                "n_stresses": sum(lb.stress_eV_per_A3 is not None for lb in labels),
-                "config_types": _count(lb.config_type for lb in labels)}
 
-    def _calibration_split(self, frames, labels, train_idx) -> List[int]:
+        from .stream import as_source
+        info = self._survey(as_source(frames))
+        return {"n_frames": len(info), "n_atoms": int(sum(info.n_atoms)),
+                "species": [chemical_symbols[z] for z in info.species],
+                "n_energies": sum(info.has_energy(k) for k in range(len(info))),
+                "n_forces": int(sum(info.has_forces)),
+                "n_stresses": int(sum(info.has_stress)),
+                "config_types": _count(info.config_type)}
+
+    def _calibration_split(self, info) -> List[int]:
         """Seeded choice of held-out calibration frames (empty when too few)."""
         frac = float(self.calibration_fraction or 0.0)
-        eligible = [k for k in train_idx if not is_isolated_atom(frames[k], labels[k])
-                    and (labels[k].forces_eV_per_A is not None or labels[k].energy_eV is not None)]
+        eligible = [k for k in range(len(info)) if not info.isolated[k]
+                    and (info.has_forces[k] or info.has_energy(k))]
         n = min(200, int(round(frac * len(eligible))))
         if frac <= 0 or len(eligible) < 10 or n < 1:
             return []
         rng = np.random.default_rng(self.seed + 7919)
         return sorted(int(k) for k in rng.choice(eligible, size=n, replace=False))
 
-    def _fit_e0(self, frames, labels, species) -> Dict[int, float]:
+    def _fit_e0(self, info, energies: Mapping[int, float], species) -> Dict[int, float]:
+        """e0 per species: given, else from isolated-atom frames, else least squares on ``energies``."""
         from ase.data import atomic_numbers
         e0: Dict[int, float] = {}
         if self.e0:
             for key, val in self.e0.items():
                 z = atomic_numbers[key] if isinstance(key, str) and not key.isdigit() else int(key)
                 e0[z] = float(val)
-        for a, lb in zip(frames, labels):
-            if is_isolated_atom(a, lb) and lb.energy_eV is not None and len(a) == 1:
-                z = int(a.numbers[0])
-                e0.setdefault(z, lb.energy_eV)
+        for k, e in sorted(energies.items()):
+            if info.isolated[k] and info.n_atoms[k] == 1:
+                e0.setdefault(next(iter(info.composition[k])), e)
         missing = [z for z in species if z not in e0]
         if missing:
             rows, rhs = [], []
-            for a, lb in zip(frames, labels):
-                if lb.energy_eV is None or is_isolated_atom(a, lb):
+            for k, e in sorted(energies.items()):
+                if info.isolated[k]:
                     continue
-                counts = np.array([np.sum(a.numbers == z) for z in missing], dtype=float)
-                known = sum(e0[int(z)] for z in a.numbers if int(z) in e0)
-                rows.append(counts)
-                rhs.append(lb.energy_eV - known)
+                comp = info.composition[k]
+                rows.append([comp.get(z, 0) for z in missing])
+                rhs.append(e - sum(n * e0[z] for z, n in comp.items() if z in e0))
             if rows:
                 # lstsq (SVD) gives the minimum-norm answer when the composition
                 # never varies, as in a molecular-dynamics data set.
-                sol = np.linalg.lstsq(np.array(rows), np.array(rhs), rcond=None)[0]
+                sol = np.linalg.lstsq(np.array(rows, dtype=float), np.array(rhs), rcond=None)[0]
                 e0.update({z: float(v) for z, v in zip(missing, sol)})
             else:
                 e0.update({z: 0.0 for z in missing})
         return {z: e0[z] for z in species}
 
-    def _sigmas(self, atoms: Atoms, lb: Labels):
+    def _sigmas(self, atoms: Atoms, lb: Labels, scaled: bool = True):
         s = {"energy": float(self.sigma_energy), "forces": float(self.sigma_forces),
              "virial": float(self.sigma_virial)}
         if self.config_type_sigma and lb.config_type in self.config_type_sigma:
@@ -843,7 +889,7 @@ class GAP:
                                      f"got {atoms.info[info_key]!r}")
                 s[k] = v
         st = getattr(self, "state_", None)
-        if st is not None and st.noise_scale:
+        if scaled and st is not None and st.noise_scale:
             mode = self._sigma_mode()
             for k in s:
                 s[k] *= st.noise_scale.get(hyper.group_key(k, lb.config_type, mode), 1.0)

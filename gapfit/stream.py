@@ -1,16 +1,25 @@
-"""Frames read lazily in chunks, and bounded uniform samples of streams, for fits larger than memory.
+"""Frames read lazily by index range, and mergeable bounded samples, for fits larger than memory.
 
-:class:`FrameSource` counts the frames of its files once (one pass that
-keeps nothing) and then yields them in chunks of a given size, or only the
-frames at given global indices, reading each file as a stream: at no time
-are more than one chunk's frames held. :class:`Reservoir` keeps a uniform
-random sample of fixed size of everything offered to it (Vitter's
-algorithm R, seeded), so sparse points can be chosen from a bounded sample
-whatever the data size.
+A *frame source* numbers the training frames globally (the frames of its
+files taken in order) and yields any contiguous range of them, or the frames
+at given indices, without holding more than those: :class:`FrameSource`
+reads files as streams (ase.io.iread with an index slice, so a range deep in
+a file costs a scan of its line counts, not a parse of what precedes it);
+:class:`MemorySource` wraps frames already in memory (the Python API's
+``fit(frames)``). Both pickle small (paths and counts, or only the frames of
+a :meth:`part`), which is what the distributed fit sends to its workers.
+
+:class:`PrioritySample` keeps a uniform random sample of bounded size of
+everything offered to it: each row carries a random priority drawn from the
+seed and the row's *global* position (:func:`frame_priorities`), and the
+sample is the rows of lowest priority. Because the priorities do not depend
+on the order or the partition in which rows arrive, samples of disjoint
+parts merge (:meth:`PrioritySample.merge`) into exactly the sample of the
+whole, so workers can sample their chunks apart.
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 from ase import Atoms
@@ -33,31 +42,43 @@ class FrameSource:
 
     Global frame k is the k-th frame of the files taken in order; every frame
     yielded carries ``info['gapfit_source'] = 'FILE, frame N'`` as
-    :func:`gapfit.data.read_frames` sets it.
+    :func:`gapfit.data.read_frames` sets it. Counting the frames (one pass
+    that keeps nothing) happens once, at construction, unless ``counts`` are
+    given (as when a source is sent to a worker).
     """
 
-    def __init__(self, paths: Sequence[str]):
-        self.paths = [str(p) for p in paths]
+    def __init__(self, paths: Sequence[str], counts: Optional[Sequence[int]] = None):
+        self.paths = [str(p) for p in ([paths] if isinstance(paths, str) else paths)]
         if not self.paths:
             raise InputError("no training files given")
-        self.counts: List[int] = []
-        for p in self.paths:
-            n = sum(1 for _ in _iread(p))
-            if n == 0:
-                raise InputError(f"{p}: contains no frames")
-            self.counts.append(n)
-        self.starts = np.concatenate([[0], np.cumsum(self.counts)])
+        if counts is None:
+            counts = []
+            for p in self.paths:
+                n = sum(1 for _ in _iread(p))
+                if n == 0:
+                    raise InputError(f"{p}: contains no frames")
+                counts.append(n)
+        self.counts: List[int] = [int(c) for c in counts]
+        self.starts = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
 
     def __len__(self) -> int:
         return int(self.starts[-1])
 
-    def _frames(self) -> Iterator[Atoms]:
-        for p in self.paths:
-            for k, atoms in enumerate(_iread(p)):
+    def read(self, lo: int = 0, hi: Optional[int] = None) -> Iterator[Atoms]:
+        """Frames lo, lo+1, ..., hi-1 (global indices), one at a time."""
+        hi = len(self) if hi is None else hi
+        if not 0 <= lo <= hi <= len(self):
+            raise IndexError(f"frame range {lo}:{hi} outside [0, {len(self)}]")
+        for f, p in enumerate(self.paths):
+            a, b = max(lo, self.starts[f]), min(hi, self.starts[f + 1])
+            if a >= b:
+                continue
+            first = int(a - self.starts[f])
+            for k, atoms in enumerate(_iread(p, slice(first, int(b - self.starts[f]))), start=first):
                 atoms.info["gapfit_source"] = f"{p}, frame {k}"
                 yield atoms
 
-    def chunks(self, chunk_frames: int, indices: Optional[Iterable[int]] = None) -> Iterator[List[Atoms]]:
+    def chunks(self, chunk_frames: int, indices: Optional[Sequence[int]] = None) -> Iterator[List[Atoms]]:
         """Lists of at most ``chunk_frames`` frames, in file order; only those at ``indices`` when given."""
         if chunk_frames < 1:
             raise ValueError(f"chunk_frames must be at least 1, got {chunk_frames}")
@@ -66,15 +87,14 @@ class FrameSource:
             wanted = np.unique(np.asarray(list(indices), dtype=int))
             if len(wanted) and (wanted[0] < 0 or wanted[-1] >= len(self)):
                 raise IndexError(f"frame indices must lie in [0, {len(self)}), got {wanted[0]}..{wanted[-1]}")
+        if wanted is not None and len(wanted) == 0:
+            return
+        lo, hi = (0, len(self)) if wanted is None else (int(wanted[0]), int(wanted[-1]) + 1)
+        want = None if wanted is None else set(wanted.tolist())
         chunk: List[Atoms] = []
-        pos = 0
-        for k, atoms in enumerate(self._frames()):
-            if wanted is not None:
-                if pos >= len(wanted):
-                    break
-                if k != wanted[pos]:
-                    continue
-                pos += 1
+        for k, atoms in enumerate(self.read(lo, hi), start=lo):
+            if want is not None and k not in want:
+                continue
             chunk.append(atoms)
             if len(chunk) == chunk_frames:
                 yield chunk
@@ -82,55 +102,140 @@ class FrameSource:
         if chunk:
             yield chunk
 
-    def take(self, indices: Iterable[int]) -> List[Atoms]:
+    def take(self, indices: Sequence[int]) -> List[Atoms]:
         """The frames at the global ``indices``, in increasing index order."""
         return [a for c in self.chunks(1 << 30, indices) for a in c]
 
+    def part(self, lo: int, hi: int) -> "FrameSource":
+        """This source, to be read in [lo, hi) only (for a worker: paths and counts, no frames)."""
+        return self
 
-class Reservoir:
-    """A uniform random sample of at most ``size`` rows of everything :meth:`add`-ed (seeded).
+    def describe(self) -> str:
+        return ", ".join(self.paths)
 
-    After n rows have been offered, each of them is in the sample with
-    probability size/n, independently of the order of chunks, and the memory
-    is ``size`` rows whatever n is. The same rows offered in the same chunks
-    with the same seed give the same sample.
+
+class MemorySource:
+    """Frames already in memory, with :class:`FrameSource`'s interface."""
+
+    def __init__(self, frames: Sequence[Atoms], offset: int = 0, total: Optional[int] = None):
+        self.frames = list(frames)
+        self.offset = int(offset)
+        self.total = len(self.frames) + self.offset if total is None else int(total)
+
+    def __len__(self) -> int:
+        return self.total
+
+    def read(self, lo: int = 0, hi: Optional[int] = None) -> Iterator[Atoms]:
+        """Frames lo .. hi-1 (global indices)."""
+        hi = len(self) if hi is None else hi
+        if not (self.offset <= lo <= hi <= self.offset + len(self.frames)):
+            raise IndexError(f"frame range {lo}:{hi} outside the frames held "
+                             f"[{self.offset}, {self.offset + len(self.frames)}]")
+        yield from self.frames[lo - self.offset:hi - self.offset]
+
+    def take(self, indices: Sequence[int]) -> List[Atoms]:
+        """The frames at the global ``indices``, in increasing index order."""
+        return [self.frames[k - self.offset] for k in sorted(set(int(i) for i in indices))]
+
+    def part(self, lo: int, hi: int) -> "MemorySource":
+        """The frames of [lo, hi) only, keeping their global numbers (what a worker is sent)."""
+        return MemorySource(self.frames[lo - self.offset:hi - self.offset], offset=lo, total=self.total)
+
+    def describe(self) -> str:
+        return f"{len(self.frames)} frames in memory"
+
+
+Source = Union[FrameSource, MemorySource]
+
+
+def as_source(data) -> Source:
+    """A source for ``data``: a source, a path or list of paths, or a sequence of Atoms."""
+    if isinstance(data, (FrameSource, MemorySource)):
+        return data
+    if isinstance(data, Atoms):
+        return MemorySource([data])
+    if isinstance(data, str):
+        return FrameSource([data])
+    data = list(data)
+    if data and all(isinstance(d, str) for d in data):
+        return FrameSource(data)
+    return MemorySource(data)
+
+
+def frame_priorities(seed: int, frame_index: int, n: int) -> np.ndarray:
+    """The sampling priorities of the n rows of global frame ``frame_index`` (uniform on [0, 1), seeded)."""
+    return np.random.default_rng([int(seed), int(frame_index)]).random(n)
+
+
+class PrioritySample:
+    """The ``size`` rows of lowest priority among everything offered: a uniform sample, mergeable.
+
+    With priorities independent and uniform (:func:`frame_priorities`),
+    every row offered is kept with probability size/n after n rows, the
+    memory is about two samples' worth whatever n is, and the samples of
+    disjoint parts merge into exactly the sample of their union. Rows come
+    back in the order of their ``order`` keys (global positions), so the
+    sample does not depend on the order of arrival either.
     """
 
-    def __init__(self, size: int, seed: int = 0):
-        if size < 1:
-            raise ValueError(f"a reservoir holds at least 1 row, got size={size}")
-        self.size = int(size)
-        self.rng = np.random.default_rng(seed)
+    def __init__(self, size: Optional[int]):
+        if size is not None and size < 1:
+            raise ValueError(f"a sample holds at least 1 row, got size={size}")
+        self.size = None if size is None else int(size)
         self.n_seen = 0
-        self.rows: Optional[np.ndarray] = None
-        #: the global position (order of arrival) of each kept row
-        self.positions = np.zeros(0, dtype=np.int64)
+        self._rows: List[np.ndarray] = []
+        self._prio: List[np.ndarray] = []
+        self._order: List[np.ndarray] = []
+        self._n_held = 0
 
-    def add(self, rows: np.ndarray) -> None:
-        """Offer a chunk of rows (n, ...)."""
-        rows = np.asarray(rows)
-        n = len(rows)
-        if n == 0:
+    def add(self, rows: np.ndarray, priorities: np.ndarray, order: np.ndarray) -> None:
+        """Offer rows (n, ...) with their priorities (n,) and order keys (n,) or (n, k)."""
+        if len(rows) == 0:
             return
-        if self.rows is None:
-            self.rows = np.empty((self.size,) + rows.shape[1:], dtype=rows.dtype)
-            self.positions = np.zeros(self.size, dtype=np.int64)
-        fill = min(n, max(0, self.size - self.n_seen))
-        if fill:
-            self.rows[self.n_seen:self.n_seen + fill] = rows[:fill]
-            self.positions[self.n_seen:self.n_seen + fill] = self.n_seen + np.arange(fill)
-        rest = np.arange(fill, n)
-        if len(rest):
-            # algorithm R: the i-th row (0-based overall) replaces slot j ~ U{0..i} when j < size
-            i = self.n_seen + rest
-            j = np.floor(self.rng.random(len(rest)) * (i + 1)).astype(np.int64)
-            for r, slot, pos in zip(rest[j < self.size], j[j < self.size], i[j < self.size]):
-                self.rows[slot] = rows[r]  # in arrival order: a later row overwrites an earlier one
-                self.positions[slot] = pos
-        self.n_seen += n
+        self.n_seen += len(rows)
+        self._rows.append(np.asarray(rows))
+        self._prio.append(np.asarray(priorities, dtype=float))
+        self._order.append(np.asarray(order))
+        self._n_held += len(rows)
+        if self.size is not None and self._n_held >= 2 * self.size:
+            self._compact()
+
+    def _compact(self) -> None:
+        if not self._rows:
+            return
+        rows, prio, order = (np.concatenate(x) for x in (self._rows, self._prio, self._order))
+        if self.size is not None and len(prio) > self.size:
+            keep = np.argpartition(prio, self.size - 1)[:self.size]
+            rows, prio, order = rows[keep], prio[keep], order[keep]
+        self._rows, self._prio, self._order = [rows], [prio], [order]
+        self._n_held = len(prio)
+
+    def merge(self, other: "PrioritySample") -> "PrioritySample":
+        """Take in the sample of a disjoint part (in place; returns self)."""
+        other._compact()
+        if other._rows:
+            seen = self.n_seen
+            self.add(other._rows[0], other._prio[0], other._order[0])
+            self.n_seen = seen + other.n_seen
+        else:
+            self.n_seen += other.n_seen
+        return self
 
     def sample(self) -> np.ndarray:
-        """The kept rows (min(size, rows offered), ...)."""
-        if self.rows is None:
-            return np.zeros((0,))
-        return self.rows[:min(self.size, self.n_seen)]
+        """The kept rows (min(size, rows offered), ...), in order-key order."""
+        rows, order = self.sample_with_order()
+        return rows
+
+    def sample_with_order(self):
+        """(kept rows, their order keys), in order-key order."""
+        self._compact()
+        if not self._rows:
+            return np.zeros((0,)), np.zeros((0,), dtype=np.int64)
+        rows, order = self._rows[0], self._order[0]
+        keys = order if order.ndim == 1 else order.T[::-1]
+        idx = np.argsort(keys, kind="stable") if order.ndim == 1 else np.lexsort(keys)
+        return rows[idx], order[idx]
+
+    def __getstate__(self):
+        self._compact()
+        return self.__dict__

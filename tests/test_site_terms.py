@@ -404,16 +404,15 @@ def test_fitted_state_round_trip_and_seeded_selection(kind):
         TERMS[kind](**term.settings()).restore(state, bad)
 
 
-def test_bounded_candidate_sample(monkeypatch):
-    # a sample of at most _RESERVOIR sites per key, the same whatever the chunking
-    monkeypatch.setattr(sites_module, "_RESERVOIR", 30)
+def test_bounded_candidate_sample():
+    # a sample of at most `limit` sites per key, the same whatever the chunking
     frames = [_si_primitive(), _nacl(), _nacl()]
     frames[2].rattle(0.05, seed=9)
     picks = []
     for chunking in ([frames], [[f] for f in frames], [frames[:2], frames[2:]]):
         term = Angle3b(n_sparse=100, sparse_method="random")
         term.bind([11, 14, 17])
-        summary = term.select_sparse(iter([term.compute(c, gradients=False) for c in chunking]), seed=3)
+        summary = term.select_sparse(iter([term.compute(c, gradients=False) for c in chunking]), seed=3, limit=30)
         assert summary["blocks"]["14_14_14"]["candidates"] == 240
         picks.append(term.fitted_arrays())
         for X in picks[-1].values():

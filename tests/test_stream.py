@@ -6,7 +6,7 @@ import pytest
 
 from gapfit.data import read_frames
 from gapfit.errors import InputError
-from gapfit.stream import FrameSource, Reservoir
+from gapfit.stream import FrameSource, MemorySource, PrioritySample, as_source, frame_priorities
 from conftest import DATA
 
 FILES = [str(DATA / "Cu_emt_train.xyz"), str(DATA / "Cu_emt_test.xyz")]
@@ -32,6 +32,25 @@ def test_streamed_frames_equal_eager_frames():
     pick = [len(eager) - 1, 0, 13, 13, 40]
     for a, k in zip(src.take(pick), sorted(set(pick))):
         _same(a, eager[k])
+    # a range that crosses from the first file into the second
+    n0 = src.counts[0]
+    for a, k in zip(src.read(n0 - 2, n0 + 3), range(n0 - 2, n0 + 3)):
+        _same(a, eager[k])
+    # what a worker gets: paths and counts, read without counting again
+    import pickle
+    part = pickle.loads(pickle.dumps(src.part(n0 - 2, n0 + 3)))
+    assert part.counts == src.counts
+    for a, k in zip(part.read(n0 - 2, n0 + 3), range(n0 - 2, n0 + 3)):
+        _same(a, eager[k])
+    # frames in memory: the same interface, and a part keeps the global numbers
+    mem = as_source(eager)
+    assert isinstance(mem, MemorySource) and len(mem) == len(eager)
+    held = mem.part(5, 9)
+    assert len(held) == len(eager) and len(held.frames) == 4
+    assert [a.info["gapfit_source"] for a in held.read(6, 8)] == [eager[k].info["gapfit_source"] for k in (6, 7)]
+    with pytest.raises(IndexError):
+        list(held.read(0, 3))
+    assert isinstance(as_source(FILES), FrameSource)
 
 
 def test_frame_source_errors_name_the_file(tmp_path):
@@ -44,32 +63,46 @@ def test_frame_source_errors_name_the_file(tmp_path):
         FrameSource(FILES).take([10 ** 6])
 
 
-def test_reservoir_is_uniform_bounded_and_seeded():
-    n, size, runs = 1000, 100, 400
+def _offer(sample, frames, seed):
+    """Offer frames {frame index: n rows}; each row's value is its global position (frame, row)."""
+    for f, n in frames:
+        rows = (np.int64(f) << 32) + np.arange(n)
+        sample.add(rows, frame_priorities(seed, f, n), rows)
+
+
+def test_priority_sample_is_uniform_bounded_and_mergeable():
+    n_frames, per_frame, size, runs = 100, 10, 100, 400
+    n = n_frames * per_frame
     counts = np.zeros(n)
-    sizes = [1, 50, 333, 7, 609]  # chunking must not matter
     for seed in range(runs):
-        r = Reservoir(size, seed=seed)
-        start = 0
-        for s in sizes:
-            r.add(np.arange(start, start + s))
-            start += s
-        kept = r.sample()
-        assert len(kept) == size and len(np.unique(kept)) == size
-        np.testing.assert_array_equal(kept, r.positions)
-        counts[kept] += 1
+        s = PrioritySample(size)
+        _offer(s, [(f, per_frame) for f in range(n_frames)], seed)
+        kept = s.sample()
+        assert len(kept) == size and len(np.unique(kept)) == size and s.n_seen == n
+        assert np.all(np.diff(kept) > 0)  # in order of position, whatever the arrival order
+        counts[(kept >> 32) * per_frame + (kept & 0xFFFFFFFF)] += 1
     # each row is kept with probability size/n: binomial(runs, 0.1) counts, mean 40, sd 6
     expected = runs * size / n
     chi2 = np.sum((counts - expected) ** 2 / (expected * (1 - size / n)))
     assert chi2 < n + 5 * np.sqrt(2 * n)  # chi-square with ~n dof: mean n, sd sqrt(2n)
     assert abs(counts[:100].mean() - counts[-100:].mean()) < 4.0  # early and late rows alike
-    a, b = Reservoir(10, seed=3), Reservoir(10, seed=3)
-    for r in (a, b):
-        r.add(np.arange(500).reshape(250, 2))
-    np.testing.assert_array_equal(a.sample(), b.sample())
-    small = Reservoir(10)
-    small.add(np.arange(4))
+
+    # disjoint parts sampled apart, in any order and chunking, merge into the sample of the whole
+    frames = [(f, 3 + f % 7) for f in range(60)]
+    whole = PrioritySample(25)
+    _offer(whole, frames, 11)
+    parts = [PrioritySample(25) for _ in range(3)]
+    for k, fr in enumerate(frames[::-1]):
+        _offer(parts[k % 3], [fr], 11)
+    merged = parts[2].merge(parts[0]).merge(parts[1])
+    np.testing.assert_array_equal(merged.sample(), whole.sample())
+    assert merged.n_seen == whole.n_seen == sum(m for _, m in frames)
+    small = PrioritySample(10)
+    _offer(small, [(0, 4)], 0)
     np.testing.assert_array_equal(small.sample(), np.arange(4))
+    everything = PrioritySample(None)
+    _offer(everything, frames, 0)
+    assert len(everything.sample()) == sum(m for _, m in frames)
 
 
 def test_factors_merge_in_any_tree_order_to_the_serial_factor():

@@ -75,6 +75,60 @@ class PriorVariance:
     forces_eV2_per_A2: Optional[np.ndarray] = None
 
 
+class CandidateSample:
+    """A term's sparse-point candidates: per block, a seeded uniform sample of bounded size.
+
+    Each candidate's priority comes from the seed and its frame's global
+    index (:func:`gapfit.stream.frame_priorities`), so the samples of
+    disjoint sets of frames :meth:`merge` into exactly the sample of all of
+    them, whatever the chunking or the worker. Also counts the candidates of
+    each block and keeps the smallest first coordinate seen. Memory: about
+    2 × limit rows per block.
+    """
+
+    def __init__(self, limit: Optional[int], seed: int):
+        self.limit = None if limit is None else int(limit)
+        self.seed = int(seed)
+        self.blocks: Dict[Any, Any] = {}
+        self.count: Dict[Any, int] = {}
+        self.first_min: Dict[Any, float] = {}
+
+    def add(self, term: "Term", desc: Any, frame_index: int) -> None:
+        """Offer the candidates of one frame's descriptor (global frame number ``frame_index``)."""
+        from ..stream import PrioritySample, frame_priorities
+        parts = term.candidate_rows(desc)
+        parts = [p for p in parts if len(p[1])]
+        if not parts:
+            return
+        prio = frame_priorities(self.seed, frame_index, max(int(sites.max()) for _, _, sites in parts) + 1)
+        for key, rows, sites in parts:
+            if key not in self.blocks:
+                self.blocks[key] = PrioritySample(self.limit)
+                self.count[key] = 0
+                self.first_min[key] = np.inf
+            order = (np.int64(frame_index) << np.int64(32)) + sites.astype(np.int64)
+            self.blocks[key].add(rows, prio[sites], order)
+            self.count[key] += len(rows)
+            self.first_min[key] = min(self.first_min[key], float(np.min(rows[:, 0])))
+
+    def merge(self, other: "CandidateSample") -> "CandidateSample":
+        """Take in the sample of a disjoint set of frames (in place; returns self)."""
+        for key, block in other.blocks.items():
+            if key in self.blocks:
+                self.blocks[key].merge(block)
+                self.count[key] += other.count[key]
+                self.first_min[key] = min(self.first_min[key], other.first_min[key])
+            else:
+                self.blocks[key] = block
+                self.count[key] = other.count[key]
+                self.first_min[key] = other.first_min[key]
+        return self
+
+    def rows(self, key: Any) -> Optional[np.ndarray]:
+        """The sampled candidates of a block, in (frame, site) order; None when the block had none."""
+        return self.blocks[key].sample() if key in self.blocks else None
+
+
 class Term(ABC):
     """One additive part of a GAP model (see the module docstring).
 
@@ -125,13 +179,37 @@ class Term(ABC):
 
     # ------------------------------------------------------------ sparse set
     @abstractmethod
-    def select_sparse(self, chunks: Iterable[List[Any]], seed: int) -> Dict[str, Any]:
+    def candidate_rows(self, desc: Any) -> List[tuple]:
+        """The sparse-point candidates of one frame: ``[(block key, rows (n, d), site numbers (n,)), ...]``.
+
+        Site numbers are unique within the frame (they order the candidates).
+        """
+
+    @abstractmethod
+    def select_from_sample(self, sample: "CandidateSample", seed: int) -> Dict[str, Any]:
+        """Choose the sparse points from a :class:`CandidateSample`; returns a JSON summary for the log."""
+
+    def candidate_sample(self, limit: Optional[int], seed: int) -> "CandidateSample":
+        """An empty sample of at most ``limit`` candidates per block (None: all), priorities from ``seed``."""
+        return CandidateSample(limit, seed)
+
+    def select_sparse(self, chunks: Iterable[List[Any]], seed: int, limit: Optional[int] = 20000,
+                      first_frame: int = 0) -> Dict[str, Any]:
         """Choose the sparse points from descriptor chunks (computed without gradients).
 
-        ``chunks`` yields lists of per-frame descriptors from :meth:`compute`;
-        it is consumed once. Returns a JSON summary for the log (points and
-        candidates per block).
+        ``chunks`` yields lists of per-frame descriptors from :meth:`compute`,
+        numbered from ``first_frame``; it is consumed once. Candidates are a
+        seeded uniform sample of at most ``limit`` per block
+        (:class:`CandidateSample`). Returns a JSON summary for the log
+        (points and candidates per block).
         """
+        sample = self.candidate_sample(limit, seed)
+        k = first_frame
+        for chunk in chunks:
+            for desc in chunk:
+                sample.add(self, desc, k)
+                k += 1
+        return self.select_from_sample(sample, seed)
 
     @property
     @abstractmethod

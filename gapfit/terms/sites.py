@@ -30,7 +30,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import scipy.sparse
@@ -47,9 +47,6 @@ from .base import VOIGT, PriorVariance, Term, TermPrediction, TermRows
 # and force variances skip each such pair; the energy variance skips whole
 # tiles of pairs further apart than that along the first coordinate.)
 _PRIOR_CUT2 = 80.0
-# Largest candidate sample kept per key for farthest-point / random selection:
-# memory of select_sparse does not grow with the data.
-_RESERVOIR = 20000
 # Elements of the (sites, sparse points) kernel blocks of design_rows and
 # predict: bounds memory on large frames.
 _BLOCK_ELEMENTS = 1 << 21
@@ -458,80 +455,35 @@ class _SiteTerm(Term):
         return i[order].astype(np.int64), j[order].astype(np.int64), d[order], D[order]
 
     # ------------------------------------------------------------- sparse set
-    def select_sparse(self, chunks: Iterable[List[SiteDescriptor]], seed: int) -> Dict[str, Any]:
-        """Choose the sparse points of every key from a single pass over descriptor chunks.
+    def candidate_rows(self, desc: SiteDescriptor) -> List[tuple]:
+        sites = np.arange(desc.n_sites)
+        out = []
+        for q in range(len(self._keys)):
+            lo, hi = desc.key_bounds[q], desc.key_bounds[q + 1]
+            if hi > lo:
+                out.append((q, desc.t[lo:hi], sites[lo:hi]))
+        return out
 
-        ``fps``: farthest-point sampling in t/θ from a seeded uniform sample of
-        at most 20000 candidate sites per key (kept as a reservoir while
-        streaming), started at a seeded random candidate, exact duplicates
-        dropped. ``random``: seeded uniform choice from the same sample.
-        Fewer points than ``n_sparse`` when there are fewer distinct candidates.
+    def select_from_sample(self, sample, seed: int) -> Dict[str, Any]:
+        """Choose the sparse points of every key from a sample of candidate sites.
 
-        Parameters
-        ----------
-        chunks : iterable of lists of SiteDescriptor
-            Consumed once.
-        seed : int
-            Same data and seed give the same points.
-
-        Returns
-        -------
-        dict
-            JSON summary: method and, per key, points and candidates.
+        ``fps``: farthest-point sampling in t/θ from the sample (a seeded
+        uniform sample of the sites, see :class:`gapfit.terms.base.CandidateSample`),
+        started at a seeded random candidate, exact duplicates dropped.
+        ``random``: seeded uniform choice from the same sample. Fewer points
+        than ``n_sparse`` when there are fewer distinct candidates.
         """
         self._check_bound()
         rng = np.random.default_rng(seed)
-        stats = self._stream_candidates(chunks, rng)
-        sparse = [self._choose(q, stats, rng) for q in range(len(self._keys))]
+        nk = len(self._keys)
+        stats = {"count": np.array([sample.count.get(q, 0) for q in range(nk)], dtype=np.int64),
+                 "tmin": np.array([sample.first_min.get(q, np.inf) for q in range(nk)]),
+                 "sample": [sample.rows(q) if q in sample.blocks else np.zeros((0, self._DIM)) for q in range(nk)]}
+        sparse = [self._choose(q, stats, rng) for q in range(nk)]
         self._sparse = sparse
         return {"method": self.sparse_method,
                 "blocks": {self._key_name(key): {"points": int(len(x)), "candidates": int(stats["count"][q])}
                            for q, (key, x) in enumerate(zip(self._keys, sparse))}}
-
-    def _stream_candidates(self, chunks, rng) -> Dict[str, Any]:
-        """Per key: candidate count, minimum first coordinate, and a uniform sample of at most _RESERVOIR sites."""
-        nk = len(self._keys)
-        count = np.zeros(nk, dtype=np.int64)
-        tmin = np.full(nk, np.inf)
-        # Each site gets a random priority in stream order; the sample is the
-        # _RESERVOIR lowest priorities seen (a uniform sample without
-        # replacement, the same whatever the chunking). New sites wait in a
-        # list and are merged when they reach the reservoir's size, so each
-        # site is copied O(1) times.
-        kept = [[np.zeros((0, self._DIM)), np.zeros(0)] for _ in range(nk)]
-        waiting: List[List[Tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(nk)]
-        n_waiting = np.zeros(nk, dtype=np.int64)
-
-        def merge(q):
-            t = np.concatenate([kept[q][0]] + [x for x, _ in waiting[q]])
-            p = np.concatenate([kept[q][1]] + [y for _, y in waiting[q]])
-            if len(p) > _RESERVOIR:
-                keep = np.argpartition(p, _RESERVOIR - 1)[:_RESERVOIR]
-                t, p = t[keep], p[keep]
-            kept[q] = [t, p]
-            waiting[q] = []
-            n_waiting[q] = 0
-
-        for chunk in chunks:
-            for desc in chunk:
-                prio = rng.random(desc.n_sites)
-                for q in range(nk):
-                    lo, hi = desc.key_bounds[q], desc.key_bounds[q + 1]
-                    if hi == lo:
-                        continue
-                    count[q] += hi - lo
-                    tmin[q] = min(tmin[q], float(desc.t[lo:hi, 0].min()))
-                    waiting[q].append((desc.t[lo:hi].copy(), prio[lo:hi]))
-                    n_waiting[q] += hi - lo
-                    if n_waiting[q] >= _RESERVOIR:
-                        merge(q)
-        samples = []
-        for q in range(nk):
-            merge(q)
-            t, p = kept[q]
-            # in priority order: independent of the partition's order
-            samples.append(t[np.argsort(p, kind="stable")])
-        return {"count": count, "tmin": tmin, "sample": samples}
 
     def _choose(self, q: int, stats: Dict[str, Any], rng) -> np.ndarray:
         """Sparse points (n, d) of key q."""

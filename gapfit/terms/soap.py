@@ -13,7 +13,7 @@ is what makes prediction cheap.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 import scipy.sparse
@@ -106,25 +106,38 @@ class Soap(Term):
             return min(n_env, DEFAULT_SPARSE_PER_SPECIES)
         return min(n_env, int(ns))
 
-    def select_sparse(self, chunks: Iterable[List[FrameDescriptors]], seed: int) -> Dict[str, Any]:
-        by_species: Dict[int, List[np.ndarray]] = {z: [] for z in self.species}
-        for descs in chunks:
-            for d in descs:
-                for z in self.species:
-                    by_species[z].append(d.values[d.numbers == z])
+    def candidate_rows(self, desc: FrameDescriptors) -> List[tuple]:
+        atoms = np.arange(desc.n_atoms)
+        return [(z, desc.values[desc.numbers == z], atoms[desc.numbers == z]) for z in self.species]
+
+    def select_from_sample(self, sample, seed: int) -> Dict[str, Any]:
+        """CUR / FPS / random selection per species from the sampled environments (in frame, atom order)."""
         self.points = {}
-        n_env = {}
+        n_env, n_cand = {}, {}
         for z in self.species:
-            x = np.concatenate(by_species[z]) if by_species[z] else np.zeros((0, self.n_features))
-            by_species[z] = []
-            n_env[z] = len(x)
-            if len(x) == 0:
+            x = sample.rows(z)
+            n_env[z] = int(sample.count.get(z, 0))
+            if x is None or len(x) == 0:
                 continue
-            idx = select_sparse(x, self.n_sparse_for(z, len(x)), self.sparse_method, seed=seed + z,
-                                zeta=float(self.zeta))
+            n_cand[z] = len(x)
+            # the number of points follows the environments seen, not the sample's size
+            n = min(self.n_sparse_for(z, n_env[z]), len(x))
+            idx = select_sparse(x, n, self.sparse_method, seed=seed + z, zeta=float(self.zeta))
             self.points[z] = np.ascontiguousarray(x[idx])
         return {"sparse_points": {str(z): len(p) for z, p in self.points.items()},
-                "environments": {str(z): int(n) for z, n in n_env.items()}, "method": self.sparse_method}
+                "environments": {str(z): n for z, n in n_env.items()},
+                "candidates": {str(z): n for z, n in n_cand.items()}, "method": self.sparse_method}
+
+    def __getstate__(self):
+        # featomic's calculator handles do not pickle: a copy (a worker's) rebuilds them from the settings
+        state = dict(self.__dict__)
+        state["descriptor"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self.species:
+            self.bind(self.species)
 
     @property
     def blocks(self) -> List[int]:

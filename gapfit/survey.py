@@ -1,0 +1,125 @@
+"""The first pass of a fit: check every frame and keep a few numbers per frame, not the frames.
+
+:func:`survey` reads a frame source once (one frame at a time) and checks
+each frame and its labels as the fit will use them, so bad input fails
+before any descriptor is computed, naming the file, frame and field. It
+keeps what the fit needs to plan and to fix the baseline without the
+frames: atom counts, composition, total energies, which labels are
+present, config types, noise levels and the shortest contact per species
+pair (for the core repulsion's radii). That is O(frames) numbers: a
+million-atom data set costs a few MB here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+from .data import check_structure, get_labels, is_isolated_atom, where_of
+from .errors import InputError
+
+
+@dataclass
+class Survey:
+    """Per-frame facts of a training set, in global frame order (see the module docstring)."""
+
+    where: List[str] = field(default_factory=list)
+    n_atoms: List[int] = field(default_factory=list)
+    energy_eV: List[float] = field(default_factory=list)  # nan where absent
+    has_forces: List[bool] = field(default_factory=list)
+    has_stress: List[bool] = field(default_factory=list)
+    periodic: List[bool] = field(default_factory=list)  # periodic in 3D with a full cell
+    any_pbc: List[bool] = field(default_factory=list)
+    isolated: List[bool] = field(default_factory=list)
+    config_type: List[str] = field(default_factory=list)
+    #: (energy eV/atom, forces eV/Å, virial eV/atom) as set, before any optimised noise scale
+    sigma: List[Tuple[float, float, float]] = field(default_factory=list)
+    composition: List[Dict[int, int]] = field(default_factory=list)
+    contacts: Dict[Tuple[int, int], Tuple[float, str]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.where)
+
+    @property
+    def species(self) -> List[int]:
+        return sorted({z for c in self.composition for z in c})
+
+    def counts(self, species: List[int]) -> np.ndarray:
+        """(frames, species) atom counts."""
+        out = np.zeros((len(self), len(species)))
+        col = {z: k for k, z in enumerate(species)}
+        for f, c in enumerate(self.composition):
+            for z, n in c.items():
+                out[f, col[z]] = n
+        return out
+
+    def has_energy(self, k: int) -> bool:
+        return bool(np.isfinite(self.energy_eV[k]))
+
+    def n_rows(self, k: int) -> int:
+        """Rows of frame k in the training system."""
+        return int(self.has_energy(k)) + 3 * self.n_atoms[k] * bool(self.has_forces[k]) \
+            + 6 * bool(self.has_stress[k] and self.periodic[k])
+
+
+def survey(model, source, *, contacts: bool, progress: bool = False) -> Survey:
+    """Check every frame of ``source`` with ``model``'s label keys and noise settings; see :class:`Survey`.
+
+    ``contacts``: also find the shortest distance per species pair (the core
+    repulsion's radii come from it).
+    """
+    from tqdm.auto import tqdm
+
+    from .baselines import ZBLBaseline
+    out = Survey()
+    for k, atoms in enumerate(tqdm(source.read(0, len(source)), total=len(source), desc="checking frames",
+                                   unit="frame", disable=not progress, leave=False, delay=1.0)):
+        where = where_of(atoms, k)
+        check_structure(atoms, where)
+        lb = get_labels(atoms, where, energy_key=model.energy_key, forces_key=model.forces_key,
+                        stress_key=model.stress_key)
+        if lb.energy_eV is None and lb.forces_eV_per_A is None and lb.stress_eV_per_A3 is None:
+            raise InputError(f"{where}: frame has none of the fields 'energy', 'forces', 'stress'; "
+                             "label it or remove it")
+        sig = model._sigmas(atoms, lb, scaled=False)
+        out.where.append(where)
+        out.n_atoms.append(len(atoms))
+        out.energy_eV.append(np.nan if lb.energy_eV is None else float(lb.energy_eV))
+        out.has_forces.append(lb.forces_eV_per_A is not None)
+        out.has_stress.append(lb.stress_eV_per_A3 is not None)
+        out.periodic.append(bool(np.all(atoms.pbc)) and atoms.cell.rank == 3)
+        out.any_pbc.append(bool(np.any(atoms.pbc)))
+        out.isolated.append(is_isolated_atom(atoms, lb))
+        out.config_type.append(lb.config_type)
+        out.sigma.append((sig["energy"], sig["forces"], sig["virial"]))
+        zs, n = np.unique(atoms.numbers, return_counts=True)
+        out.composition.append({int(z): int(c) for z, c in zip(zs, n)})
+        if contacts:
+            ZBLBaseline.shortest_contacts([atoms], found=out.contacts, first_index=k)
+    return out
+
+
+def plan_blocks(n_atoms: List[int], indices: List[int], n_blocks: int) -> List[List[int]]:
+    """Split ``indices`` (increasing) into at most ``n_blocks`` consecutive runs of about equal atom counts."""
+    if not indices:
+        return []
+    sizes = np.array([n_atoms[k] for k in indices], dtype=float)
+    cum = np.cumsum(sizes)
+    bounds = np.searchsorted(cum, cum[-1] * np.arange(1, n_blocks) / n_blocks, side="left") + 1
+    cuts = [0] + sorted(set(int(b) for b in bounds if 0 < b < len(indices))) + [len(indices)]
+    return [list(indices[a:b]) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+
+def group_by_atoms(indices: List[int], sizes: List[int], atoms_per_chunk: int) -> List[List[int]]:
+    """Consecutive runs of ``indices`` (with ``sizes`` atoms each) holding about ``atoms_per_chunk`` atoms each."""
+    out, chunk, n = [], [], 0
+    for k, size in zip(indices, sizes):
+        chunk.append(k)
+        n += size
+        if n >= atoms_per_chunk:
+            out.append(chunk)
+            chunk, n = [], 0
+    if chunk:
+        out.append(chunk)
+    return out
