@@ -6,6 +6,7 @@ and exit status 2; ``-T`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -36,6 +37,10 @@ FIT_OPTIONS = [
     ("--energy-key", "energy_key", str, "info key of the energy (default: calculator 'energy')"),
     ("--forces-key", "forces_key", str, "arrays key of the forces (default: calculator 'forces')"),
     ("--stress-key", "stress_key", str, "info key of the stress (default: calculator 'stress')"),
+    ("--sparse-candidates", "sparse_candidates", int, "environments sampled per term and species to choose the "
+                                                     "sparse points from (default 20000; memory 8 B x features each)"),
+    ("--atoms-per-block", "atoms_per_block", int, "atoms per block of frames, the unit of work (one Dask task); "
+                                                 "the model depends on it, not on the workers (default: ~6000)"),
 ]
 CONFIG_ONLY = {"config_type_sigma", "e0", "n_sparse"}
 
@@ -95,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     _baseline_flags(g)
     for flag, dest, typ, hlp in FIT_OPTIONS:
         g.add_argument(flag, dest=dest, type=typ, default=None, help=hlp)
+    d = f.add_argument_group("parallel and distributed fits (docs/distributed.md)")
+    par = d.add_mutually_exclusive_group()
+    par.add_argument("--workers", type=int, default=None, metavar="N",
+                     help="run the descriptor and design-row work on N local worker processes (a local Dask "
+                          "cluster, one thread each)")
+    par.add_argument("--dask", metavar="SCHEDULER_ADDRESS", default=None,
+                     help="run it on the Dask cluster at this address (tcp://host:8786; the training files must "
+                          "be readable by the workers at the same paths)")
     h = f.add_argument_group("hyperparameters and data hygiene (docs/hyperparameters.md)")
     h.add_argument("--optimize", nargs="?", const="global", choices=["global", "config_type"], default=None,
                    help="choose each term's δ and the noise levels by maximising the log marginal likelihood "
@@ -351,7 +364,6 @@ def _name_config(args, config_keys, exc):
 
 
 def _fit(args) -> int:
-    from .data import read_frames
     from .errors import InputError
     from .files import StagedFile, TargetLock
     from .model import GAP
@@ -363,9 +375,9 @@ def _fit(args) -> int:
         from .search import load_search
         args.search_spec = load_search(args.search)
     if args.dry_run:
-        frames = read_frames(args.train)
+        from .stream import FrameSource
         try:
-            summary = GAP(**params).check_data(frames)
+            summary = GAP(**params).check_data(FrameSource(args.train))
         except InputError as exc:
             raise _name_config(args, config_keys, exc) from None
         print(_format_summary(args.train, summary))
@@ -406,9 +418,15 @@ def _fit_logged(args, params, config_keys, log, model_out) -> None:
     from .model import GAP
     from .model_io import model_writer
 
+    from .stream import FrameSource, MemorySource
     t0 = time.perf_counter()
-    frames = read_frames(args.train)
-    log.info("gapfit fit: %d frames, %d atoms from %s", len(frames), sum(len(a) for a in frames), args.train)
+    # --search and --drop-outliers refit on subsets: they hold the frames; a plain fit streams them
+    if args.search or args.drop_outliers is not None:
+        frames = read_frames(args.train)
+        source = MemorySource(frames)
+    else:
+        frames, source = None, FrameSource(args.train)
+    log.info("gapfit fit: %d frames from %s", len(source), args.train)
     search = None
     if args.search:
         from .search import apply_best, run_search, search_summary
@@ -422,9 +440,11 @@ def _fit_logged(args, params, config_keys, log, model_out) -> None:
     model = GAP(**params)
     log.info("settings: %s", json.dumps({k: v for k, v in model.get_params().items()}, default=str))
     try:
-        model.fit(frames)
+        with _dask_client(args, log) as client:
+            model.fit(source, client=client)
     except InputError as exc:
         raise _name_config(args, config_keys, exc) from None
+    log.info("fitted %d frames, %d atoms", model.training_summary_["n_frames"], model.training_summary_["n_atoms"])
     log.info("e0 (eV): %s; terms: %s", {int(z): round(v, 6) for z, v in model.e0_.items()},
              "; ".join(f"{t.type} δ {t.delta_eV:.4g} eV, {t.n_columns} sparse points" for t in model.terms_))
     from .errors import InputError as _InputError
@@ -457,18 +477,51 @@ def _fit_logged(args, params, config_keys, log, model_out) -> None:
         log.info("hygiene of %d frames (leverage, leave-one-out z; worst first) in %s",
                  len(report), args.output + ".hygiene.csv")
     log.info("fit wall time %.1f s", time.perf_counter() - t0)
-    n_check = min(args.train_error_frames, len(frames))
+    if frames is not None:
+        source = MemorySource(frames)
+    n_check = min(args.train_error_frames, len(source))
     if n_check > 0:
         rng = np.random.default_rng(0)
-        idx = np.sort(rng.choice(len(frames), size=n_check, replace=False))
-        sub = [frames[k] for k in idx]
+        idx = np.sort(rng.choice(len(source), size=n_check, replace=False))
+        sub = source.take(idx)
         preds = model.predict(sub)
         labels = [get_labels(a, where_of(a, k), energy_key=model.energy_key, forces_key=model.forces_key,
                              stress_key=model.stress_key) for k, a in zip(idx, sub)]
         n_at = [len(a) for a in sub]
         overall = error_metrics(preds, labels, n_at)
-        log.info("training error on %d of %d frames:\n%s", n_check, len(frames),
+        log.info("training error on %d of %d frames:\n%s", n_check, len(source),
                  format_table(overall, metrics_by_config_type(preds, labels, n_at)))
+
+
+@contextlib.contextmanager
+def _dask_client(args, log):
+    """A Dask client for --workers N (a local cluster, closed at the end) or --dask ADDRESS; else None."""
+    if not getattr(args, "workers", None) and not getattr(args, "dask", None):
+        yield None
+        return
+    from .errors import InputError, WorkerError
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise InputError("--workers and --dask need dask.distributed: pip install distributed") from None
+    if args.workers is not None:
+        if args.workers < 1:
+            raise InputError(f"--workers must be at least 1, got {args.workers}")
+        # one BLAS thread per worker: the workers are the parallelism
+        with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                          silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+            log.info("running on %d local worker processes", args.workers)
+            yield client
+        return
+    try:
+        client = Client(args.dask, timeout=30)
+    except (OSError, TimeoutError) as exc:
+        raise WorkerError(f"--dask {args.dask}: cannot reach the scheduler ({exc}); check the address and that "
+                          "the scheduler is running (dask scheduler)") from None
+    with client:
+        log.info("running on the Dask cluster at %s (%d workers)", args.dask,
+                 len(client.scheduler_info().get("workers", {})))
+        yield client
 
 
 def _eval(args) -> int:

@@ -1,61 +1,65 @@
 """Where the fit's passes (:mod:`gapfit.passes`) run: in this process, or on a Dask cluster.
 
 Both executors take one pass function and a list of blocks of frames and
-return the blocks' results in block order; the fit then merges them (in
-any order: samples and factors are mergeable), so the same data and seed
-give the same model on one process or many.
+return the blocks' results in block order, or reduced by a merge function
+over a binary tree whose shape depends only on the number of blocks. The
+fit's blocks depend only on the data and the settings, never on the number
+of workers, so the same data and seed give the same floating-point
+operations, and the same model, on one process or many.
 
 On Dask, the model is sent once to every worker (its terms rebuild their
 descriptor calculators on arrival, see ``Soap.__setstate__``), each block
 is one task reading its own frames (file paths and an index range: the
-files must be readable from the workers), and results come back as the
-tasks finish. A worker that dies (killed, out of memory) or a cluster
-without workers stops the fit with one :class:`gapfit.errors.WorkerError`
-naming the block, instead of a hang.
+files must be readable from the workers), and the merges run on the workers
+too, so the fitting process receives one result per pass. A worker that
+dies (killed, out of memory) or a cluster without workers stops the fit
+with one :class:`gapfit.errors.WorkerError` naming the block, not a hang.
 """
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from typing import Any, Callable, List, Optional, Sequence
 
 from .errors import WorkerError
 
-log = logging.getLogger("gapfit")
+
+def tree_reduce(items: List[Any], merge: Callable[[Any, Any], Any]) -> Any:
+    """Merge adjacent pairs level by level: ((0 1) (2 3)) (4 ...). The tree depends only on len(items)."""
+    level = list(items)
+    while len(level) > 1:
+        level = [merge(level[i], level[i + 1]) if i + 1 < len(level) else level[i]
+                 for i in range(0, len(level), 2)]
+    return level[0]
 
 
 class SerialExecutor:
     """Run every block in this process, one after the other."""
 
     n_workers = 1
-    blocks_per_worker = 1
 
     def run(self, fn: Callable, model, source, blocks: Sequence, *args, what: str = "",
-            progress: bool = False, **kwargs) -> List[Any]:
+            progress: bool = False, reduce: Optional[Callable] = None, **kwargs) -> Any:
         from tqdm.auto import tqdm
         total = sum(b.hi - b.lo for b in blocks)
         with tqdm(total=total, desc=what, unit="frame", disable=not progress, leave=False) as bar:
-            return [fn(model, source, b, *args, progress=bar, **kwargs) for b in blocks]
+            results = [fn(model, source, b, *args, progress=bar, **kwargs) for b in blocks]
+        return results if reduce is None else tree_reduce(results, reduce)
 
 
 class DaskExecutor:
-    """Run blocks as tasks on a ``dask.distributed`` cluster.
+    """Run blocks, and the merges of their results, as tasks on a ``dask.distributed`` cluster.
 
     Parameters
     ----------
     client : distributed.Client
         Connected to the cluster.
-    blocks_per_worker : int
-        Blocks per worker per pass: more balance the load, fewer mean fewer
-        (M+1)² factors to send and merge.
     no_worker_timeout_s : float
         How long a pass waits while the cluster has no worker before it stops.
     """
 
-    def __init__(self, client, blocks_per_worker: int = 2, no_worker_timeout_s: float = 120.0):
+    def __init__(self, client, no_worker_timeout_s: float = 120.0):
         self.client = client
-        self.blocks_per_worker = int(blocks_per_worker)
         self.no_worker_timeout_s = float(no_worker_timeout_s)
 
     @property
@@ -63,59 +67,64 @@ class DaskExecutor:
         return max(1, len(self.client.scheduler_info().get("workers", {})))
 
     def run(self, fn: Callable, model, source, blocks: Sequence, *args, what: str = "",
-            progress: bool = False, **kwargs) -> List[Any]:
-        from distributed import wait
+            progress: bool = False, reduce: Optional[Callable] = None, **kwargs) -> Any:
         from tqdm.auto import tqdm
         client = self.client
         model_future = client.scatter(model, broadcast=True, hash=False)
-        tag = uuid.uuid4().hex[:8]
-        futures = {}
-        for i, b in enumerate(blocks):
-            f = client.submit(fn, model_future, source.part(b.lo, b.hi), b, *args, pure=False,
-                              key=f"gapfit-{what.replace(' ', '-')}-{i}-{tag}", **kwargs)
-            futures[f] = i
-        results: List[Any] = [None] * len(blocks)
-        pending = set(futures)
-        no_workers_since: Optional[float] = None
+        tag = f"{what.replace(' ', '-')}-{uuid.uuid4().hex[:8]}"
+        block_futures = [client.submit(fn, model_future, source.part(b.lo, b.hi), b, *args, pure=False,
+                                       key=f"gapfit-{tag}-block-{i}", **kwargs) for i, b in enumerate(blocks)]
+        wanted = list(block_futures)
+        if reduce is not None:
+            n = [0]
+
+            def merge(a, b):
+                n[0] += 1
+                return client.submit(reduce, a, b, pure=False, key=f"gapfit-{tag}-merge-{n[0]}")
+            wanted = [tree_reduce(block_futures, merge)]
         try:
             with tqdm(total=len(blocks), desc=what, unit="block", disable=not progress, leave=False) as bar:
-                while pending:
-                    done, pending = wait(pending, timeout=2.0, return_when="FIRST_COMPLETED")
-                    for f in done:
-                        i = futures[f]
-                        results[i] = self._result(f, blocks[i], source, what)
-                        bar.update(1)
-                    if not done:
-                        if not client.scheduler_info().get("workers"):
-                            no_workers_since = no_workers_since or time.monotonic()
-                            if time.monotonic() - no_workers_since > self.no_worker_timeout_s:
-                                raise WorkerError(
-                                    f"the Dask cluster at {client.scheduler.address} has had no workers for "
-                                    f"{self.no_worker_timeout_s:.0f} s while {len(pending)} block(s) of {what} "
-                                    "wait; start workers (dask worker ADDRESS) or use --workers N")
-                        else:
-                            no_workers_since = None
+                self._wait(wanted, block_futures, bar, blocks, source, what)
+            results = [self._result(f, wanted, block_futures, blocks, source, what) for f in wanted]
         finally:
-            for f in pending:
-                f.cancel()
-            client.cancel([model_future])
-        return results
+            client.cancel(block_futures + wanted + [model_future])
+        return results if reduce is None else results[0]
+
+    def _wait(self, wanted, block_futures, bar, blocks, source, what) -> None:
+        """Poll until every wanted future is done; stop when the cluster has had no worker for too long."""
+        no_workers_since: Optional[float] = None
+        shown = 0
+        while not all(f.done() for f in wanted):
+            time.sleep(0.2)
+            done = sum(f.done() for f in block_futures)
+            bar.update(done - shown)
+            shown = done
+            if any(f.status == "error" for f in block_futures + wanted):
+                return
+            if not self.client.scheduler_info().get("workers"):
+                no_workers_since = no_workers_since or time.monotonic()
+                if time.monotonic() - no_workers_since > self.no_worker_timeout_s:
+                    raise WorkerError(
+                        f"the Dask cluster at {self.client.scheduler.address} has had no workers for "
+                        f"{self.no_worker_timeout_s:.0f} s while {what} of {source.describe()} waits; start "
+                        "workers (dask worker ADDRESS) or use --workers N")
+            else:
+                no_workers_since = None
 
     @staticmethod
-    def _result(future, block, source, what: str):
+    def _result(future, wanted, block_futures, blocks, source, what: str):
         from distributed import KilledWorker
         from distributed.comm.core import CommClosedError
         try:
             return future.result()
         except KilledWorker as exc:
+            failed = [i for i, f in enumerate(block_futures) if f.status == "error"]
+            where = blocks[failed[0]].describe(source) if failed else f"the merge of the blocks of {source.describe()}"
             raise WorkerError(
-                f"a Dask worker died while computing {what} of {block.describe(source)} ({exc}); the fit is "
-                "stopped. Check the worker's log: a worker past its memory limit is killed (give the workers more "
-                "memory)") from None
+                f"a Dask worker died while computing {what} of {where} ({exc}); the fit is stopped. Check the "
+                "worker's log: a worker past its memory limit is killed (give the workers more memory)") from None
         except CommClosedError as exc:
-            # the connection to the scheduler broke: say so, not as a file error
-            raise WorkerError(f"lost the Dask cluster while computing {what} of {block.describe(source)}: "
-                              f"{type(exc).__name__}: {exc}") from None
+            raise WorkerError(f"lost the Dask cluster while computing {what} of {source.describe()}: {exc}") from None
 
 
 def make_executor(client=None):

@@ -213,6 +213,12 @@ class GAP:
         ``hygiene_spool_gb``, else computed again.
     hygiene_spool_gb : float, default=4.0
         Largest temporary file of design rows (GB) for the hygiene pass.
+    atoms_per_block : int or None, default=None
+        Atoms per block of frames: the unit of work of a fit, one task per
+        block on a Dask cluster. The blocks (and so the model, to the last
+        bit) depend on this and the data, not on the number of workers.
+        Each block adds one merge of (M+1)² factors. None: four chunks of
+        descriptor work (about 6000 atoms for SOAP at the default settings).
     sparse_candidates : int or None, default=20000
         Candidate environments kept per term and species (or species
         tuple) for choosing the sparse points: a seeded uniform sample of
@@ -247,7 +253,8 @@ class GAP:
                  energy_key: Optional[str] = None, forces_key: Optional[str] = None,
                  stress_key: Optional[str] = None, optimize: Union[bool, str] = False,
                  optimize_delta: bool = True, hygiene: bool = True, hygiene_spool_gb: float = 4.0,
-                 sparse_candidates: Optional[int] = 20000, progress: bool = False):
+                 atoms_per_block: Optional[int] = None, sparse_candidates: Optional[int] = 20000,
+                 progress: bool = False):
         self.terms = terms
         self.cutoff = cutoff
         self.cutoff_transition_width = cutoff_transition_width
@@ -279,6 +286,7 @@ class GAP:
         self.optimize_delta = optimize_delta
         self.hygiene = hygiene
         self.hygiene_spool_gb = hygiene_spool_gb
+        self.atoms_per_block = atoms_per_block
         self.sparse_candidates = sparse_candidates
         self.progress = progress
 
@@ -286,7 +294,8 @@ class GAP:
     _PARAMS = ("terms",) + SOAP_PARAMS + (
         "sigma_energy", "sigma_forces", "sigma_virial", "config_type_sigma", "e0", "core_repulsion", "core_radii", "core_file",
         "baseline", "jitter", "seed", "calibration_fraction", "energy_key", "forces_key", "stress_key",
-        "optimize", "optimize_delta", "hygiene", "hygiene_spool_gb", "sparse_candidates", "progress")
+        "optimize", "optimize_delta", "hygiene", "hygiene_spool_gb", "atoms_per_block", "sparse_candidates",
+        "progress")
 
     def get_params(self) -> dict:
         """Constructor parameters, as in scikit-learn."""
@@ -482,22 +491,18 @@ class GAP:
         self._start_state(info, parts)
         st = self.state_
         cal_idx = self._calibration_split(info)
-        n_blocks = executor.n_workers * executor.blocks_per_worker
+        # the blocks depend on the data and settings only, not on the workers: same model either way
         blocks = [self._block(info, b[0], b[-1] + 1, cal_idx)
-                  for b in plan_blocks(info.n_atoms, list(range(len(info))), n_blocks)]
+                  for b in plan_blocks(info.n_atoms, list(range(len(info))), self._n_blocks(info))]
 
         # Pass 1: descriptors without gradients -> a bounded sample of candidate
         # sparse points per term (calibration frames left out, so that their
         # uncertainties are honest), and the energies e0 is fitted to.
         t0 = time.perf_counter()
         from . import passes
-        results = executor.run(passes.sample_block, self, source, blocks, self.sparse_candidates, parts,
-                               sample_skip=cal_idx, what="sparse candidates", progress=self.progress)
-        samples, energies = results[0]
-        for s, e in results[1:]:
-            for a, b in zip(samples, s):
-                a.merge(b)
-            energies.update(e)
+        samples, energies = executor.run(passes.sample_block, self, source, blocks, self.sparse_candidates, parts,
+                                         sample_skip=cal_idx, what="sparse candidates", progress=self.progress,
+                                         reduce=passes.merge_samples)
         self._finish_baseline(info, parts, energies)
         for k, (term, sample) in enumerate(zip(st.terms, samples)):
             summary = term.select_from_sample(sample, seed=self.seed + 1000 * k)
@@ -580,15 +585,17 @@ class GAP:
     def _rows(self, executor, source, blocks, names, delta_start, spool, counts):
         """All blocks' grouped factors, merged; adds to ``counts``."""
         from . import passes
-        results = executor.run(passes.rows_block, self, source, blocks, names, delta_start,
-                               what="design rows", progress=self.progress,
-                               **({"spool": spool} if spool is not None else {}))
-        grouped = hyper.GroupedFactors.empty(self.state_.n_columns)
-        for g, c in results:
-            grouped.merge(g)
-            for key in counts:
-                counts[key] += c[key]
+        grouped, c = executor.run(passes.rows_block, self, source, blocks, names, delta_start,
+                                  what="design rows", progress=self.progress, reduce=passes.merge_rows,
+                                  **({"spool": spool} if spool is not None else {}))
+        for key in counts:
+            counts[key] += c[key]
         return grouped
+
+    def _n_blocks(self, info) -> int:
+        """Blocks of about ``atoms_per_block`` atoms (default: 4 chunks' worth)."""
+        per_block = self.atoms_per_block or 4 * self._atoms_per_chunk()
+        return max(1, int(round(sum(info.n_atoms) / per_block)))
 
     # ----------------------------------------------------- hyperparameters
     def _block_terms(self) -> List[int]:

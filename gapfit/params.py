@@ -191,6 +191,7 @@ CHECKS: Dict[str, Callable[[str, Any], None]] = {
     "hygiene": _flag,
     "hygiene_spool_gb": _positive,
     "sparse_candidates": _optional(_whole(1)),
+    "atoms_per_block": _optional(_whole(1)),
     "terms": lambda name, value: None,  # parsed and checked term by term by gapfit.terms.build_terms
     "core_repulsion": _flag,
     "core_radii": _one_of("data", "covalent"),

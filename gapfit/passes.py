@@ -137,3 +137,21 @@ def hygiene_block(model, source, block: Block, not_fitted: Sequence[int], progre
             sig_e = model._sigmas(a, lb)["energy"] * np.sqrt(len(a))
             out.append(summarise(f, wheres[pos[f]], lb.config_type, len(a), stats, sig_e))
     return out
+
+
+def merge_samples(a, b):
+    """Merge two :func:`sample_block` results (in place into ``a``)."""
+    samples, energies = a
+    for x, y in zip(samples, b[0]):
+        x.merge(y)
+    energies.update(b[1])
+    return a
+
+
+def merge_rows(a, b):
+    """Merge two :func:`rows_block` results (in place into ``a``)."""
+    grouped, counts = a
+    grouped.merge(b[0])
+    for key in counts:
+        counts[key] += b[1][key]
+    return a
