@@ -508,7 +508,7 @@ def _dask_client(args, log):
         if args.workers < 1:
             raise InputError(f"--workers must be at least 1, got {args.workers}")
         # one BLAS thread per worker: the workers are the parallelism
-        with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+        with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                           silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
             log.info("running on %d local worker processes", args.workers)
             yield client

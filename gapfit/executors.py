@@ -87,7 +87,10 @@ class DaskExecutor:
                 self._wait(wanted, block_futures, bar, blocks, source, what)
             results = [self._result(f, wanted, block_futures, blocks, source, what) for f in wanted]
         finally:
-            client.cancel(block_futures + wanted + [model_future])
+            # stop what still runs (after an error); finished futures are released with their references
+            unfinished = {f.key: f for f in block_futures + wanted if not f.done()}
+            if unfinished:
+                client.cancel(list(unfinished.values()))
         return results if reduce is None else results[0]
 
     def _wait(self, wanted, block_futures, bar, blocks, source, what) -> None:
