@@ -33,8 +33,37 @@ def tree_reduce(items: List[Any], merge: Callable[[Any, Any], Any]) -> Any:
     return level[0]
 
 
+class _StreamingTree:
+    """:func:`tree_reduce`'s tree, built as items arrive: at most log2(n) + 1 items held at once.
+
+    A stack of (level, item): a new item merges with the top while their
+    levels match (a binary counter); at the end the stack collapses from the
+    top. For the left-to-right pairing of :func:`tree_reduce`, whose odd item
+    at each level is the last, this is the same tree.
+    """
+
+    def __init__(self, merge: Callable[[Any, Any], Any]):
+        self.merge = merge
+        self.stack: List[tuple] = []
+
+    def add(self, item: Any) -> None:
+        level = 0
+        while self.stack and self.stack[-1][0] == level:
+            _, left = self.stack.pop()
+            item = self.merge(left, item)
+            level += 1
+        self.stack.append((level, item))
+
+    def result(self) -> Any:
+        _, item = self.stack.pop()
+        while self.stack:
+            _, left = self.stack.pop()
+            item = self.merge(left, item)
+        return item
+
+
 class SerialExecutor:
-    """Run every block in this process, one after the other."""
+    """Run every block in this process, one after the other (merging as they finish)."""
 
     n_workers = 1
 
@@ -42,9 +71,16 @@ class SerialExecutor:
             progress: bool = False, reduce: Optional[Callable] = None, **kwargs) -> Any:
         from tqdm.auto import tqdm
         total = sum(b.hi - b.lo for b in blocks)
+        results: List[Any] = []
+        tree = _StreamingTree(reduce) if reduce is not None else None
         with tqdm(total=total, desc=what, unit="frame", disable=not progress, leave=False) as bar:
-            results = [fn(model, source, b, *args, progress=bar, **kwargs) for b in blocks]
-        return results if reduce is None else tree_reduce(results, reduce)
+            for b in blocks:
+                r = fn(model, source, b, *args, progress=bar, **kwargs)
+                if tree is None:
+                    results.append(r)
+                else:
+                    tree.add(r)  # a block's factors are merged before the next is computed
+        return results if tree is None else tree.result()
 
 
 class DaskExecutor:

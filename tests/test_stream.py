@@ -129,3 +129,15 @@ def test_factors_merge_in_any_tree_order_to_the_serial_factor():
                  for i in range(0, len(level), 2)]
     for R in (left, right, level[0]):
         np.testing.assert_allclose(signs_fixed(R), signs_fixed(serial), rtol=1e-10, atol=1e-10)
+
+
+def test_streamed_merge_tree_is_the_fixed_tree():
+    # one process merges blocks as they finish, a cluster level by level: the same tree, so the same rounding
+    from gapfit.executors import _StreamingTree, tree_reduce
+    for n in range(1, 40):
+        items = [str(i) for i in range(n)]
+        tree = _StreamingTree(lambda a, b: f"({a} {b})")
+        for it in items:
+            tree.add(it)
+            assert len(tree.stack) <= n.bit_length()  # memory: O(log n) partial results
+        assert tree.result() == tree_reduce(items, lambda a, b: f"({a} {b})")
