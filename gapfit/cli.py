@@ -410,6 +410,11 @@ def _format_summary(paths, summary: dict) -> str:
 
 def _fit_logged(args, params, config_keys, log, model_out) -> None:
     """Read, fit, write the model to its staged file, report the training error: all into ``log``."""
+    with contextlib.ExitStack() as stack:
+        _fit_in(stack, args, params, config_keys, log, model_out)
+
+
+def _fit_in(stack, args, params, config_keys, log, model_out) -> None:
     import numpy as np
 
     from .data import get_labels, read_frames, where_of
@@ -439,9 +444,10 @@ def _fit_logged(args, params, config_keys, log, model_out) -> None:
         params = apply_best(params, search)
     model = GAP(**params)
     log.info("settings: %s", json.dumps({k: v for k, v in model.get_params().items()}, default=str))
+    # the cluster (if any) stays up for the refit of --drop-outliers
+    client = stack.enter_context(_dask_client(args, log))
     try:
-        with _dask_client(args, log) as client:
-            model.fit(source, client=client)
+        model.fit(source, client=client)
     except InputError as exc:
         raise _name_config(args, config_keys, exc) from None
     log.info("fitted %d frames, %d atoms", model.training_summary_["n_frames"], model.training_summary_["n_atoms"])
@@ -463,7 +469,7 @@ def _fit_logged(args, params, config_keys, log, model_out) -> None:
             gone = {f.index for f in dropped}
             frames = [a for k, a in enumerate(frames) if k not in gone]
             model = GAP(**params)
-            model.fit(frames)
+            model.fit(frames, client=client)
             model.state_.training["dropped_frames"] = sorted(gone)
             for f in report.frames:
                 f.dropped = f.index in gone

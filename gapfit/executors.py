@@ -11,7 +11,7 @@ On Dask, the model is sent once to every worker (its terms rebuild their
 descriptor calculators on arrival, see ``Soap.__setstate__``), each block
 is one task reading its own frames (file paths and an index range: the
 files must be readable from the workers), and the merges run on the workers
-too, so the fitting process receives one result per pass. A worker that
+too, so the fitting process receives one result per merged pass. A worker that
 dies (killed, out of memory) or a cluster without workers stops the fit
 with one :class:`gapfit.errors.WorkerError` naming the block, not a hang.
 """
@@ -21,7 +21,7 @@ import time
 import uuid
 from typing import Any, Callable, List, Optional, Sequence
 
-from .errors import WorkerError
+from .errors import InputError, WorkerError
 
 
 def tree_reduce(items: List[Any], merge: Callable[[Any, Any], Any]) -> Any:
@@ -106,7 +106,12 @@ class DaskExecutor:
             progress: bool = False, reduce: Optional[Callable] = None, **kwargs) -> Any:
         from tqdm.auto import tqdm
         client = self.client
-        model_future = client.scatter(model, broadcast=True, hash=False)
+        try:
+            model_future = client.scatter(model, broadcast=True, hash=False)
+        except Exception as exc:  # pickling fails with many types (TypeError, PicklingError, AttributeError)
+            raise InputError(f"the model cannot be sent to the Dask workers ({type(exc).__name__}: {exc}); a "
+                             "Δ-learning baseline calculator must pickle to be used with --workers/--dask: fit "
+                             "in one process instead", param="baseline") from None
         tag = f"{what.replace(' ', '-')}-{uuid.uuid4().hex[:8]}"
         block_futures = [client.submit(fn, model_future, source.part(b.lo, b.hi), b, *args, pure=False,
                                        key=f"gapfit-{tag}-block-{i}", **kwargs) for i, b in enumerate(blocks)]
@@ -131,16 +136,25 @@ class DaskExecutor:
 
     def _wait(self, wanted, block_futures, bar, blocks, source, what) -> None:
         """Poll until every wanted future is done; stop when the cluster has had no worker for too long."""
+        from distributed.comm.core import CommClosedError
         no_workers_since: Optional[float] = None
-        shown = 0
+        shown, polls = 0, 0
         while not all(f.done() for f in wanted):
             time.sleep(0.2)
+            polls += 1
             done = sum(f.done() for f in block_futures)
             bar.update(done - shown)
             shown = done
             if any(f.status == "error" for f in block_futures + wanted):
                 return
-            if not self.client.scheduler_info().get("workers"):
+            if polls % 10:
+                continue  # ask the scheduler about its workers every 2 s only
+            try:
+                n_workers = len(self.client.nthreads())
+            except (OSError, CommClosedError) as exc:
+                raise WorkerError(f"lost the Dask scheduler while computing {what} of {source.describe()}: "
+                                  f"{type(exc).__name__}: {exc}") from None
+            if not n_workers:
                 no_workers_since = no_workers_since or time.monotonic()
                 if time.monotonic() - no_workers_since > self.no_worker_timeout_s:
                     raise WorkerError(

@@ -215,8 +215,8 @@ class GAP:
         Largest temporary file of design rows (GB) for the hygiene pass.
     atoms_per_block : int or None, default=None
         Atoms per block of frames: the unit of work of a fit, one task per
-        block on a Dask cluster. The blocks (and so the model, to the last
-        bit) depend on this and the data, not on the number of workers.
+        block on a Dask cluster. The blocks (and so the model's floating-point
+        operations) depend on this and the data, not on the number of workers.
         Each block adds one merge of (M+1)² factors. None: four chunks of
         descriptor work (about 6000 atoms for SOAP at the default settings).
     sparse_candidates : int or None, default=20000
@@ -392,7 +392,6 @@ class GAP:
         if len(source) == 0:
             raise InputError("no training frames given")
         self.make_terms()  # term settings fail now, not after reading everything
-        self.state_ = None  # noise scales of an earlier fit must not leak into this one's checks
         info = survey(self, source, contacts=bool(self.core_repulsion) and self.core_radii == "data",
                       progress=self.progress)
         if all(not info.has_energy(k) for k in range(len(info))):
@@ -428,10 +427,13 @@ class GAP:
     def _start_state(self, info, parts) -> None:
         """A fitted state with the species, the non-e0 baseline and the terms bound (no e0, δ, points yet)."""
         species = info.species
+        from .baselines import SumBaseline
         terms = self.make_terms(molecular=not any(info.any_pbc))
         for term in terms:
             term.bind(species)
-        self.state_ = FittedState(species=species, e0={}, baseline=None, terms=terms)
+        # until e0 is known the baseline is its other parts (what pass 1 subtracts from the energies)
+        self.state_ = FittedState(species=species, e0={}, baseline=SumBaseline(list(parts)) if parts else None,
+                                  terms=terms)
 
     def _finish_baseline(self, info, parts, energies: Mapping[int, float]) -> None:
         """e0 from the residual energies, the whole baseline, and each term's δ."""
@@ -475,7 +477,8 @@ class GAP:
         ``dask.distributed.Client``; its workers then compute the
         descriptors, design rows and factors of blocks of frames (the files
         must be readable from the workers), and the same data and seed give
-        the same model as without it. Returns ``self``. Raises
+        the same model as without it (to the last bit with the same BLAS
+        threading; see docs/distributed.md). Returns ``self``. Raises
         :class:`gapfit.errors.InputError` naming the frame and field when
         the data cannot be used.
         """
@@ -500,7 +503,9 @@ class GAP:
         # uncertainties are honest), and the energies e0 is fitted to.
         t0 = time.perf_counter()
         from . import passes
-        samples, energies = executor.run(passes.sample_block, self, source, blocks, self.sparse_candidates, parts,
+        # every frame's energy counts for e0 and δ; only the sample leaves the held-out frames out
+        samples, energies = executor.run(passes.sample_block, self, source,
+                                         [self._block(info, b.lo, b.hi, ()) for b in blocks], self.sparse_candidates,
                                          sample_skip=cal_idx, what="sparse candidates", progress=self.progress,
                                          reduce=passes.merge_samples)
         self._finish_baseline(info, parts, energies)
@@ -698,9 +703,15 @@ class GAP:
         return HygieneReport(out)
 
     def _hygiene_pass(self, executor, source, blocks, not_fitted):
+        import copy
+        import dataclasses
+
         from . import passes
         from .hygiene import HygieneReport
-        results = executor.run(passes.hygiene_block, self, source, blocks, list(not_fitted), what="hygiene",
+        # the workers need R and α, not the per-group factors of the likelihood ((M+1)² each)
+        slim = copy.copy(self)
+        slim.state_ = dataclasses.replace(self.state_, likelihood=None)
+        results = executor.run(passes.hygiene_block, slim, source, blocks, list(not_fitted), what="hygiene",
                                progress=self.progress)
         return HygieneReport([h for r in results for h in r])
 

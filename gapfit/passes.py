@@ -58,17 +58,17 @@ def _chunks(source, block: Block, atoms_per_chunk: int, progress=None) -> Iterat
             progress.update(len(idx))
 
 
-def sample_block(model, source, block: Block, limit: Optional[int], baseline_parts: Sequence,
-                 sample_skip: Sequence[int] = (), progress=None):
+def sample_block(model, source, block: Block, limit: Optional[int], sample_skip: Sequence[int] = (), progress=None):
     """Candidate samples of each term (frames in ``sample_skip`` left out) and every frame's residual energy.
 
-    Returns ``(samples, energies)``: one :class:`CandidateSample` per term;
-    ``{frame: energy eV after the non-e0 baseline}`` for frames with an energy.
+    ``model.state_.baseline`` holds the baseline's parts other than e0 (or
+    None). Returns ``(samples, energies)``: one :class:`CandidateSample`
+    per term; ``{frame: energy eV after those parts}`` for every frame of
+    the block with an energy.
     """
-    from .baselines import SumBaseline
     st = model.state_
     samples = [t.candidate_sample(limit, model.seed + 1000 * k) for k, t in enumerate(st.terms)]
-    base = SumBaseline(list(baseline_parts)) if baseline_parts else None
+    base = st.baseline
     no_sample = set(sample_skip)
     energies: Dict[int, float] = {}
     for idx, frames in _chunks(source, block, model._atoms_per_chunk(), progress):

@@ -19,6 +19,7 @@ whole, so workers can sample their chunks apart.
 """
 from __future__ import annotations
 
+import os
 from typing import Iterator, List, Optional, Sequence, Union
 
 import numpy as np
@@ -27,14 +28,14 @@ from ase import Atoms
 from .errors import InputError
 
 
-def _iread(path: str, index=":"):
+def _iread(path: str, index=":", name: Optional[str] = None):
     import ase.io
 
     from .data import read_error
     try:
         yield from ase.io.iread(path, index)
     except Exception as exc:  # ase raises many types for unreadable files
-        raise read_error(path, exc) from None
+        raise read_error(name or path, exc) from None
 
 
 class FrameSource:
@@ -48,7 +49,9 @@ class FrameSource:
     """
 
     def __init__(self, paths: Sequence[str], counts: Optional[Sequence[int]] = None):
-        self.paths = [str(p) for p in ([paths] if isinstance(paths, str) else paths)]
+        self.paths = [os.fspath(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+        # read by absolute path (a worker may start in another folder); named as given in messages
+        self._absolute = [os.path.abspath(p) for p in self.paths]
         if not self.paths:
             raise InputError("no training files given")
         if counts is None:
@@ -69,12 +72,12 @@ class FrameSource:
         hi = len(self) if hi is None else hi
         if not 0 <= lo <= hi <= len(self):
             raise IndexError(f"frame range {lo}:{hi} outside [0, {len(self)}]")
-        for f, p in enumerate(self.paths):
+        for f, (p, absolute) in enumerate(zip(self.paths, self._absolute)):
             a, b = max(lo, self.starts[f]), min(hi, self.starts[f + 1])
             if a >= b:
                 continue
             first = int(a - self.starts[f])
-            for k, atoms in enumerate(_iread(p, slice(first, int(b - self.starts[f]))), start=first):
+            for k, atoms in enumerate(_iread(absolute, slice(first, int(b - self.starts[f])), name=p), start=first):
                 atoms.info["gapfit_source"] = f"{p}, frame {k}"
                 yield atoms
 
@@ -135,7 +138,11 @@ class MemorySource:
 
     def take(self, indices: Sequence[int]) -> List[Atoms]:
         """The frames at the global ``indices``, in increasing index order."""
-        return [self.frames[k - self.offset] for k in sorted(set(int(i) for i in indices))]
+        wanted = sorted(set(int(i) for i in indices))
+        if wanted and (wanted[0] < self.offset or wanted[-1] >= self.offset + len(self.frames)):
+            raise IndexError(f"frame indices must lie in [{self.offset}, {self.offset + len(self.frames)}), "
+                             f"got {wanted[0]}..{wanted[-1]}")
+        return [self.frames[k - self.offset] for k in wanted]
 
     def part(self, lo: int, hi: int) -> "MemorySource":
         """The frames of [lo, hi) only, keeping their global numbers (what a worker is sent)."""
@@ -154,10 +161,10 @@ def as_source(data) -> Source:
         return data
     if isinstance(data, Atoms):
         return MemorySource([data])
-    if isinstance(data, str):
+    if isinstance(data, (str, os.PathLike)):
         return FrameSource([data])
     data = list(data)
-    if data and all(isinstance(d, str) for d in data):
+    if data and all(isinstance(d, (str, os.PathLike)) for d in data):
         return FrameSource(data)
     return MemorySource(data)
 

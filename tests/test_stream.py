@@ -141,3 +141,21 @@ def test_streamed_merge_tree_is_the_fixed_tree():
             tree.add(it)
             assert len(tree.stack) <= n.bit_length()  # memory: O(log n) partial results
         assert tree.result() == tree_reduce(items, lambda a, b: f"({a} {b})")
+
+
+def test_fit_from_files_equals_fit_from_frames_and_uses_every_frame_for_e0(tmp_path):
+    import gapfit
+    frames = read_frames([FILES[0]])
+    settings = dict(seed=2, n_sparse=40, hygiene=False)
+    streamed = gapfit.GAP(**settings).fit(FILES[0])
+    eager = gapfit.GAP(**settings).fit(frames)
+    assert streamed.calibration_ is not None  # frames were held out for the calibration
+    np.testing.assert_array_equal(streamed.alpha_, eager.alpha_)
+    # e0 and the default δ come from every frame, held-out ones included, as prepare() has them
+    ref = gapfit.GAP(**settings)
+    ref.prepare(frames)
+    assert streamed.e0_ == pytest.approx(ref.e0_, rel=1e-12)
+    assert [t.delta_eV for t in streamed.terms_] == pytest.approx([t.delta_eV for t in ref.terms_], rel=1e-12)
+    # check_data leaves a fitted model fitted
+    streamed.check_data(FILES[0])
+    streamed.predict(frames[:1])
