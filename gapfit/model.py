@@ -585,7 +585,8 @@ class GAP:
     @staticmethod
     def _block(info, lo: int, hi: int, skip):
         from .passes import Block
-        return Block(lo, hi, list(info.n_atoms[lo:hi]), tuple(k for k in skip if lo <= k < hi))
+        return Block(lo, hi, list(info.n_atoms[lo:hi]), tuple(k for k in skip if lo <= k < hi),
+                     energy_eV=list(info.energy_eV[lo:hi]))
 
     def _rows(self, executor, source, blocks, names, delta_start, spool, counts):
         """All blocks' grouped factors, merged; adds to ``counts``."""
@@ -731,6 +732,7 @@ class GAP:
         frames = list(frames)
         if not_fitted is None:
             not_fitted = self.state_.training.get("dropped_frames", [])
+        self._labels(frames)  # the pass trusts its frames: check these (structure, labels, sigmas) first
         block = Block(0, len(frames), [len(a) for a in frames])
         return self._hygiene_pass(SerialExecutor(), MemorySource(frames), [block], not_fitted)
 
@@ -794,14 +796,17 @@ class GAP:
                     keys.add(hyper.group_key(kind, info.config_type[k], mode))
         return sorted(keys)
 
-    def _labels(self, frames, wheres=None) -> List[Labels]:
+    def _labels(self, frames, wheres=None, check: bool = True) -> List[Labels]:
+        """Labels of frames; ``check=False`` for frames the survey has already checked (no second neighbour list)."""
         out = []
         for k, a in enumerate(frames):
             where = wheres[k] if wheres else where_of(a, k)
-            check_structure(a, where)
+            if check:
+                check_structure(a, where)
             lb = get_labels(a, where, energy_key=self.energy_key, forces_key=self.forces_key,
                             stress_key=self.stress_key)
-            self._sigmas(a, lb)  # bad per-frame sigmas fail now, not after the descriptors
+            if check:
+                self._sigmas(a, lb)  # bad per-frame sigmas fail now, not after the descriptors
             out.append(lb)
         return out
 

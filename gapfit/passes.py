@@ -39,6 +39,8 @@ class Block:
     #: global numbers of frames lo .. hi-1 when the source numbers them otherwise
     #: (the calibration frames, read apart); None: the same
     numbers: Optional[List[int]] = None
+    #: the survey's total energy of frames lo .. hi-1 (nan: none); what pass 1 needs of the labels
+    energy_eV: Optional[List[float]] = None
 
     def describe(self, source) -> str:
         return f"frames {self.lo}..{self.hi - 1} of {source.describe()}"
@@ -58,6 +60,13 @@ def _chunks(source, block: Block, atoms_per_chunk: int, progress=None) -> Iterat
             progress.update(len(idx))
 
 
+def _labelled_chunks(model, source, block: Block, progress=None):
+    """(global indices, frames, labels minus the non-e0 baseline) of the block's chunks (frames already surveyed)."""
+    for idx, frames in _chunks(source, block, model._atoms_per_chunk(), progress):
+        wheres = [where_of(a, k) for k, a in zip(idx, frames)]
+        yield idx, frames, model.residual_labels(frames, model._labels(frames, wheres, check=False))
+
+
 def sample_block(model, source, block: Block, limit: Optional[int], sample_skip: Sequence[int] = (), progress=None):
     """Candidate samples of each term (frames in ``sample_skip`` left out) and every frame's residual energy.
 
@@ -72,10 +81,10 @@ def sample_block(model, source, block: Block, limit: Optional[int], sample_skip:
     no_sample = set(sample_skip)
     energies: Dict[int, float] = {}
     for idx, frames in _chunks(source, block, model._atoms_per_chunk(), progress):
-        wheres = [where_of(a, k) for k, a in zip(idx, frames)]
-        for k, a, lb in zip(idx, frames, model._labels(frames, wheres)):
-            if lb.energy_eV is not None:
-                energies[k] = lb.energy_eV - (base.evaluate(a, forces=False, virial=False).energy_eV if base else 0.0)
+        for k, a in zip(idx, frames):
+            e = block.energy_eV[k - block.lo]
+            if np.isfinite(e):
+                energies[k] = e - (base.evaluate(a, forces=False, virial=False).energy_eV if base else 0.0)
         pick = [j for j, k in enumerate(idx) if k not in no_sample]
         if not pick:
             continue
@@ -100,9 +109,7 @@ def rows_block(model, source, block: Block, names: Sequence[str], delta_start: S
     number = {g: k for k, g in enumerate(names)}
     x_write = model._log_scales(names, delta_start)
     from .model import _stack_parts
-    for idx, frames in _chunks(source, block, model._atoms_per_chunk(), progress):
-        wheres = [where_of(a, k) for k, a in zip(idx, frames)]
-        labels = model.residual_labels(frames, model._labels(frames, wheres))
+    for idx, frames, labels in _labelled_chunks(model, source, block, progress):
         parts = model._chunk_parts(frames, labels, counts=counts)
         keys = [hyper.group_key(p.kind, labels[p.frame].config_type, mode) for p in parts]
         for key in sorted(set(keys)):
@@ -122,9 +129,7 @@ def hygiene_block(model, source, block: Block, not_fitted: Sequence[int], progre
     from .model import _stack_parts
     st = model.state_
     out = []
-    for idx, frames in _chunks(source, block, model._atoms_per_chunk(), progress):
-        wheres = [where_of(a, k) for k, a in zip(idx, frames)]
-        labels = model.residual_labels(frames, model._labels(frames, wheres))
+    for idx, frames, labels in _labelled_chunks(model, source, block, progress):
         parts = model._chunk_parts(frames, labels)
         if not parts:
             continue
@@ -135,7 +140,7 @@ def hygiene_block(model, source, block: Block, not_fitted: Sequence[int], progre
             if is_isolated_atom(a, lb):
                 continue  # it fixes e0; its leave-one-out energy measures nothing about the data
             sig_e = model._sigmas(a, lb)["energy"] * np.sqrt(len(a))
-            out.append(summarise(f, wheres[pos[f]], lb.config_type, len(a), stats, sig_e))
+            out.append(summarise(f, where_of(a, f), lb.config_type, len(a), stats, sig_e))
     return out
 
 

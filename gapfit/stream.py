@@ -230,18 +230,12 @@ class PrioritySample:
 
     def sample(self) -> np.ndarray:
         """The kept rows (min(size, rows offered), ...), in order-key order."""
-        rows, order = self.sample_with_order()
-        return rows
-
-    def sample_with_order(self):
-        """(kept rows, their order keys), in order-key order."""
         self._compact()
         if not self._rows:
-            return np.zeros((0,)), np.zeros((0,), dtype=np.int64)
-        rows, order = self._rows[0], self._order[0]
-        keys = order if order.ndim == 1 else order.T[::-1]
-        idx = np.argsort(keys, kind="stable") if order.ndim == 1 else np.lexsort(keys)
-        return rows[idx], order[idx]
+            return np.zeros((0,))
+        order = self._order[0]
+        idx = np.argsort(order, kind="stable") if order.ndim == 1 else np.lexsort(order.T[::-1])
+        return self._rows[0][idx]
 
     def __getstate__(self):
         self._compact()

@@ -45,15 +45,6 @@ class Survey:
     def species(self) -> List[int]:
         return sorted({z for c in self.composition for z in c})
 
-    def counts(self, species: List[int]) -> np.ndarray:
-        """(frames, species) atom counts."""
-        out = np.zeros((len(self), len(species)))
-        col = {z: k for k, z in enumerate(species)}
-        for f, c in enumerate(self.composition):
-            for z, n in c.items():
-                out[f, col[z]] = n
-        return out
-
     def has_energy(self, k: int) -> bool:
         return bool(np.isfinite(self.energy_eV[k]))
 
