@@ -70,3 +70,35 @@ def contract_forces(grad, h, centre, neighbour, n_atoms):
                 s += grad[p, x, d] * h[c, d]
             f[j, x] -= s
     return f
+
+
+@_jit
+def add_pair_rows(out, T, centre_row, neighbour, dKn, Pc, proj):
+    """out[3 j + x, :] += T[b, x, :] · dKn[c, :] − proj[b, x] · Pc[c, :] for pair b = (c, j).
+
+    The kernel-side chain rule of a force design row and its scatter onto
+    the moved atom, in one pass over the GEMM result ``T`` (pairs, 3, M).
+    """
+    nb, nx, m = T.shape
+    for b in range(nb):
+        c = centre_row[b]
+        j = neighbour[b]
+        for x in range(nx):
+            r = 3 * j + x
+            p = proj[b, x]
+            for k in range(m):
+                out[r, k] += T[b, x, k] * dKn[c, k] - p * Pc[c, k]
+
+
+@_jit
+def accumulate_forces(f, grad, h, centre, neighbour):
+    """f[j, x] -= Σ_d grad[p, x, d] · h[centre[p], d] for each pair p with neighbour[p] = j (in place)."""
+    n, nx, nd = grad.shape
+    for p in range(n):
+        c = centre[p]
+        j = neighbour[p]
+        for x in range(nx):
+            s = 0.0
+            for d in range(nd):
+                s += grad[p, x, d] * h[c, d]
+            f[j, x] -= s

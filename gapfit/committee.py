@@ -35,6 +35,7 @@ import scipy.linalg
 from ase import Atoms
 
 from .errors import NotFittedError
+from .prediction import UncertaintyRequest
 
 if TYPE_CHECKING:  # annotations only
     from .model import GAP
@@ -124,26 +125,25 @@ class Committee:
         return self.model.state_.alpha[None, :] + self.deviations.T
 
     def predict(self, frames: Union[Atoms, Sequence[Atoms]], *, forces: bool = True, stress: bool = True,
-                uncertainty: bool = False, calibrated: bool = True) -> List[CommitteePrediction]:
+                uncertainty: Union[bool, str, Sequence[str], None] = False,
+                calibrated: bool = True) -> List[CommitteePrediction]:
         """The model's and every member's energy, forces and stress of each frame (one descriptor pass each).
 
-        ``uncertainty=True`` also fills the model's predicted standard
-        deviations in ``mean`` (as :meth:`GAP.predict` does), from the same
-        descriptors.
+        ``uncertainty`` (as in :meth:`GAP.predict`) also fills the model's
+        predicted standard deviations in ``mean``, from the same descriptors.
         """
         model = self.model
         if isinstance(frames, Atoms):
             frames = [frames]
         model.check_frames(frames)
+        request = UncertaintyRequest.parse(uncertainty)
         out = []
         for a in frames:
             periodic = bool(np.all(a.pbc)) and a.cell.rank == 3
             want_stress = bool(stress) and periodic
-            descs = model.descriptors([a], gradients=bool(forces or want_stress or uncertainty))
-            ds = [d[0] for d in descs]
-            mean = model._predict_one(a, ds, bool(forces), want_stress)
-            if uncertainty:
-                model._uncertainty(mean, ds, calibrated)
+            descs = model.descriptors([a], gradients=bool(forces or want_stress or request.forces))
+            mean = model.predict_descriptors(a, [d[0] for d in descs], forces=bool(forces), stress=want_stress,
+                                             uncertainty=request, calibrated=calibrated)
             rows = model.design_rows(descs, forces=bool(forces), virial=want_stress)
             D = self.deviations
             energy = mean.energy + rows.energy[0] @ D

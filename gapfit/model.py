@@ -22,7 +22,7 @@ from .data import SIGMA_INFO_KEYS, Labels, check_structure, get_labels, where_of
 from .errors import InputError, NotFittedError
 from .hygiene import KIND_CODES
 from .params import check_params, check_species_settings
-from .prediction import Prediction
+from .prediction import Prediction, UncertaintyRequest
 from .terms import Soap, Term, build_terms
 from .terms.base import VOIGT
 
@@ -742,9 +742,14 @@ class GAP:
                     for k, e in energies.items()]
         return float(np.sqrt(np.mean(np.square(per_atom)))) if per_atom else 1.0
 
-    def descriptors(self, frames: Sequence[Atoms], *, gradients: bool) -> List[list]:
-        """Each term's descriptors of ``frames``: one list per term, one entry per frame."""
-        return [t.compute(frames, gradients=gradients) for t in self.state_.terms]
+    def descriptors(self, frames: Sequence[Atoms], *, gradients: bool, layout: str = "pairs") -> List[list]:
+        """Each term's descriptors of ``frames``: one list per term, one entry per frame.
+
+        ``layout="blocks"``: gradients in the form cheapest for prediction
+        alone (see :meth:`Term.compute`); design rows, force variances and
+        committees need the default ``"pairs"``.
+        """
+        return [t.compute(frames, gradients=gradients, layout=layout) for t in self.state_.terms]
 
     def design_rows(self, descs: List[list], *, forces: bool, virial: bool, local: bool = False):
         """All terms' design rows side by side (columns in the model's order) from :meth:`descriptors`."""
@@ -945,29 +950,36 @@ class GAP:
 
     # ----------------------------------------------------------------- predict
     def predict(self, frames: Union[Atoms, Sequence[Atoms]], *, forces: bool = True, stress: bool = True,
-                uncertainty: bool = False, calibrated: bool = True) -> List[Prediction]:
+                uncertainty: Union[bool, str, Sequence[str], None] = False,
+                calibrated: bool = True) -> List[Prediction]:
         """Predict each frame: a list of :class:`gapfit.prediction.Prediction`, one per frame.
 
         Energies in eV, forces in eV/Å, stress in eV/Å³ (ASE's sign and Voigt
-        order; periodic frames only). With ``uncertainty=True`` the posterior
-        standard deviations of the energy, local energies and force
-        components, scaled by the calibration when the model carries one and
-        ``calibrated=True`` (raw values in the ``*_raw`` fields). Each term's
-        descriptors are computed once per frame, whatever is asked.
+        order; periodic frames only).
+
+        ``uncertainty`` selects the posterior standard deviations to compute
+        (each is paid for only when asked): ``"local_energy"`` (per atom),
+        ``"forces"`` (per atom and component), ``"energy"`` (total), a
+        sequence of them, ``True`` for all three, or False/None for none.
+        Add ``"exact"`` (alone: all three) to take the reference route, which
+        builds every design row from scratch; the default route reuses the
+        prediction's kernel values and computes the same numbers (tested
+        against each other). They are scaled by the calibration when the
+        model carries one and ``calibrated=True`` (raw values in the
+        ``*_raw`` fields). Each term's descriptors are computed once per
+        frame, whatever is asked. Progress bar with ``progress=True``.
         """
         if isinstance(frames, Atoms):
             frames = [frames]
         self.check_frames(frames)
-        grad = forces or stress or uncertainty
+        request = UncertaintyRequest.parse(uncertainty)
+        grad = forces or stress or request.forces
+        # force variances and the exact route build design rows, which need per-pair gradients
+        layout = "pairs" if (request.forces or request.exact) else "blocks"
         out = []
         for chunk in self._chunks(list(frames), "predict", atoms_per_chunk=self._atoms_per_chunk()):
-            descs = self.descriptors(chunk, gradients=grad)
-            for f, a in enumerate(chunk):
-                ds = [d[f] for d in descs]
-                p = self._predict_one(a, ds, forces, stress)
-                if uncertainty:
-                    self._uncertainty(p, ds, calibrated)
-                out.append(p)
+            descs = self.descriptors(chunk, gradients=grad, layout=layout)
+            out.extend(self._predict_chunk(chunk, descs, forces, stress, request, calibrated))
         return out
 
     def check_frames(self, frames: Sequence[Atoms]) -> None:
@@ -984,35 +996,117 @@ class GAP:
                                  f"that the model was not trained on (it knows "
                                  f"{[chemical_symbols[z] for z in st.species]})")
 
-    def _predict_one(self, atoms: Atoms, ds: list, want_forces: bool, want_stress: bool) -> Prediction:
-        st = self.state_
-        periodic = bool(np.all(atoms.pbc)) and atoms.cell.rank == 3
-        want_virial = bool(want_stress) and periodic
-        base = st.baseline.evaluate(atoms, forces=bool(want_forces), virial=want_virial)
-        local = np.array(base.local_energy_eV, dtype=float)
-        grad = np.zeros((len(atoms), 3)) if want_forces else None
-        virial = np.array(base.virial_eV, dtype=float) if want_virial else None
-        for term, d, sl in zip(st.terms, ds, st.column_slices):
-            tp = term.predict(d, st.alpha[sl], forces=bool(want_forces), virial=want_virial)
-            local += tp.local_energy_eV
-            if grad is not None and tp.gradient_eV_per_A is not None:
-                grad += tp.gradient_eV_per_A
-            if virial is not None and tp.virial_eV is not None:
-                virial += tp.virial_eV
-        p = Prediction(energy=float(local.sum()), energies=local)
-        if grad is not None:
-            p.forces = np.asarray(base.forces_eV_per_A, dtype=float) - grad
-        if virial is not None:
-            p.stress = np.array([virial[i, j] for i, j in VOIGT]) / atoms.get_volume()
-        return p
+    def predict_descriptors(self, atoms: Atoms, descriptors: Sequence[Any], *, forces: bool = True,
+                            stress: bool = True, uncertainty: Union[bool, str, Sequence[str], None] = False,
+                            calibrated: bool = True) -> Prediction:
+        """One frame's prediction from its descriptors (one entry per term, from :meth:`descriptors`).
 
-    def _uncertainty(self, p: Prediction, ds: list, calibrated: bool) -> None:
-        """DTC predictive standard deviations of the GP part (latent, noise-free), into ``p``.
-
-        var = k** − kᵀ K_MM⁻¹ k + kᵀ (K_MM + K_MN Σ⁻¹ K_NM)⁻¹ k, each term by
-        triangular solves with the Cholesky factors of K_MM and the QR factor
-        R; k** sums the terms' prior variances (terms are independent a priori).
+        What :meth:`predict` does per frame, for callers that reuse the
+        descriptors (a posterior committee evaluates its members on the same
+        ones). The descriptors need gradients for forces, stress or force
+        uncertainties. ``uncertainty`` as in :meth:`predict`.
         """
+        return self._predict_chunk([atoms], [[d] for d in descriptors], forces, stress,
+                                   UncertaintyRequest.parse(uncertainty), calibrated)[0]
+
+    def _predict_chunk(self, chunk: Sequence[Atoms], descs: List[list], forces: bool, stress: bool,
+                       request: UncertaintyRequest, calibrated: bool) -> List[Prediction]:
+        st = self.state_
+        periodic = [bool(np.all(a.pbc)) and a.cell.rank == 3 for a in chunk]
+        keep_rows = (request.local_energy or request.energy) and not request.exact
+        # every term's kernels for the whole chunk at once: wide sparse sets are read once, not per frame
+        parts = [term.predict_many(d, st.alpha[sl], forces=bool(forces), virial=bool(stress) and any(periodic),
+                                   local_rows=keep_rows)
+                 for term, d, sl in zip(st.terms, descs, st.column_slices)]
+        out = []
+        for f, atoms in enumerate(chunk):
+            want_virial = bool(stress) and periodic[f]
+            base = st.baseline.evaluate(atoms, forces=bool(forces), virial=want_virial)
+            local = np.array(base.local_energy_eV, dtype=float)
+            grad = np.zeros((len(atoms), 3)) if forces else None
+            virial = np.array(base.virial_eV, dtype=float) if want_virial else None
+            for term_parts in parts:
+                tp = term_parts[f]
+                local += tp.local_energy_eV
+                if grad is not None and tp.gradient_eV_per_A is not None:
+                    grad += tp.gradient_eV_per_A
+                if virial is not None and tp.virial_eV is not None:
+                    virial += tp.virial_eV
+            p = Prediction(energy=float(local.sum()), energies=local)
+            if grad is not None:
+                p.forces = np.asarray(base.forces_eV_per_A, dtype=float) - grad
+            if virial is not None:
+                p.stress = np.array([virial[i, j] for i, j in VOIGT]) / atoms.get_volume()
+            out.append(p)
+        if request:
+            if request.exact:
+                for f, p in enumerate(out):
+                    self._uncertainty_exact(p, [d[f] for d in descs], request)
+            else:
+                self._uncertainty(out, descs, request, [[tp.local_rows for tp in term_parts] for term_parts in parts])
+            if calibrated:
+                for p in out:
+                    self._calibrate(p)
+        return out
+
+    def _uncertainty(self, preds: List[Prediction], descs: List[list], request: UncertaintyRequest,
+                     local_rows: List[list]) -> None:
+        """DTC predictive standard deviations of the GP part (latent, noise-free) of a chunk, into ``preds``.
+
+        var = k** − kᵀ K_MM⁻¹ k + kᵀ (K_MM + K_MN Σ⁻¹ K_NM)⁻¹ k for the rows k
+        of each asked quantity: triangular solves with the Cholesky factors
+        of K_MM's blocks (skipping blocks no row touches) and with the QR
+        factor R, for all frames of the chunk at once (R is read once per
+        chunk, not per frame); k** sums the terms' prior variances (terms
+        are independent a priori). The local-energy rows are the
+        prediction's own kernel values (``local_rows[term][frame]``); force
+        rows are built only when force stds are asked.
+
+        Why not a low-rank factor of K_MM⁻¹ − (RᵀR)⁻¹: the variances are
+        differences of nearly equal numbers (variance / prior ≈ 1e-6 for
+        forces and 1e-8 for local energies with the default Si model), so a
+        truncated factor's error swamps them (docs/uncertainty.md).
+        """
+        st = self.state_
+        R = st.R
+        n_frames = len(preds)
+        with_forces = request.forces and all(getattr(d[0], "pair_gradients", True) is not None for d in descs)
+        priors = [[t.prior_variance(d[f], forces=with_forces, energy=request.energy)
+                   for t, d in zip(st.terms, descs)] for f in range(n_frames)]
+        n_at = [len(p.energies) for p in preds]
+        bounds = np.concatenate([[0], np.cumsum(n_at)])
+
+        def variance(rows, prior):
+            return prior - sgp.nystrom(rows, st.kmm_chol) + sgp.posterior(rows, R)
+
+        if request.local_energy or request.energy:
+            per_term = []
+            for k, (t, d) in enumerate(zip(st.terms, descs)):
+                if all(r is not None for r in local_rows[k]):
+                    per_term.append(np.vstack(local_rows[k]))
+                else:
+                    per_term.append(t.design_rows(d, forces=False, virial=False, local=True).local)
+            L = np.hstack(per_term)
+            if request.local_energy:
+                prior = np.concatenate([sum(pr.local_eV2 for pr in frame) for frame in priors])
+                var = np.clip(variance(L, prior), 0, None)
+                for f, p in enumerate(preds):
+                    p.local_energy_std = np.sqrt(var[bounds[f]:bounds[f + 1]])
+            if request.energy:
+                E = np.add.reduceat(L, bounds[:-1], axis=0)
+                var_E = variance(E, np.array([sum(pr.energy_eV2 for pr in frame) for frame in priors]))
+                for f, p in enumerate(preds):
+                    p.energy_std = float(np.sqrt(max(var_E[f], 0.0)))
+        if with_forces:
+            G = np.hstack([t.design_rows(d, forces=True, virial=False, local=False).gradient
+                           for t, d in zip(st.terms, descs)])
+            prior_f = np.concatenate([sum(pr.forces_eV2_per_A2 for pr in frame).ravel() for frame in priors])
+            var_F = np.clip(variance(G, prior_f), 0, None)
+            for f, p in enumerate(preds):
+                p.forces_std = np.sqrt(var_F[3 * bounds[f]:3 * bounds[f + 1]]).reshape(-1, 3)
+
+    def _uncertainty_exact(self, p: Prediction, ds: list, request: "UncertaintyRequest") -> None:
+        """The reference route: every row from :meth:`design_rows`, every prior in full, all three stds."""
         st = self.state_
         with_forces = all(getattr(d, "pair_gradients", True) is not None for d in ds)
         rows = self.design_rows([[d] for d in ds], forces=with_forces, virial=False, local=True)
@@ -1028,14 +1122,18 @@ class GAP:
             prior_f = sum(pr.forces_eV2_per_A2 for pr in priors).ravel()
             var_F = prior_f - sgp.nystrom(rows.gradient, st.kmm_chol) + sgp.posterior(rows.gradient, R)
             p.forces_std = np.sqrt(np.clip(var_F, 0, None)).reshape(-1, 3)
-        cal = st.calibration
-        if calibrated and cal:
-            se, sf = cal.get("energy_scale"), cal.get("forces_scale")
-            for name, scale in (("energy_std", se), ("local_energy_std", se), ("forces_std", sf)):
-                val = getattr(p, name)
-                if val is not None and scale is not None:
-                    setattr(p, name + "_raw", val)
-                    setattr(p, name, val * scale)
+
+    def _calibrate(self, p: Prediction) -> None:
+        """Scale the computed stds by the fitted calibration (raw values into the ``*_raw`` fields)."""
+        cal = self.state_.calibration
+        if not cal:
+            return
+        se, sf = cal.get("energy_scale"), cal.get("forces_scale")
+        for name, scale in (("energy_std", se), ("local_energy_std", se), ("forces_std", sf)):
+            val = getattr(p, name)
+            if val is not None and scale is not None:
+                setattr(p, name + "_raw", val)
+                setattr(p, name, val * scale)
 
     # ------------------------------------------------------------------- files
     def save(self, path: str) -> None:

@@ -99,6 +99,12 @@ class FrameDescriptors:
         ``(d q_i / d r_j) · q̂_i`` (set by :func:`normalise`).
     strain_projection : ndarray of shape (n_atoms, 3, 3) or None
         ``(d q_i / d ε_ab) · q̂_i`` (set by :func:`normalise`).
+    gradient_blocks : list of tuple or None
+        Position gradients in the backend's own blocks instead of
+        ``pair_gradients`` (featomic with ``layout="blocks"``, for
+        prediction): ``(centre, neighbour, first feature, feature scale,
+        values (n, 3, n_block_features))`` with ``d q_i / d r_j`` of the
+        block's features = values · scale.
 
     The gradients stay those of the *raw* q (see :func:`normalise`).
     """
@@ -112,6 +118,7 @@ class FrameDescriptors:
     norms: Optional[np.ndarray] = None
     pair_projection: Optional[np.ndarray] = None
     strain_projection: Optional[np.ndarray] = None
+    gradient_blocks: Optional[list] = None
     normalised: bool = field(default=False)
 
     @property
@@ -120,7 +127,7 @@ class FrameDescriptors:
 
     @property
     def has_gradients(self) -> bool:
-        return self.pair_gradients is not None
+        return self.pair_gradients is not None or self.gradient_blocks is not None
 
 
 def normalise(desc: FrameDescriptors) -> FrameDescriptors:

@@ -89,8 +89,19 @@ class FeatomicSOAP:
         self._offsets = np.concatenate([[0], np.cumsum([len(x) for x in scale])])
         self.n_features = len(self._scale)
 
-    def compute(self, frames: Sequence[Atoms], *, gradients: bool = False) -> List[FrameDescriptors]:
-        """Normalised descriptors (and, if asked, gradients) for each frame."""
+    def compute(self, frames: Sequence[Atoms], *, gradients: bool = False,
+                layout: str = "pairs") -> List[FrameDescriptors]:
+        """Normalised descriptors (and, if asked, gradients) for each frame.
+
+        ``layout="pairs"``: position gradients as one (pairs, 3, D) array per
+        frame (what design rows need). ``layout="blocks"``: featomic's own
+        blocks, one per (centre, neighbour pair) species key, kept as
+        computed in :attr:`FrameDescriptors.gradient_blocks`, for prediction:
+        with several species, assembling the per-pair array costs as much
+        as featomic itself, and the force contraction does not need it.
+        """
+        if layout not in ("pairs", "blocks"):
+            raise ValueError(f"layout must be 'pairs' or 'blocks', got {layout!r}")
         out: List[FrameDescriptors] = []
         batch: list = []
         n_in_batch = 0
@@ -98,13 +109,13 @@ class FeatomicSOAP:
             batch.append(atoms)
             n_in_batch += len(atoms)
             if n_in_batch >= _ATOMS_PER_CALL:
-                out.extend(self._compute_batch(batch, gradients))
+                out.extend(self._compute_batch(batch, gradients, layout))
                 batch, n_in_batch = [], 0
         if batch:
-            out.extend(self._compute_batch(batch, gradients))
+            out.extend(self._compute_batch(batch, gradients, layout))
         return out
 
-    def _compute_batch(self, frames: Sequence[Atoms], gradients: bool) -> List[FrameDescriptors]:
+    def _compute_batch(self, frames: Sequence[Atoms], gradients: bool, layout: str) -> List[FrameDescriptors]:
         # Strain gradients only exist for fully periodic frames: compute the
         # two kinds separately and put the results back in order.
         periodic = [bool(np.all(a.pbc)) for a in frames]
@@ -116,12 +127,12 @@ class FeatomicSOAP:
             grads = []
             if gradients:
                 grads = ["positions", "strain"] if want_periodic else ["positions"]
-            descs = self._run([frames[k] for k in idx], grads)
+            descs = self._run([frames[k] for k in idx], grads, layout)
             for k, d in zip(idx, descs):
                 result[k] = normalise(d)
         return result
 
-    def _run(self, frames: Sequence[Atoms], grads: list) -> List[FrameDescriptors]:
+    def _run(self, frames: Sequence[Atoms], grads: list, layout: str = "pairs") -> List[FrameDescriptors]:
         unknown = set(int(z) for a in frames for z in a.numbers) - set(self.species)
         if unknown:
             raise ValueError(f"species {sorted(unknown)} are not in this descriptor's species {self.species}")
@@ -137,6 +148,7 @@ class FeatomicSOAP:
         values = np.zeros((n_tot, D))
         strain = np.zeros((n_tot, 3, 3, D)) if "strain" in grads else None
         pair_parts = []  # (global centre row, global neighbour row, property slice, values)
+        blocks_layout = layout == "blocks"
         for key, block in tmap.items():
             c, a, b = (int(v) for v in key.values)
             p = self._pair_index[(a, b)]
@@ -153,6 +165,25 @@ class FeatomicSOAP:
                 g = block.gradient("strain")
                 strain[rows[g.samples.values[:, 0]], :, :, sl] = np.asarray(g.values) * sc
         pairs = None
+        if pair_parts and blocks_layout:
+            for k, (ci, nj, sl, gv) in enumerate(pair_parts):
+                if np.any(np.diff(ci) < 0):
+                    order = np.argsort(ci, kind="stable")
+                    pair_parts[k] = (ci[order], nj[order], sl, np.asarray(gv)[order])
+            out = []
+            for s_, atoms in enumerate(frames):
+                lo, hi = start[s_], start[s_ + 1]
+                d = FrameDescriptors(numbers=np.asarray(atoms.numbers, dtype=np.int64), values=values[lo:hi])
+                d.gradient_blocks = []
+                for ci, nj, sl, gv in pair_parts:
+                    a, b = np.searchsorted(ci, [lo, hi])  # centre rows ascend (checked below)  # featomic orders gradient samples by system
+                    if b > a:
+                        d.gradient_blocks.append((ci[a:b] - lo, nj[a:b] - lo, sl.start, self._scale[sl],
+                                                  np.asarray(gv[a:b])))
+                if strain is not None:
+                    d.strain_gradients = strain[lo:hi]
+                out.append(d)
+            return out
         if pair_parts:
             codes = [ci * n_tot + nj for ci, nj, _, _ in pair_parts]
             if (len(pair_parts) == 1 and pair_parts[0][2].stop - pair_parts[0][2].start == D

@@ -54,11 +54,16 @@ class TermPrediction:
     local_energy_eV : (n_atoms,) local energies; their sum is the energy.
     gradient_eV_per_A : (n_atoms, 3) ∂E/∂r, or None when not asked.
     virial_eV : (3, 3) symmetric ∂E/∂ε, or None when not asked or not periodic.
+    local_rows : (n_atoms, n_columns) the local-energy design rows (kernel
+        values against the sparse points) the prediction used, when asked
+        with ``local_rows=True`` and the term keeps them; else None (callers
+        then take :meth:`Term.design_rows` with ``local=True``).
     """
 
     local_energy_eV: np.ndarray
     gradient_eV_per_A: Optional[np.ndarray] = None
     virial_eV: Optional[np.ndarray] = None
+    local_rows: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -174,8 +179,13 @@ class Term(ABC):
         """Prepare the descriptor calculator for these atomic numbers (all the model knows)."""
 
     @abstractmethod
-    def compute(self, frames: Sequence[Atoms], *, gradients: bool) -> List[Any]:
-        """Descriptors of each frame (an object per frame, opaque to callers)."""
+    def compute(self, frames: Sequence[Atoms], *, gradients: bool, layout: str = "pairs") -> List[Any]:
+        """Descriptors of each frame (an object per frame, opaque to callers).
+
+        ``layout="blocks"`` lets a term keep its gradients in whatever form
+        is cheapest for :meth:`predict` alone (design rows and variances then
+        need ``"pairs"``); terms with one form ignore it.
+        """
 
     # ------------------------------------------------------------ sparse set
     @abstractmethod
@@ -226,12 +236,25 @@ class Term(ABC):
         """Design rows for a chunk of frames (see :class:`TermRows`)."""
 
     @abstractmethod
-    def predict(self, desc: Any, alpha: np.ndarray, *, forces: bool, virial: bool) -> TermPrediction:
-        """This term's part of one frame's prediction with weights ``alpha`` (n_columns,)."""
+    def predict(self, desc: Any, alpha: np.ndarray, *, forces: bool, virial: bool,
+                local_rows: bool = False) -> TermPrediction:
+        """This term's part of one frame's prediction with weights ``alpha`` (n_columns,).
+
+        ``local_rows=True``: also return the local-energy design rows when
+        the prediction has them anyway (see :class:`TermPrediction`).
+        """
+
+    def predict_many(self, descs: Sequence[Any], alpha: np.ndarray, *, forces: bool, virial: bool,
+                     local_rows: bool = False) -> List[TermPrediction]:
+        """:meth:`predict` for several frames (terms may batch their kernel evaluations)."""
+        return [self.predict(d, alpha, forces=forces, virial=virial, local_rows=local_rows) for d in descs]
 
     @abstractmethod
-    def prior_variance(self, desc: Any, *, forces: bool) -> PriorVariance:
-        """Prior variances of this term's contributions to one frame."""
+    def prior_variance(self, desc: Any, *, forces: bool, energy: bool = True) -> PriorVariance:
+        """Prior variances of this term's contributions to one frame.
+
+        ``energy=False`` may skip the total energy's (then reported as 0).
+        """
 
     # ---------------------------------------------------------- fitted state
     @abstractmethod

@@ -406,7 +406,7 @@ class _SiteTerm(Term):
         if self._key_table is None:
             raise NotFittedError(f"term {self.type}: bind(species) was not called")
 
-    def compute(self, frames: Sequence[Atoms], *, gradients: bool) -> List[SiteDescriptor]:
+    def compute(self, frames: Sequence[Atoms], *, gradients: bool, layout: str = "pairs") -> List[SiteDescriptor]:
         """Sites of each frame.
 
         Parameters
@@ -608,7 +608,8 @@ class _SiteTerm(Term):
                     dg[lo:hi] = (K @ aX - desc.t[lo:hi] * g[lo:hi, None]) * inv2
         return g, dg
 
-    def predict(self, desc: SiteDescriptor, alpha: np.ndarray, *, forces: bool, virial: bool) -> TermPrediction:
+    def predict(self, desc: SiteDescriptor, alpha: np.ndarray, *, forces: bool, virial: bool,
+                local_rows: bool = False) -> TermPrediction:
         """This term's part of one frame's prediction.
 
         Parameters
@@ -619,6 +620,9 @@ class _SiteTerm(Term):
             Weights.
         forces, virial : bool
             Return ∂E/∂r (eV/Å) and, for periodic frames, ∂E/∂ε (eV).
+        local_rows : bool
+            Ignored: this term's kernel values are per site, not per atom, so
+            the local-energy rows come from :meth:`design_rows` (cheap here).
 
         Returns
         -------
@@ -655,7 +659,7 @@ class _SiteTerm(Term):
         return out
 
     # --------------------------------------------------------------- variance
-    def prior_variance(self, desc: SiteDescriptor, *, forces: bool) -> PriorVariance:
+    def prior_variance(self, desc: SiteDescriptor, *, forces: bool, energy: bool = True) -> PriorVariance:
         """Prior variances of the local energies, the energy (eV²) and the force components (eV²/Å²).
 
         Exact sums over same-key site pairs of w w' k (energy: all sites;
@@ -666,13 +670,14 @@ class _SiteTerm(Term):
         The energy variance costs O(S²) in the number of sites S of the frame:
         about 1.8e9 pair terms, a few seconds, for a 512-atom Si cell with 3b
         at the 4 Å cutoff (60 000 triplets); the local and force variances
-        only pair sites of one atom and cost O(S).
+        only pair sites of one atom and cost O(S). ``energy=False`` skips the
+        energy's (reported as 0).
         """
         dd = self.delta_eV ** 2
         inv = 1.0 / float(self.theta)
         n = desc.n_atoms
         ts = desc.t * inv
-        total = _total_variance(ts, desc.w, desc.key_bounds, _PRIOR_CUT2)
+        total = _total_variance(ts, desc.w, desc.key_bounds, _PRIOR_CUT2) if energy else 0.0
         order = np.lexsort((desc.key, desc.owner))
         ob = np.searchsorted(desc.owner[order], np.arange(n + 1)).astype(np.int64)
         loc = _local_variance(np.ascontiguousarray(ts[order]), np.ascontiguousarray(desc.w[order]),

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 import scipy.sparse
 
-from .._loops import contract_forces
+from .._loops import accumulate_forces, add_pair_rows, contract_forces
 from ..descriptors import SoapSettings, make_descriptor
 from ..descriptors.base import FrameDescriptors, normalised_pair_gradients
 from ..errors import InputError
@@ -90,7 +90,9 @@ class Soap(Term):
     def n_features(self) -> int:
         return int(self.descriptor.n_features)
 
-    def compute(self, frames, *, gradients: bool) -> List[FrameDescriptors]:
+    def compute(self, frames, *, gradients: bool, layout: str = "pairs") -> List[FrameDescriptors]:
+        if self.backend == "featomic":
+            return self.descriptor.compute(frames, gradients=gradients, layout=layout)
         return self.descriptor.compute(frames, gradients=gradients)
 
     # ------------------------------------------------------------- sparse set
@@ -241,39 +243,69 @@ class Soap(Term):
             Wv = np.stack([0.5 * (W[:, a, b] + W[:, b, a]) for a, b in VOIGT], axis=1)
         return TermRows(E, G, Wv, L, start)
 
-    def predict(self, desc: FrameDescriptors, alpha: np.ndarray, *, forces: bool, virial: bool) -> TermPrediction:
-        n = desc.n_atoms
-        local = np.zeros(n)
-        dE_dq = np.zeros_like(desc.values)
+    def predict(self, desc: FrameDescriptors, alpha: np.ndarray, *, forces: bool, virial: bool,
+                local_rows: bool = False) -> TermPrediction:
+        return self.predict_many([desc], alpha, forces=forces, virial=virial, local_rows=local_rows)[0]
+
+    def predict_many(self, descs: Sequence[FrameDescriptors], alpha: np.ndarray, *, forces: bool, virial: bool,
+                     local_rows: bool = False) -> List[TermPrediction]:
+        """Every frame's part in one kernel GEMM per species (reading the sparse points once, not per frame)."""
+        n_at = np.array([d.n_atoms for d in descs], dtype=np.int64)
+        start = np.concatenate([[0], np.cumsum(n_at)])
+        numbers = np.concatenate([d.numbers for d in descs])
+        q = np.concatenate([d.values for d in descs]) if len(descs) > 1 else descs[0].values
+        local = np.zeros(len(q))
+        dE_dq = np.zeros_like(q)
+        rows = np.zeros((len(q), self.n_columns)) if local_rows else None
         for z, o in self.offsets.items():
             X = self.points[z]
-            m = desc.numbers == z
-            if not m.any():
+            m = np.flatnonzero(numbers == z)
+            if not len(m):
                 continue
             a = alpha[o:o + len(X)]
-            K, dK = dot_kernel(desc.values[m], X, self.delta_eV, self.zeta_)
-            local[m] += K @ a
+            K, dK = dot_kernel(q[m], X, self.delta_eV, self.zeta_)
+            local[m] = K @ a
             dE_dq[m] = (dK * a) @ X
-        out = TermPrediction(local)
-        if not ((forces and desc.pair_gradients is not None) or (virial and desc.strain_gradients is not None)):
-            return out
+            if rows is not None:
+                rows[m, o:o + len(X)] = K
+        out = []
+        for f, desc in enumerate(descs):
+            sl = slice(start[f], start[f + 1])
+            tp = TermPrediction(local[sl], local_rows=None if rows is None else rows[sl])
+            self._gradient_part(desc, dE_dq[sl], tp, forces, virial)
+            out.append(tp)
+        return out
+
+    @staticmethod
+    def _gradient_part(desc: FrameDescriptors, dE_dq: np.ndarray, out: TermPrediction, forces: bool,
+                       virial: bool) -> None:
+        """∂E/∂r and the virial from ∂E/∂q̂ (one vector per atom) and the stored raw gradients."""
+        n = desc.n_atoms
+        want_f = forces and desc.has_gradients
+        if not (want_f or (virial and desc.strain_gradients is not None)):
+            return
         # dE/dq from dE/dq̂: remove the radial part and divide by |q|, so the
         # raw gradients can be contracted directly.
         h = (dE_dq - np.einsum("id,id->i", dE_dq, desc.values)[:, None] * desc.values) / desc.norms[:, None]
-        if forces and desc.pair_gradients is not None:
+        if want_f and desc.pair_gradients is not None:
             out.gradient_eV_per_A = -contract_forces(desc.pair_gradients, h, desc.pair_centre,
                                                      desc.pair_neighbour, n)
+        elif want_f:
+            f = np.zeros((n, 3))
+            for centre, neighbour, first, scale, values in desc.gradient_blocks:
+                hs = np.ascontiguousarray(h[:, first:first + len(scale)] * scale)
+                accumulate_forces(f, values, hs, centre, neighbour)
+            out.gradient_eV_per_A = -f
         if virial and desc.strain_gradients is not None:
             W = np.einsum("iad,id->a", desc.strain_gradients.reshape(n, 9, -1), h).reshape(3, 3)
             out.virial_eV = 0.5 * (W + W.T)
-        return out
 
-    def prior_variance(self, desc: FrameDescriptors, *, forces: bool) -> PriorVariance:
+    def prior_variance(self, desc: FrameDescriptors, *, forces: bool, energy: bool = True) -> PriorVariance:
         dd = self.delta_eV ** 2
         # local energies: k(q̂, q̂) = δ² (q̂·q̂)^ζ = δ²
         local = np.full(desc.n_atoms, dd)
-        energy = 0.0
-        for z in self.species:
+        want_energy, energy = energy, 0.0
+        for z in (self.species if want_energy else ()):
             qz = desc.values[desc.numbers == z]
             if len(qz):
                 energy += float(dot_kernel(qz, qz, self.delta_eV, self.zeta_)[0].sum())
@@ -343,13 +375,8 @@ def _contract_group(sel, pc, pn, pg_parts, pp_parts, pair_start, row_in_z, dKn, 
             T = (np.ascontiguousarray(grads[:, :, nz]).reshape(3 * B, -1) @ X[:, nz].T).reshape(B, 3, M)
         else:
             T = (grads.reshape(3 * B, -1) @ X.T).reshape(B, 3, M)
-        rz = row_in_z[pc[idx]]
-        T *= dKn[rz][:, None, :]
         proj = _gather_pairs(pp_parts, pair_start, idx)  # (B, 3)
-        T -= proj[:, :, None] * Pc[rz][:, None, :]
-        rows = (3 * pn[idx][:, None] + np.arange(3)[None, :]).ravel()
-        S = scipy.sparse.csr_matrix((np.ones(3 * B), (rows, np.arange(3 * B))), shape=(3 * n_tot, 3 * B))
-        out += S @ T.reshape(3 * B, M)
+        add_pair_rows(out, T, row_in_z[pc[idx]], pn[idx], dKn, Pc, np.ascontiguousarray(proj))
 
 
 def _gather_pairs(parts, pair_start, idx):
