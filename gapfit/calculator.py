@@ -1,11 +1,13 @@
 """ASE calculator face of a fitted gapfit model."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import numpy as np
 from ase.calculators.calculator import (Calculator, CalculatorSetupError, PropertyNotImplementedError,
                                         all_changes)
+
+from .prediction import UNCERTAINTY_QUANTITIES, UncertaintyRequest
 
 if TYPE_CHECKING:  # only for annotations
     from .model import GAP  # noqa: F401
@@ -22,13 +24,17 @@ class GAPCalculator(Calculator):
 
     Results: ``energy``/``free_energy`` (eV), ``energies`` (per-atom local
     energies, eV), ``forces`` (eV/Å), ``stress`` (eV/Å³, Voigt, periodic
-    cells only) and, when ``uncertainty=True`` (the default) or when one of
-    them is asked for, ``energy_std`` (eV), ``local_energy_std`` (eV, per
-    atom) and ``forces_std`` (eV/Å, per atom and component): the model's
-    calibrated predictive standard deviations, computed from the same
+    cells only) and the model's calibrated predictive standard deviations
+    ``energy_std`` (eV), ``local_energy_std`` (eV, per atom) and
+    ``forces_std`` (eV/Å, per atom and component), computed from the same
     descriptors as the energy (one descriptor evaluation per structure).
-    Set ``uncertainty=False`` for speed in production MD; ``prediction``
-    holds the last :class:`gapfit.prediction.Prediction`.
+    ``uncertainty`` says which: True (the default) all three, False none
+    (for speed in production MD), or a selection as in
+    :meth:`gapfit.GAP.predict` (``"local_energy"``, ``("local_energy",
+    "forces")``, ...: each costs only when asked; the local-energy std is
+    the cheap one). A std asked for with ``get_property`` is computed even
+    when not selected (with the other two, so one evaluation answers all). ``prediction`` holds the last
+    :class:`gapfit.prediction.Prediction`.
 
     ``baseline``: the ASE calculator of a Δ-learning model, when ``model`` is
     a path (see :func:`gapfit.load`).
@@ -44,8 +50,10 @@ class GAPCalculator(Calculator):
                               + COMMITTEE_PROPERTIES)
     default_parameters = {"uncertainty": True, "committee": 0, "committee_seed": 0}
 
-    def __init__(self, model: Union["GAP", str], *, uncertainty: bool = True, baseline: Any = None,
+    def __init__(self, model: Union["GAP", str], *, uncertainty: Union[bool, str, Sequence[str]] = True,
+                 baseline: Any = None,
                  committee: int = 0, committee_seed: int = 0, **kwargs):
+        UncertaintyRequest.parse(uncertainty)  # a bad selection fails here, not at the first step
         super().__init__(uncertainty=uncertainty, committee=committee, committee_seed=committee_seed, **kwargs)
         if isinstance(model, str):
             from .model_io import load_model
@@ -58,9 +66,10 @@ class GAPCalculator(Calculator):
             from .committee import Committee
             self.committee = Committee(model, committee, seed=committee_seed)
         self.prediction = None
-        #: compute uncertainties at the next calculation even if ``uncertainty`` is False
-        #: (MD sets it before a step it will check, so that the step costs one descriptor evaluation)
-        self.uncertainty_next = False
+        #: compute uncertainties at the next calculation even if ``uncertainty`` is False: True (as
+        #: selected by ``uncertainty``, all when that is False) or a selection (MD sets it before a step it
+        #: will check, so that the step costs one descriptor evaluation)
+        self.uncertainty_next: Union[bool, str, Sequence[str]] = False
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         Calculator.calculate(self, atoms, properties, system_changes)
@@ -68,18 +77,17 @@ class GAPCalculator(Calculator):
         periodic = bool(np.all(a.pbc)) and a.cell.rank == 3
         if "stress" in properties and not periodic:
             raise PropertyNotImplementedError("stress needs a periodic cell with three lattice vectors")
-        want_std = (bool(self.parameters.uncertainty) or self.uncertainty_next
-                    or any(p in UNCERTAINTY_PROPERTIES for p in properties))
+        request = self._request(properties)
         self.uncertainty_next = False
         if self.committee is None and any(p in COMMITTEE_PROPERTIES for p in properties):
             raise PropertyNotImplementedError("committee results need GAPCalculator(model, committee=K)")
         want_committee = self.committee is not None
         cp = None
         if want_committee:  # one descriptor pass for the prediction, its stds and the members
-            cp = self.committee.predict(a, forces=True, stress=periodic, uncertainty=want_std)[0]
+            cp = self.committee.predict(a, forces=True, stress=periodic, uncertainty=request)[0]
             p = cp.mean
         else:
-            p = self.model.predict([a], forces=True, stress=periodic, uncertainty=want_std)[0]
+            p = self.model.predict([a], forces=True, stress=periodic, uncertainty=request)[0]
         if cp is not None:
             self.results["energy_committee"] = cp.energy_eV
             self.results["forces_committee"] = cp.forces_eV_per_A
@@ -92,10 +100,22 @@ class GAPCalculator(Calculator):
         self.results["forces"] = p.forces
         if p.stress is not None:
             self.results["stress"] = p.stress
-        if want_std:
-            self.results["energy_std"] = p.energy_std
-            self.results["local_energy_std"] = p.local_energy_std
-            self.results["forces_std"] = p.forces_std
+        for name in UNCERTAINTY_PROPERTIES:
+            if getattr(p, name) is not None:
+                self.results[name] = getattr(p, name)
+
+    def _request(self, properties) -> UncertaintyRequest:
+        """The stds this calculation computes: the selection, ``uncertainty_next`` and any asked by name."""
+        base = UncertaintyRequest.parse(self.parameters.uncertainty)
+        nxt = self.uncertainty_next
+        if nxt is True:
+            nxt = self.parameters.uncertainty or True
+        extra = UncertaintyRequest.parse(nxt or False)
+        # a std asked by name (get_property) brings the other two: ASE asks for them one at a time,
+        # and one evaluation should answer all three
+        asked = UNCERTAINTY_QUANTITIES if any(p in UNCERTAINTY_PROPERTIES for p in properties) else ()
+        names = set(base.names) | set(extra.names) | set(asked)
+        return UncertaintyRequest(*(q in names for q in UNCERTAINTY_QUANTITIES), exact=base.exact or extra.exact)
 
     def last_prediction(self, atoms) -> Optional["Prediction"]:
         """The prediction for ``atoms`` if the calculator holds one for exactly this state, else None."""

@@ -131,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--plot", help="write a parity plot, with calibration panels (PNG, PDF or SVG)")
     e.add_argument("--no-uncertainty", action="store_true",
                    help="skip predicted uncertainties and their calibration metrics (faster)")
+    e.add_argument("--uncertainty", default="energy,forces", metavar="LIST",
+                   help="which predicted stds to compute and score, comma-separated from energy, forces, "
+                        "local_energy, exact (default: energy,forces; force stds cost the most)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
     _baseline_flags(e)
     e.add_argument("--energy-key")
     e.add_argument("--forces-key")
@@ -189,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--pressure", type=float, default=0.0, help="NPT pressure, GPa")
     m.add_argument("--interval", type=int, default=10, help="steps between trajectory frames and log lines")
     m.add_argument("--max-force-std", type=float, help="stop cleanly when an atom's force std norm exceeds this (eV/Å)")
+    m.add_argument("--max-local-energy-std", type=float,
+                   help="stop cleanly when an atom's local-energy std exceeds this (eV); alone, MD computes only "
+                        "local-energy stds, much cheaper than force stds")
     m.add_argument("-o", "--trajectory", default="md.xyz", help="trajectory file (extended XYZ)")
     m.add_argument("--log", default=None, help="log file (default: TRAJECTORY.log)")
     m.add_argument("--json", action="store_true", help="print one JSON summary line at the end")
@@ -538,15 +545,21 @@ def _eval(args) -> int:
     labels = [get_labels(a, where_of(a, k), energy_key=args.energy_key or model.energy_key,
                          forces_key=args.forces_key or model.forces_key,
                          stress_key=args.stress_key or model.stress_key) for k, a in enumerate(frames)]
+    from .prediction import UncertaintyRequest
+    try:
+        request = UncertaintyRequest.parse(False if args.no_uncertainty else
+                                           [s.strip() for s in args.uncertainty.split(",") if s.strip()])
+    except ValueError as exc:
+        raise InputError(f"--uncertainty: {exc}") from None
+    model.progress = not args.no_progress
     t0 = time.perf_counter()
-    preds = model.predict(frames)
+    preds = model.predict(frames, uncertainty=request)  # one pass: the stds come with the prediction
     dt = time.perf_counter() - t0
     n_at = [len(a) for a in frames]
     overall = error_metrics(preds, labels, n_at)
-    overall["predict_ms_per_atom"] = 1e3 * dt / max(1, sum(n_at))
-    if not args.no_uncertainty:
+    overall["predict_ms_per_atom"] = 1e3 * dt / max(1, sum(n_at))  # including the stds asked
+    if request:
         from .calibration import uncertainty_metrics
-        preds = model.predict(frames, uncertainty=True)
         overall.update(uncertainty_metrics(preds, labels))
     if args.plot:
         parity_plot(preds, labels, n_at, args.plot)
@@ -671,7 +684,8 @@ def _md(args) -> int:
                  timestep_fs=args.timestep, steps=args.steps, seed=args.seed, friction_per_fs=args.friction,
                  pressure_GPa=args.pressure, trajectory=args.trajectory,
                  log=args.log or args.trajectory + ".log", interval=args.interval,
-                 max_force_std=args.max_force_std, progress=not args.no_progress)
+                 max_force_std=args.max_force_std, max_local_energy_std=args.max_local_energy_std,
+                 progress=not args.no_progress)
     summary = {"steps": res.steps, "stop_reason": res.stop_reason, "message": res.message,
                "trajectory": res.trajectory, "log": res.log, "max_force_std_seen": res.max_force_std_seen}
     if args.json:

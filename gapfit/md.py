@@ -27,7 +27,7 @@ class MDResult:
     """What a run did: steps taken, why it stopped, where it wrote."""
 
     steps: int
-    stop_reason: str  # "completed", "max_force_std", "unstable"
+    stop_reason: str  # "completed", "max_force_std", "max_local_energy_std", "unstable"
     message: str = ""
     trajectory: Optional[str] = None
     log: Optional[str] = None
@@ -93,15 +93,20 @@ def snapshot(atoms: Atoms, pred, step: int, time_fs: float) -> Atoms:
 def run_md(model, atoms: Atoms, *, ensemble: str = "nvt", temperature_K: float = 300.0,
            timestep_fs: float = 1.0, steps: int = 1000, seed: int = 0, friction_per_fs: float = 0.01,
            pressure_GPa: float = 0.0, trajectory: Optional[str] = None, log: Optional[str] = None,
-           interval: int = 10, max_force_std: Optional[float] = None, min_distance: float = 0.5,
+           interval: int = 10, max_force_std: Optional[float] = None,
+           max_local_energy_std: Optional[float] = None, min_distance: float = 0.5,
            init_velocities: bool = True, progress: bool = False,
            on_check: Optional[Callable[[int, Atoms, dict], Optional[str]]] = None) -> MDResult:
     """Run MD with ``model`` from ``atoms`` (changed in place).
 
     Uncertainties are computed every ``interval`` steps (every step when
-    ``max_force_std`` or ``on_check`` is given), which is when the trajectory
-    frame and the log line are written. ``on_check(step, atoms, prediction)``
-    may return a reason string to stop.
+    ``max_force_std``, ``max_local_energy_std`` or ``on_check`` is given),
+    which is when the trajectory frame and the log line are written.
+    ``on_check(step, atoms, prediction)`` may return a reason string to stop.
+    What is computed follows what is watched: with ``max_local_energy_std``
+    alone only the local-energy stds (cheap: a small fraction of a step),
+    otherwise local-energy and force stds (force stds cost several times
+    a step; see docs/uncertainty.md).
     """
     from tqdm.auto import tqdm
 
@@ -110,8 +115,10 @@ def run_md(model, atoms: Atoms, *, ensemble: str = "nvt", temperature_K: float =
 
     if ensemble not in ENSEMBLES:
         raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}")
+    watch = ("local_energy",) if (max_local_energy_std is not None and max_force_std is None
+                                  and on_check is None) else ("local_energy", "forces")
     calc = GAPCalculator(model, uncertainty=False)
-    calc.uncertainty_next = True  # step 0 is checked
+    calc.uncertainty_next = watch  # step 0 is checked
     atoms.calc = calc
     if init_velocities and not np.any(atoms.get_momenta()):
         initial_velocities(atoms, temperature_K, seed)
@@ -119,7 +126,8 @@ def run_md(model, atoms: Atoms, *, ensemble: str = "nvt", temperature_K: float =
                           friction_per_fs=friction_per_fs, pressure_GPa=pressure_GPa, seed=seed)
     traj = AppendingXYZ(trajectory) if trajectory else None
     tlog = TextLog(log, LOG_COLUMNS) if log else None
-    check_every = 1 if (max_force_std is not None or on_check is not None) else max(1, interval)
+    check_every = 1 if (max_force_std is not None or max_local_energy_std is not None
+                        or on_check is not None) else max(1, interval)
     result = MDResult(steps=0, stop_reason="completed", trajectory=trajectory, log=log)
     last_good = atoms.copy()
     bar = tqdm(total=steps, desc="md", unit="step", disable=not progress, leave=False)
@@ -128,7 +136,7 @@ def run_md(model, atoms: Atoms, *, ensemble: str = "nvt", temperature_K: float =
             if step > 0:
                 # a step that will be checked computes its uncertainties with its forces:
                 # one descriptor evaluation per step
-                calc.uncertainty_next = not (step % check_every and step % interval)
+                calc.uncertainty_next = False if (step % check_every and step % interval) else watch
                 dyn.run(1)
                 bar.update(1)
             result.steps = step
@@ -145,16 +153,23 @@ def run_md(model, atoms: Atoms, *, ensemble: str = "nvt", temperature_K: float =
             if step % check_every and step % interval:
                 continue
             pred = calc.last_prediction(atoms)
-            if pred is None or pred.forces_std is None:
-                pred = model.predict([atoms], uncertainty=True)[0]
-            fstd = np.linalg.norm(pred.forces_std, axis=1)
-            result.max_force_std_seen = max(result.max_force_std_seen, float(fstd.max()))
+            if pred is None or pred.local_energy_std is None or ("forces" in watch and pred.forces_std is None):
+                pred = model.predict([atoms], uncertainty=watch)[0]
+            fstd = (np.linalg.norm(pred.forces_std, axis=1) if pred.forces_std is not None
+                    else np.full(len(atoms), np.nan))
+            if pred.forces_std is not None:
+                result.max_force_std_seen = max(result.max_force_std_seen, float(fstd.max()))
             time_fs = step * timestep_fs
             stop = None
             if max_force_std is not None and fstd.max() > max_force_std:
                 stop = "max_force_std"
                 result.message = (f"step {step}: atom {int(fstd.argmax())} force std {fstd.max():.4f} eV/Å "
                                   f"> {max_force_std}")
+            lstd = pred.local_energy_std
+            if stop is None and max_local_energy_std is not None and lstd.max() > max_local_energy_std:
+                stop = "max_local_energy_std"
+                result.message = (f"step {step}: atom {int(lstd.argmax())} local energy std {lstd.max():.4f} eV "
+                                  f"> {max_local_energy_std}")
             if on_check is not None and stop is None:
                 reason = on_check(step, atoms, pred)
                 if reason:
