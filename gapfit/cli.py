@@ -545,6 +545,7 @@ def _eval(args) -> int:
     labels = [get_labels(a, where_of(a, k), energy_key=args.energy_key or model.energy_key,
                          forces_key=args.forces_key or model.forces_key,
                          stress_key=args.stress_key or model.stress_key) for k, a in enumerate(frames)]
+    from .errors import InputError
     from .prediction import UncertaintyRequest
     try:
         request = UncertaintyRequest.parse(False if args.no_uncertainty else

@@ -1065,7 +1065,7 @@ class GAP:
         Why not a low-rank factor of K_MM⁻¹ − (RᵀR)⁻¹: the variances are
         differences of nearly equal numbers (variance / prior ≈ 1e-6 for
         forces and 1e-8 for local energies with the default Si model), so a
-        truncated factor's error swamps them (docs/uncertainty.md).
+        truncated factor's error swamps them (docs/index.md, Uncertainties).
         """
         st = self.state_
         R = st.R
@@ -1087,16 +1087,21 @@ class GAP:
                 else:
                     per_term.append(t.design_rows(d, forces=False, virial=False, local=True).local)
             L = np.hstack(per_term)
+            # local and energy rows in one solve: with a wide model, reading R dominates the solve
+            rows, prior = [], []
             if request.local_energy:
-                prior = np.concatenate([sum(pr.local_eV2 for pr in frame) for frame in priors])
-                var = np.clip(variance(L, prior), 0, None)
+                rows.append(L)
+                prior.append(np.concatenate([sum(pr.local_eV2 for pr in frame) for frame in priors]))
+            if request.energy:
+                rows.append(np.add.reduceat(L, bounds[:-1], axis=0))
+                prior.append(np.array([sum(pr.energy_eV2 for pr in frame) for frame in priors]))
+            var = np.clip(variance(np.vstack(rows), np.concatenate(prior)), 0, None)
+            if request.local_energy:
                 for f, p in enumerate(preds):
                     p.local_energy_std = np.sqrt(var[bounds[f]:bounds[f + 1]])
             if request.energy:
-                E = np.add.reduceat(L, bounds[:-1], axis=0)
-                var_E = variance(E, np.array([sum(pr.energy_eV2 for pr in frame) for frame in priors]))
                 for f, p in enumerate(preds):
-                    p.energy_std = float(np.sqrt(max(var_E[f], 0.0)))
+                    p.energy_std = float(np.sqrt(var[len(var) - n_frames + f]))
         if with_forces:
             G = np.hstack([t.design_rows(d, forces=True, virial=False, local=False).gradient
                            for t, d in zip(st.terms, descs)])
