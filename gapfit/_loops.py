@@ -56,21 +56,11 @@ def pair_projection(grad, qhat, centre):
     return out
 
 
-@_jit
 def contract_forces(grad, h, centre, neighbour, n_atoms):
     """F[j, x] = -Σ_{p: neighbour[p] = j} grad[p, x, :] · h[centre[p], :]."""
-    n, nx, nd = grad.shape
-    f = np.zeros((n_atoms, nx))
-    for p in range(n):
-        c = centre[p]
-        j = neighbour[p]
-        for x in range(nx):
-            s = 0.0
-            for d in range(nd):
-                s += grad[p, x, d] * h[c, d]
-            f[j, x] -= s
+    f = np.zeros((n_atoms, grad.shape[1]))
+    accumulate_forces(f, grad, h, centre, neighbour)
     return f
-
 
 @_jit
 def add_pair_rows(out, T, centre_row, neighbour, dKn, Pc, proj):
