@@ -286,7 +286,9 @@ def test_noise_levels_per_config_type(tmp_path, cu_train):
     C = np.eye(len(b)) + A @ np.linalg.solve(_kmm(model), A.T)
     dense = -0.5 * b @ np.linalg.solve(C, b) - 0.5 * np.linalg.slogdet(C)[1] - log_sigma \
         - 0.5 * len(b) * np.log(2 * np.pi)
-    assert model.log_marginal_likelihood() == pytest.approx(dense, rel=1e-8)
+    # rel 1e-7: the optimised σ reach 2e-6 eV, so the dense reference itself rounds at ~1e-8
+    # (a σ from the wrong group moves the likelihood by far more)
+    assert model.log_marginal_likelihood() == pytest.approx(dense, rel=1e-7)
     path = tmp_path / "ct.npz"
     model.save(str(path))
-    assert gapfit.load(str(path)).log_marginal_likelihood() == pytest.approx(dense, rel=1e-8)
+    assert gapfit.load(str(path)).log_marginal_likelihood() == pytest.approx(dense, rel=1e-7)
