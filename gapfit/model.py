@@ -1041,7 +1041,7 @@ class GAP:
         if request:
             if request.exact:
                 for f, p in enumerate(out):
-                    self._uncertainty_exact(p, [d[f] for d in descs], request)
+                    self._uncertainty_exact(p, [d[f] for d in descs])
             else:
                 self._uncertainty(out, descs, request, [[tp.local_rows for tp in term_parts] for term_parts in parts])
             if calibrated:
@@ -1077,7 +1077,7 @@ class GAP:
         bounds = np.concatenate([[0], np.cumsum(n_at)])
 
         def variance(rows, prior):
-            return prior - sgp.nystrom(rows, st.kmm_chol) + sgp.posterior(rows, R)
+            return sgp.dtc_variance(rows, prior, st.kmm_chol, R)
 
         if request.local_energy or request.energy:
             per_term = []
@@ -1095,7 +1095,7 @@ class GAP:
             if request.energy:
                 rows.append(np.add.reduceat(L, bounds[:-1], axis=0))
                 prior.append(np.array([sum(pr.energy_eV2 for pr in frame) for frame in priors]))
-            var = np.clip(variance(np.vstack(rows), np.concatenate(prior)), 0, None)
+            var = variance(np.vstack(rows), np.concatenate(prior))
             if request.local_energy:
                 for f, p in enumerate(preds):
                     p.local_energy_std = np.sqrt(var[bounds[f]:bounds[f + 1]])
@@ -1106,27 +1106,23 @@ class GAP:
             G = np.hstack([t.design_rows(d, forces=True, virial=False, local=False).gradient
                            for t, d in zip(st.terms, descs)])
             prior_f = np.concatenate([sum(pr.forces_eV2_per_A2 for pr in frame).ravel() for frame in priors])
-            var_F = np.clip(variance(G, prior_f), 0, None)
+            var_F = variance(G, prior_f)
             for f, p in enumerate(preds):
                 p.forces_std = np.sqrt(var_F[3 * bounds[f]:3 * bounds[f + 1]]).reshape(-1, 3)
 
-    def _uncertainty_exact(self, p: Prediction, ds: list, request: "UncertaintyRequest") -> None:
+    def _uncertainty_exact(self, p: Prediction, ds: list) -> None:
         """The reference route: every row from :meth:`design_rows`, every prior in full, all three stds."""
         st = self.state_
         with_forces = all(getattr(d, "pair_gradients", True) is not None for d in ds)
         rows = self.design_rows([[d] for d in ds], forces=with_forces, virial=False, local=True)
         priors = [t.prior_variance(d, forces=with_forces) for t, d in zip(st.terms, ds)]
-        R = st.R
-        var_local = sum(pr.local_eV2 for pr in priors) - sgp.nystrom(rows.local, st.kmm_chol) \
-            + sgp.posterior(rows.local, R)
-        var_E = sum(pr.energy_eV2 for pr in priors) - sgp.nystrom(rows.energy, st.kmm_chol)[0] \
-            + sgp.posterior(rows.energy, R)[0]
-        p.energy_std = float(np.sqrt(max(var_E, 0.0)))
-        p.local_energy_std = np.sqrt(np.clip(var_local, 0, None))
+        var_local = sgp.dtc_variance(rows.local, sum(pr.local_eV2 for pr in priors), st.kmm_chol, st.R)
+        var_E = sgp.dtc_variance(rows.energy, np.array([sum(pr.energy_eV2 for pr in priors)]), st.kmm_chol, st.R)
+        p.energy_std = float(np.sqrt(var_E[0]))
+        p.local_energy_std = np.sqrt(var_local)
         if with_forces and rows.gradient is not None:
             prior_f = sum(pr.forces_eV2_per_A2 for pr in priors).ravel()
-            var_F = prior_f - sgp.nystrom(rows.gradient, st.kmm_chol) + sgp.posterior(rows.gradient, R)
-            p.forces_std = np.sqrt(np.clip(var_F, 0, None)).reshape(-1, 3)
+            p.forces_std = np.sqrt(sgp.dtc_variance(rows.gradient, prior_f, st.kmm_chol, st.R)).reshape(-1, 3)
 
     def _calibrate(self, p: Prediction) -> None:
         """Scale the computed stds by the fitted calibration (raw values into the ``*_raw`` fields)."""

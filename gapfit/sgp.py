@@ -174,6 +174,11 @@ def posterior(K: np.ndarray, R: np.ndarray) -> np.ndarray:
     return np.einsum("mk,mk->k", v, v)
 
 
+def dtc_variance(K: np.ndarray, prior: np.ndarray, chol_blocks: Sequence[np.ndarray], R: np.ndarray) -> np.ndarray:
+    """Row-wise DTC predictive variance k** − kᵀ K_MM⁻¹ k + kᵀ (RᵀR)⁻¹ k, clipped at zero against rounding."""
+    return np.clip(prior - nystrom(K, chol_blocks) + posterior(K, R), 0, None)
+
+
 def merge_factors(factors: Sequence[np.ndarray]) -> np.ndarray:
     """Upper-triangular R of the stacked factors ``[R_1; R_2; ...]``, each n × n upper triangular or m × n rows.
 

@@ -167,24 +167,10 @@ class FeatomicSOAP:
         pairs = None
         if pair_parts and blocks_layout:
             for k, (ci, nj, sl, gv) in enumerate(pair_parts):
-                if np.any(np.diff(ci) < 0):
+                if np.any(np.diff(ci) < 0):  # featomic orders gradient samples by system; make sure
                     order = np.argsort(ci, kind="stable")
                     pair_parts[k] = (ci[order], nj[order], sl, np.asarray(gv)[order])
-            out = []
-            for s_, atoms in enumerate(frames):
-                lo, hi = start[s_], start[s_ + 1]
-                d = FrameDescriptors(numbers=np.asarray(atoms.numbers, dtype=np.int64), values=values[lo:hi])
-                d.gradient_blocks = []
-                for ci, nj, sl, gv in pair_parts:
-                    a, b = np.searchsorted(ci, [lo, hi])  # centre rows ascend (checked below)  # featomic orders gradient samples by system
-                    if b > a:
-                        d.gradient_blocks.append((ci[a:b] - lo, nj[a:b] - lo, sl.start, self._scale[sl],
-                                                  np.asarray(gv[a:b])))
-                if strain is not None:
-                    d.strain_gradients = strain[lo:hi]
-                out.append(d)
-            return out
-        if pair_parts:
+        elif pair_parts:
             codes = [ci * n_tot + nj for ci, nj, _, _ in pair_parts]
             if (len(pair_parts) == 1 and pair_parts[0][2].stop - pair_parts[0][2].start == D
                     and np.all(np.diff(codes[0]) > 0)):
@@ -210,6 +196,13 @@ class FeatomicSOAP:
             lo, hi = start[s], start[s + 1]
             d = FrameDescriptors(numbers=np.asarray(atoms.numbers, dtype=np.int64),
                                  values=values[lo:hi])
+            if pair_parts and blocks_layout:
+                d.gradient_blocks = []
+                for ci, nj, sl, gv in pair_parts:
+                    a, b = np.searchsorted(ci, [lo, hi])
+                    if b > a:
+                        d.gradient_blocks.append((ci[a:b] - lo, nj[a:b] - lo, sl.start, self._scale[sl],
+                                                  np.asarray(gv[a:b])))
             if pairs is not None:
                 centre_row, nb_row, grad, bounds = pairs
                 ps = slice(bounds[s], bounds[s + 1])
