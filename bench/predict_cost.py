@@ -12,10 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+import gapfit  # before numpy: gapfit sets OpenBLAS's thread timeout, read when numpy loads its copy
 import numpy as np
 from ase.build import bulk
 
-import gapfit
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,11 +5,24 @@
 >>> model.save("model.npz")
 >>> atoms.calc = gapfit.GAPCalculator(gapfit.load("model.npz"))
 """
-from ._version import __version__
-from .calculator import GAPCalculator
-from .errors import GapfitError, InputError, ModelFormatError, NotFittedError
-from .model import GAP
-from .prediction import Prediction
+import os as _os
+
+# numpy's and scipy's wheels each bundle an OpenBLAS with its own worker
+# threads, which spin for 2^28 cycles (about 0.1 s) after every call before
+# sleeping. Prediction alternates between the two (kernel GEMMs in numpy,
+# triangular solves in scipy), so each call shared the cores with the other
+# copy's spinning threads: measured 2x slower solves and GEMMs on 2 cores,
+# 10.4 -> 15.1 MD steps/s for 64 Si atoms watching local-energy stds.
+# 2^20 cycles (well under 1 ms) keeps the spin for back-to-back calls.
+# OpenBLAS reads this once, when a copy loads: it cannot reach a numpy
+# imported before gapfit (docs/index.md, "Two OpenBLAS copies").
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
+
+from ._version import __version__  # noqa: E402
+from .calculator import GAPCalculator  # noqa: E402
+from .errors import GapfitError, InputError, ModelFormatError, NotFittedError  # noqa: E402
+from .model import GAP  # noqa: E402
+from .prediction import Prediction  # noqa: E402
 
 
 def load(path: str, baseline=None) -> GAP:

@@ -190,3 +190,28 @@ def test_v1_fixture_predicts_as_written(cu_test):
             # another order moves the energy std by ~1e-7 relative
             assert np.allclose(getattr(pf, key), want, rtol=1e-5, atol=1e-12), (k, key)
     assert [t.type for t in model.terms_] == ["soap"]
+
+
+@pytest.mark.parametrize("user_value, expected", [(None, "20"), ("28", "28")])
+def test_import_sets_openblas_thread_timeout_before_numpy_loads(user_value, expected):
+    # numpy's and scipy's OpenBLAS copies read the timeout once, when they load:
+    # gapfit must set it before its own numpy import and never override the user's.
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if user_value is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = user_value
+    code = ("import sys, builtins, os\n"
+            "seen = {}\n"
+            "real = builtins.__import__\n"
+            "def spy(name, *a, **k):\n"
+            "    if name == 'numpy' and 'numpy' not in seen:\n"
+            "        seen['numpy'] = os.environ.get('OPENBLAS_THREAD_TIMEOUT')\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = spy\n"
+            "import gapfit\n"
+            "print(seen.get('numpy'), os.environ['OPENBLAS_THREAD_TIMEOUT'])\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    at_numpy_import, after = out.stdout.split()
+    assert at_numpy_import == expected and after == expected
