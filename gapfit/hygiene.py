@@ -31,6 +31,8 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import numpy as np
 import scipy.linalg
 
+from . import sgp
+
 KIND_CODES = {"energy": 0, "forces": 1, "virial": 2}
 
 
@@ -207,7 +209,8 @@ def frame_statistics(R: np.ndarray, alpha: np.ndarray, A: np.ndarray, b: np.ndar
                      kind: np.ndarray, not_fitted: Sequence[int] = ()) -> Dict[int, dict]:
     """Leverage and leave-one-out residuals (units of σ) of each frame of a chunk of weighted rows.
 
-    ``R`` (M × M) is the final factor, ``alpha`` the weights, ``A``/``b``
+    ``R`` is the final factor (M × M, or the (M+1)-square factor of
+    ``[A | b]``: see :func:`gapfit.sgp.solve_rt`), ``alpha`` the weights, ``A``/``b``
     the chunk's rows and targets divided by their σ, ``frame``/``kind``
     the frame index and kind code of each row (a frame's rows contiguous).
     Frames in ``not_fitted`` were left out of the fit: their residuals are
@@ -217,7 +220,7 @@ def frame_statistics(R: np.ndarray, alpha: np.ndarray, A: np.ndarray, b: np.ndar
     fitted and is returned as not fitted.
     """
     not_fitted = set(int(k) for k in not_fitted)
-    V = scipy.linalg.solve_triangular(R, A.T, trans="T", check_finite=False)  # (M, rows)
+    V = sgp.solve_rt(R, A)  # (M, rows)
     resid = b - A @ alpha
     out: Dict[int, dict] = {}
     bounds = np.flatnonzero(np.diff(frame)) + 1

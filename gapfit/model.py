@@ -694,7 +694,7 @@ class GAP:
             col = np.exp(2 * rel[:T])[problem.column_term]
             row = np.exp(-rel[T:])[group]
             A, b = A * col[None, :] * row[:, None], b * row
-            for f, stats in frame_statistics(st.R, st.alpha, A, b, frame, kind).items():
+            for f, stats in frame_statistics(st.R_ab, st.alpha, A, b, frame, kind).items():
                 if info.isolated[f]:
                     continue  # it fixes e0; its leave-one-out energy measures nothing about the data
                 ct = info.config_type[f]
@@ -1068,7 +1068,6 @@ class GAP:
         truncated factor's error swamps them (docs/index.md, Uncertainties).
         """
         st = self.state_
-        R = st.R
         n_frames = len(preds)
         with_forces = request.forces and all(getattr(d[0], "pair_gradients", True) is not None for d in descs)
         priors = [[t.prior_variance(d[f], forces=with_forces, energy=request.energy)
@@ -1077,7 +1076,7 @@ class GAP:
         bounds = np.concatenate([[0], np.cumsum(n_at)])
 
         def variance(rows, prior):
-            return sgp.dtc_variance(rows, prior, st.kmm_chol, R)
+            return sgp.dtc_variance(rows, prior, st.kmm_chol, st.R_ab)
 
         if request.local_energy or request.energy:
             per_term = []
@@ -1116,13 +1115,13 @@ class GAP:
         with_forces = all(getattr(d, "pair_gradients", True) is not None for d in ds)
         rows = self.design_rows([[d] for d in ds], forces=with_forces, virial=False, local=True)
         priors = [t.prior_variance(d, forces=with_forces) for t, d in zip(st.terms, ds)]
-        var_local = sgp.dtc_variance(rows.local, sum(pr.local_eV2 for pr in priors), st.kmm_chol, st.R)
-        var_E = sgp.dtc_variance(rows.energy, np.array([sum(pr.energy_eV2 for pr in priors)]), st.kmm_chol, st.R)
+        var_local = sgp.dtc_variance(rows.local, sum(pr.local_eV2 for pr in priors), st.kmm_chol, st.R_ab)
+        var_E = sgp.dtc_variance(rows.energy, np.array([sum(pr.energy_eV2 for pr in priors)]), st.kmm_chol, st.R_ab)
         p.energy_std = float(np.sqrt(var_E[0]))
         p.local_energy_std = np.sqrt(var_local)
         if with_forces and rows.gradient is not None:
             prior_f = sum(pr.forces_eV2_per_A2 for pr in priors).ravel()
-            p.forces_std = np.sqrt(sgp.dtc_variance(rows.gradient, prior_f, st.kmm_chol, st.R)).reshape(-1, 3)
+            p.forces_std = np.sqrt(sgp.dtc_variance(rows.gradient, prior_f, st.kmm_chol, st.R_ab)).reshape(-1, 3)
 
     def _calibrate(self, p: Prediction) -> None:
         """Scale the computed stds by the fitted calibration (raw values into the ``*_raw`` fields)."""

@@ -135,7 +135,7 @@ def hygiene_block(model, source, block: Block, not_fitted: Sequence[int], progre
             continue
         A, b, frame, kind = _stack_parts(parts, idx)
         pos = {k: j for j, k in enumerate(idx)}
-        for f, stats in frame_statistics(st.R, st.alpha, A, b, frame, kind, not_fitted).items():
+        for f, stats in frame_statistics(st.R_ab, st.alpha, A, b, frame, kind, not_fitted).items():
             a, lb = frames[pos[f]], labels[pos[f]]
             if is_isolated_atom(a, lb):
                 continue  # it fixes e0; its leave-one-out energy measures nothing about the data
