@@ -27,9 +27,9 @@ import numpy as np
 from ase import units
 from ase.build import bulk
 from ase.io import read
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 
+from gapfit.md import initial_velocities
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -64,8 +64,7 @@ def steps_per_second(model, atoms0, mode, steps: int, repeats: int = 3) -> float
     for _ in range(repeats):
         atoms = atoms0.copy()
         atoms.calc = gapfit.GAPCalculator(model, uncertainty=sel if sel is not None else False)
-        MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
-        Stationary(atoms)
+        initial_velocities(atoms, temperature_K=300, seed=0)
         dyn = VelocityVerlet(atoms, timestep=1.0 * units.fs)
         dyn.run(1)  # warm-up: numba, featomic, the model's solver factors
         t = time.perf_counter()

@@ -1,20 +1,28 @@
-"""Prediction cost on a rattled 512-atom Si cell against the cost of all the model's descriptors alone.
+"""Prediction cost, and what each uncertainty adds to it.
 
-Reproduce: python bench/predict_cost.py [MODEL]   (default bench/out/Si.npz,
-made by `python bench/accuracy.py Si`). Prints ms/atom, median of repeats, for:
-each term's descriptors with position and strain gradients and its share of
-the prediction, the baseline, and the model's energy + forces + stress, with
-and without uncertainties, as ratios to the sum of the terms' descriptors.
+Reproduce (models made by `python bench/accuracy.py Si aspirin`):
+
+    python bench/predict_cost.py [MODEL]            # rattled 512-atom Si (default bench/out/Si-default.npz)
+    python bench/predict_cost.py --aspirin [MODEL]  # 100 aspirin test frames (default bench/out/aspirin-default.npz)
+
+Si prints two tables (ms/atom, medians): each step of the prediction as a
+ratio to the terms' descriptors alone; then energy + forces + stress with
+each selection of uncertainties as a ratio to the prediction alone, the
+selections timed in turn within each round so that a busy machine slows
+them all alike. Aspirin prints the prediction against featomic's SOAP with
+position gradients alone for the same frames, and what the uncertainty
+selections add.
 """
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 from pathlib import Path
 
 import gapfit  # before numpy: gapfit sets OpenBLAS's thread timeout, read when numpy loads its copy
 import numpy as np
 from ase.build import bulk
+from ase.io import read
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +46,36 @@ def timed(fn, repeats=5):
     return float(np.median(ts))
 
 
-def main(path):
+SELECTIONS = [("local-energy std", "local_energy"), ("local-energy + force std", ["local_energy", "forces"]),
+              ("energy std", "energy"), ("all three stds", True), ("all three, exact route", "exact")]
+
+
+def interleaved(fns: dict, rounds: int) -> dict:
+    """Median seconds of each function, timed in turn within every round (after one warm-up call each)."""
+    for fn in fns.values():
+        fn()
+    ts = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            ts[name].append(time.perf_counter() - t)
+    return {name: float(np.median(v)) for name, v in ts.items()}
+
+
+def uncertainty_table(model, frames, n_atoms: int, rounds: int, selections=SELECTIONS) -> None:
+    fns = {"energy + forces (+ stress)": lambda: model.predict(frames)}
+    for name, sel in selections:
+        fns[f"+ {name}"] = lambda sel=sel: model.predict(frames, uncertainty=sel)
+    t = interleaved(fns, rounds)
+    base = t["energy + forces (+ stress)"]
+    print(f"\n| asked (median of {rounds} interleaved rounds) | ms/atom | ratio to energy + forces (+ stress) |")
+    print("|---|---|---|")
+    for name, sec in t.items():
+        print(f"| {name} | {1e3 * sec / n_atoms:.3f} | {sec / base:.2f} |")
+
+
+def si(path: str, rounds: int) -> None:
     model = gapfit.load(path)
     atoms = bulk("Si", "diamond", 5.43, cubic=True).repeat((4, 4, 4))
     atoms.rattle(0.05, seed=0)
@@ -62,16 +99,50 @@ def main(path):
                                                 selected_properties=soap.descriptor._selection))
         rows.insert(0, ("featomic SoapPowerSpectrum.compute with gradients (library call alone)", t_featomic))
     t_pred = timed(lambda: model.predict([atoms], forces=True, stress=True))
-    t_unc = timed(lambda: model.predict([atoms], forces=True, stress=True, uncertainty=True), repeats=2)
     rows.append(("energy + forces + stress (whole model)", t_pred))
-    rows.append(("energy + forces + stress + uncertainties", t_unc))
     print(f"Command: python bench/predict_cost.py {_rel(path)}")
     print(f"512-atom rattled Si, terms {[t.type for t in st.terms]}, {model.n_sparse_total_} sparse points\n")
     print("| step | ms/atom | ratio to all terms' descriptors with gradients |")
     print("|---|---|---|")
     for name, t in rows:
         print(f"| {name} | {1e3 * t / n:.3f} | {t / t_desc_total:.2f} |")
+    uncertainty_table(model, [atoms], n, rounds)
+
+
+def aspirin(path: str, rounds: int, n_frames: int = 100) -> None:
+    model = gapfit.load(path)
+    frames = read(ROOT.parent / "shared" / "data" / "rmd17" / "aspirin_test.xyz", index=f":{n_frames}")
+    n = sum(len(a) for a in frames)
+    soap = next(t for t in model.state_.terms if t.type == "soap")
+    desc = soap.descriptor
+    t = interleaved({
+        "featomic": lambda: desc._calc.compute(frames, gradients=["positions"], selected_keys=desc._keys,
+                                               selected_properties=desc._selection),
+        "predict": lambda: model.predict(frames),
+    }, rounds)
+    print(f"Command: python bench/predict_cost.py --aspirin {_rel(path)}")
+    print(f"{n_frames} aspirin test frames ({n} atoms), terms {[t.type for t in model.state_.terms]}, "
+          f"{model.n_sparse_total_} sparse points\n")
+    print("| step | ms/atom | ratio to featomic alone |")
+    print("|---|---|---|")
+    print(f"| featomic SoapPowerSpectrum.compute with position gradients (library call alone) | "
+          f"{1e3 * t['featomic'] / n:.3f} | 1 |")
+    print(f"| gapfit predict: energy + forces, every term | {1e3 * t['predict'] / n:.3f} | "
+          f"{t['predict'] / t['featomic']:.2f} |")
+    uncertainty_table(model, frames, n, rounds, [s for s in SELECTIONS if s[1] != "exact"])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("model", nargs="?", help="model file (default: the default model of the system)")
+    p.add_argument("--aspirin", action="store_true", help="100 aspirin test frames instead of 512 Si atoms")
+    p.add_argument("--rounds", type=int, default=5, help="timing rounds (default 5)")
+    a = p.parse_args()
+    if a.aspirin:
+        aspirin(a.model or str(ROOT / "bench" / "out" / "aspirin-default.npz"), a.rounds)
+    else:
+        si(a.model or str(ROOT / "bench" / "out" / "Si-default.npz"), a.rounds)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else str(ROOT / "bench" / "out" / "Si.npz"))
+    main()
