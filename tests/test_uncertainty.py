@@ -134,3 +134,35 @@ def test_eval_shows_progress_and_computes_stds_in_one_pass(cu_model, tmp_path, c
     assert len(calls) == 1
     assert main(["eval", str(path), str(DATA / "Cu_emt_test.xyz"), "--uncertainty", "forcez"]) != 0
     assert "forcez" in capsys.readouterr().err
+
+
+def test_dtc_variance_from_the_padded_factor_equals_the_dense_formula():
+    # The solves take the fit's (M+1)-square factor [R r; 0 ρ] as it is (no copy of R):
+    # the result must be the DTC formula with R alone, and the rows must not be overwritten.
+    from gapfit import sgp
+    rng = np.random.default_rng(3)
+    M, n = 40, 9
+
+    def se(a, b):
+        return np.exp(-0.5 * ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1) / 4.0)
+
+    X = rng.standard_normal((M, 3))
+    chol = sgp.kmm_cholesky([se(X[:25], X[:25]), se(X[25:], X[25:])], 1e-4)  # two terms: block diagonal K_MM
+    A = rng.standard_normal((200, M))
+    b = rng.standard_normal(200)
+    R_ab = sgp.qr_r(np.vstack([np.hstack([A, b[:, None]]),
+                               np.hstack([sgp.prior_rows(chol), np.zeros((M, 1))])]))
+    T = rng.standard_normal((n, 3)) * 1.5
+    K = np.hstack([se(T, X[:25]), se(T, X[25:])])  # each test point seen by both terms
+    K_before = K.copy()
+    prior = np.full(n, 2.0)  # k** of the sum of the two unit-variance terms
+    R = R_ab[:M, :M]
+    Kmm = np.zeros((M, M))
+    Kmm[:25, :25] = chol[0] @ chol[0].T
+    Kmm[25:, 25:] = chol[1] @ chol[1].T
+    dense = (prior - np.einsum("km,mk->k", K, np.linalg.solve(Kmm, K.T))
+             + np.einsum("km,mk->k", K, np.linalg.solve(R.T @ R, K.T)))
+    assert np.all(dense > 1e-3)  # nothing clipped: the comparison is of the formula, not of zeros
+    for factor in (R_ab, np.array(R)):
+        np.testing.assert_allclose(sgp.dtc_variance(K, prior, chol, factor), dense, rtol=1e-8)
+    np.testing.assert_array_equal(K, K_before)
