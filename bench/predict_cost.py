@@ -110,8 +110,11 @@ def si(path: str, rounds: int) -> None:
 
 
 def aspirin(path: str, rounds: int, n_frames: int = 100) -> None:
+    data = ROOT.parent / "shared" / "data" / "rmd17" / "aspirin_test.xyz"
+    if not data.exists():
+        raise SystemExit(f"{data} not found: the aspirin benchmark reads ../shared/data/rmd17 in place")
     model = gapfit.load(path)
-    frames = read(ROOT.parent / "shared" / "data" / "rmd17" / "aspirin_test.xyz", index=f":{n_frames}")
+    frames = read(data, index=f":{n_frames}")
     n = sum(len(a) for a in frames)
     soap = next(t for t in model.state_.terms if t.type == "soap")
     desc = soap.descriptor
