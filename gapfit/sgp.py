@@ -178,12 +178,18 @@ def solve_rt(R_ab: np.ndarray, K: np.ndarray) -> np.ndarray:
     call (765 MB at M = 9780: the copy took 3.4× the solve itself, measured).
     With the (M+1)-square factor the right-hand sides get a zero last entry:
     the first M unknowns of R_abᵀ v = [k; 0] are R⁻ᵀ k, the last is dropped.
+    BLAS's trsm, not LAPACK's trtrs: the residual norm R_ab[M, M] is 0 for
+    labels the model reproduces exactly (a Δ-model on its own baseline), and
+    trtrs refuses any zero on the diagonal though only the dropped unknown
+    divides by it. R's own diagonal is checked when the weights are solved.
     """
-    R_ab = np.ascontiguousarray(R_ab)
+    from scipy.linalg import blas
+    R_ab = np.ascontiguousarray(R_ab, dtype=np.float64)
     n, M = K.shape
     B = np.zeros((R_ab.shape[0], n), order="F")
     B[:M] = K.T
-    v = scipy.linalg.solve_triangular(R_ab.T, B, lower=True, check_finite=False, overwrite_b=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        v = blas.dtrsm(1.0, R_ab.T, B, side=0, lower=1, trans_a=0, overwrite_b=1)
     return v[:M]
 
 

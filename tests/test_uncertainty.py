@@ -163,6 +163,8 @@ def test_dtc_variance_from_the_padded_factor_equals_the_dense_formula():
     dense = (prior - np.einsum("km,mk->k", K, np.linalg.solve(Kmm, K.T))
              + np.einsum("km,mk->k", K, np.linalg.solve(R.T @ R, K.T)))
     assert np.all(dense > 1e-3)  # nothing clipped: the comparison is of the formula, not of zeros
-    for factor in (R_ab, np.array(R)):
+    exact_fit = R_ab.copy()
+    exact_fit[M, M] = 0.0  # labels reproduced exactly (a Δ-model on its own baseline): zero residual norm
+    for factor in (R_ab, np.array(R), exact_fit):
         np.testing.assert_allclose(sgp.dtc_variance(K, prior, chol, factor), dense, rtol=1e-8)
     np.testing.assert_array_equal(K, K_before)
