@@ -183,13 +183,11 @@ def solve_rt(R_ab: np.ndarray, K: np.ndarray) -> np.ndarray:
     trtrs refuses any zero on the diagonal though only the dropped unknown
     divides by it. R's own diagonal is checked when the weights are solved.
     """
-    from scipy.linalg import blas
     R_ab = np.ascontiguousarray(R_ab, dtype=np.float64)
     n, M = K.shape
     B = np.zeros((R_ab.shape[0], n), order="F")
     B[:M] = K.T
-    with np.errstate(divide="ignore", invalid="ignore"):
-        v = blas.dtrsm(1.0, R_ab.T, B, side=0, lower=1, trans_a=0, overwrite_b=1)
+    v = scipy.linalg.blas.dtrsm(1.0, R_ab.T, B, side=0, lower=1, trans_a=0, overwrite_b=1)
     return v[:M]
 
 
