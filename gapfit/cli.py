@@ -196,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--max-local-energy-std", type=float,
                    help="stop cleanly when an atom's local-energy std exceeds this (eV); alone, MD computes only "
                         "local-energy stds, much cheaper than force stds")
+    m.add_argument("--check-interval", type=int, default=None,
+                   help="steps between tests of the --max-* thresholds (default 1: every step); the stds cost "
+                        "more than the step itself, so checking every N steps makes watched MD nearly N times "
+                        "cheaper, at the price of stopping up to N-1 steps later")
     m.add_argument("-o", "--trajectory", default="md.xyz", help="trajectory file (extended XYZ)")
     m.add_argument("--log", default=None, help="log file (default: TRAJECTORY.log)")
     m.add_argument("--json", action="store_true", help="print one JSON summary line at the end")
@@ -681,12 +685,19 @@ def _md(args) -> int:
     for name in ("timestep", "steps", "interval"):
         if getattr(args, name) <= 0:
             raise CLIError(f"--{name} must be positive, got {getattr(args, name)}")
+    if args.check_interval is not None:
+        if args.check_interval <= 0:
+            raise CLIError(f"--check-interval must be positive, got {args.check_interval}")
+        if args.max_force_std is None and args.max_local_energy_std is None:
+            raise CLIError("--check-interval sets how often the --max-force-std or --max-local-energy-std "
+                           "threshold is tested: give one of them (without, stds are computed every --interval "
+                           "steps, for the trajectory and log)")
     res = run_md(model, atoms, ensemble=args.ensemble, temperature_K=args.temperature,
                  timestep_fs=args.timestep, steps=args.steps, seed=args.seed, friction_per_fs=args.friction,
                  pressure_GPa=args.pressure, trajectory=args.trajectory,
                  log=args.log or args.trajectory + ".log", interval=args.interval,
                  max_force_std=args.max_force_std, max_local_energy_std=args.max_local_energy_std,
-                 progress=not args.no_progress)
+                 check_interval=args.check_interval, progress=not args.no_progress)
     summary = {"steps": res.steps, "stop_reason": res.stop_reason, "message": res.message,
                "trajectory": res.trajectory, "log": res.log, "max_force_std_seen": res.max_force_std_seen}
     if args.json:

@@ -94,15 +94,18 @@ def run_md(model, atoms: Atoms, *, ensemble: str = "nvt", temperature_K: float =
            timestep_fs: float = 1.0, steps: int = 1000, seed: int = 0, friction_per_fs: float = 0.01,
            pressure_GPa: float = 0.0, trajectory: Optional[str] = None, log: Optional[str] = None,
            interval: int = 10, max_force_std: Optional[float] = None,
-           max_local_energy_std: Optional[float] = None, min_distance: float = 0.5,
-           init_velocities: bool = True, progress: bool = False,
+           max_local_energy_std: Optional[float] = None, check_interval: Optional[int] = None,
+           min_distance: float = 0.5, init_velocities: bool = True, progress: bool = False,
            on_check: Optional[Callable[[int, Atoms, dict], Optional[str]]] = None) -> MDResult:
     """Run MD with ``model`` from ``atoms`` (changed in place).
 
-    Uncertainties are computed every ``interval`` steps (every step when
-    ``max_force_std``, ``max_local_energy_std`` or ``on_check`` is given),
-    which is when the trajectory frame and the log line are written.
-    ``on_check(step, atoms, prediction)`` may return a reason string to stop.
+    Uncertainties are computed every ``interval`` steps, when the trajectory
+    frame and the log line are written, and every ``check_interval`` steps
+    when ``max_force_std``, ``max_local_energy_std`` or ``on_check`` is
+    given (default 1: every step). The thresholds are tested whenever stds
+    are computed, so a larger ``check_interval`` trades how soon a run
+    stops for speed (as FLARE's ``skip``). ``on_check(step, atoms,
+    prediction)`` may return a reason string to stop.
     What is computed follows what is watched: with ``max_local_energy_std``
     alone only the local-energy stds (cheap: a small fraction of a step),
     otherwise local-energy and force stds (force stds cost several times
@@ -115,6 +118,12 @@ def run_md(model, atoms: Atoms, *, ensemble: str = "nvt", temperature_K: float =
 
     if ensemble not in ENSEMBLES:
         raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}")
+    for name, value in (("interval", interval), ("check_interval", check_interval)):
+        if value is not None and (isinstance(value, bool) or not float(value).is_integer() or value < 1):
+            raise ValueError(f"{name} must be a positive whole number of steps, got {value!r}")
+    watching = max_force_std is not None or max_local_energy_std is not None or on_check is not None
+    # steps whose stds are computed: every check (when watching) and every written frame
+    check_every = int(check_interval or 1) if watching else int(interval)
     watch = ("local_energy",) if (max_local_energy_std is not None and max_force_std is None
                                   and on_check is None) else ("local_energy", "forces")
     calc = GAPCalculator(model, uncertainty=False)
@@ -126,8 +135,6 @@ def run_md(model, atoms: Atoms, *, ensemble: str = "nvt", temperature_K: float =
                           friction_per_fs=friction_per_fs, pressure_GPa=pressure_GPa, seed=seed)
     traj = AppendingXYZ(trajectory) if trajectory else None
     tlog = TextLog(log, LOG_COLUMNS) if log else None
-    check_every = 1 if (max_force_std is not None or max_local_energy_std is not None
-                        or on_check is not None) else max(1, interval)
     result = MDResult(steps=0, stop_reason="completed", trajectory=trajectory, log=log)
     last_good = atoms.copy()
     bar = tqdm(total=steps, desc="md", unit="step", disable=not progress, leave=False)

@@ -103,6 +103,35 @@ def test_stress_not_available_for_molecule(cu_model):
         a.get_stress()
 
 
+def test_md_check_interval_tests_the_watch_every_n_steps_and_pays_for_stds_only_then(cu_model):
+    """With check_interval=4 the watch sees steps 0, 4, 8 only, and stds are computed on those steps alone."""
+    from gapfit.md import run_md
+    seen, asked = [], []
+    predict = cu_model.predict
+
+    def counting_predict(frames, **kw):
+        asked.append(bool(kw.get("uncertainty")))
+        return predict(frames, **kw)
+
+    def watch(step, atoms, pred):
+        seen.append(step)
+        assert pred.forces_std is not None and np.all(np.isfinite(pred.forces_std))
+        return "enough" if step >= 5 else None
+
+    cu_model.predict = counting_predict
+    try:
+        res = run_md(cu_model, _cell(), ensemble="nve", temperature_K=300, steps=20, seed=0, interval=100,
+                     check_interval=4, on_check=watch)
+    finally:
+        del cu_model.predict
+    assert seen == [0, 4, 8]
+    assert res.stop_reason == "enough" and res.steps == 8
+    assert len(asked) == 9 and sum(asked) == 3  # one evaluation per step; stds on the three checked steps
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="check_interval"):
+            run_md(cu_model, _cell(), steps=2, check_interval=bad, max_force_std=1.0)
+
+
 def test_md_watching_uncertainty_computes_descriptors_once_per_step(cu_model, tmp_path):
     """run_md with a force-std watch checks every step and still evaluates each term's descriptors once per step."""
     from gapfit.md import run_md

@@ -132,6 +132,19 @@ def test_console_script_runs(model_path):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+def test_md_check_interval_needs_a_threshold_and_a_positive_value(model_path, tmp_path, capsys):
+    start = tmp_path / "start.xyz"
+    ase.io.write(start, bulk("Cu", "fcc", 3.61, cubic=True))
+    traj = tmp_path / "md.xyz"
+    for extra, needle in ((["--check-interval", "5"], "--max-force-std"),
+                          (["--check-interval", "0", "--max-force-std", "1"], "--check-interval must be positive")):
+        code, err = _run_cli(["md", str(model_path), str(start), "--steps", "3", "-o", str(traj), "--no-progress",
+                              *extra], capsys)
+        assert code == 2, err
+        assert len(err.strip().splitlines()) == 1 and needle in err
+    assert not traj.exists()
+
+
 def test_md_command_writes_uncertainties_and_stops_on_threshold(model_path, tmp_path, capsys):
     start = tmp_path / "start.xyz"
     ase.io.write(start, bulk("Cu", "fcc", 3.61, cubic=True).repeat((2, 2, 2)))
