@@ -1,6 +1,6 @@
 """MD speed with and without uncertainty monitoring: steps per second.
 
-Reproduce (from the repository root, models made by `python bench/accuracy.py Si aspirin`):
+Reproduce (from the repository root, models made by `python bench/optimize.py Si aspirin --only default`):
 
     python bench/md_speed.py                       # Si 64, Si 512, aspirin
     python bench/md_speed.py --systems si64 --steps 20
@@ -12,8 +12,8 @@ with the default `--check-interval 1`). Columns: no monitoring; local-energy
 std; local-energy and force std; every std (energy, local energy, forces);
 then local-energy and force std on every 10th step only, as
 `gapfit md --max-force-std X --check-interval 10` computes them. Each cell
-is the median of three timed runs of ``--steps`` steps after one warm-up
-step. Prints a Markdown table.
+is the median of three timed runs of ``--steps`` steps (at least 20 in the
+every-10th column) after one warm-up step. Prints a Markdown table.
 
 On code before selectable uncertainties (GAPCalculator(uncertainty=True)
 only), every monitored column computes all three stds; the script says so.
@@ -41,7 +41,6 @@ MODES = {"none": None, "local energy std": ("local_energy",), "local energy + fo
          "all stds": True, "local energy + force std every 10th step": ("local_energy", "forces")}
 #: steps between checks of each mode (1: every step)
 EVERY = {"local energy + force std every 10th step": 10}
-PROPERTY = {"local_energy": "local_energy_std", "forces": "forces_std", "energy": "energy_std"}
 
 
 def system(name: str):
@@ -101,7 +100,7 @@ def main():
     for name in args.systems:
         path, atoms = system(name)
         if not path.exists():
-            print(f"| {name} | model {path} missing: run `python bench/accuracy.py` first |")
+            print(f"| {name} | model {path} missing: run `python bench/optimize.py Si aspirin --only default` first |")
             continue
         model = gapfit.load(str(path))
         steps = args.steps or (5 if name == "si512" else 20)

@@ -1,6 +1,6 @@
 """Prediction cost, and what each uncertainty adds to it.
 
-Reproduce (models made by `python bench/accuracy.py Si aspirin`):
+Reproduce (models made by `python bench/optimize.py Si aspirin --only default`):
 
     python bench/predict_cost.py [MODEL]            # rattled 512-atom Si (default bench/out/Si-default.npz)
     python bench/predict_cost.py --aspirin [MODEL]  # 100 aspirin test frames (default bench/out/aspirin-default.npz)

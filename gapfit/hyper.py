@@ -113,9 +113,6 @@ class GroupedFactors:
     log_sigma: Dict[str, float]
     log_nominal: Dict[str, float]
 
-    @classmethod
-    def empty(cls, n_cols: int) -> "GroupedFactors":
-        return cls(n_cols, {}, {}, {}, {})
 
     def merge(self, other: "GroupedFactors") -> "GroupedFactors":
         """Take in the factors of other rows (in place; returns self)."""

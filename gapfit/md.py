@@ -109,7 +109,7 @@ def run_md(model, atoms: Atoms, *, ensemble: str = "nvt", temperature_K: float =
     What is computed follows what is watched: with ``max_local_energy_std``
     alone only the local-energy stds (cheap: a small fraction of a step),
     otherwise local-energy and force stds (force stds cost several times
-    a step; see docs/uncertainty.md).
+    a step; see docs/index.md, "Which stds, and what they cost").
     """
     from tqdm.auto import tqdm
 

@@ -593,7 +593,7 @@ class GAP:
         from . import passes
         grouped, c = executor.run(passes.rows_block, self, source, blocks, names, delta_start,
                                   what="design rows", progress=self.progress, reduce=passes.merge_rows,
-                                  **({"spool": spool} if spool is not None else {}))
+                                  spool=spool)
         for key in counts:
             counts[key] += c[key]
         return grouped

@@ -62,7 +62,7 @@ def survey(model, source, *, contacts: bool, progress: bool = False) -> Survey:
     """
     from tqdm.auto import tqdm
 
-    from .baselines import ZBLBaseline
+    from .baselines import ZBLBaseline, is_periodic
     out = Survey()
     for k, atoms in enumerate(tqdm(source.read(0, len(source)), total=len(source), desc="checking frames",
                                    unit="frame", disable=not progress, leave=False, delay=1.0)):
@@ -79,7 +79,7 @@ def survey(model, source, *, contacts: bool, progress: bool = False) -> Survey:
         out.energy_eV.append(np.nan if lb.energy_eV is None else float(lb.energy_eV))
         out.has_forces.append(lb.forces_eV_per_A is not None)
         out.has_stress.append(lb.stress_eV_per_A3 is not None)
-        out.periodic.append(bool(np.all(atoms.pbc)) and atoms.cell.rank == 3)
+        out.periodic.append(is_periodic(atoms))
         out.any_pbc.append(bool(np.any(atoms.pbc)))
         out.isolated.append(is_isolated_atom(atoms, lb))
         out.config_type.append(lb.config_type)

@@ -82,10 +82,11 @@ def test_block_layout_predicts_as_pairs_and_forces_are_gradients(cuau_model):
     blocks = soap.compute(frames, gradients=True, layout="blocks")
     pairs = soap.compute(frames, gradients=True, layout="pairs")
     assert blocks[0].gradient_blocks and blocks[0].pair_gradients is None and pairs[0].pair_gradients is not None
+    by_blocks = cuau_model.descriptors(frames, gradients=True, layout="blocks")
+    by_pairs = cuau_model.descriptors(frames, gradients=True)
     for f, a in enumerate(frames):
-        pb = cuau_model.predict_descriptors(a, [d[f] for d in cuau_model.descriptors(frames, gradients=True,
-                                                                                    layout="blocks")])
-        pp = cuau_model.predict_descriptors(a, [d[f] for d in cuau_model.descriptors(frames, gradients=True)])
+        pb = cuau_model.predict_descriptors(a, [d[f] for d in by_blocks])
+        pp = cuau_model.predict_descriptors(a, [d[f] for d in by_pairs])
         np.testing.assert_allclose(pb.forces, pp.forces, atol=1e-11)
         assert pb.energy == pytest.approx(pp.energy, abs=1e-11)
         if pp.stress is not None:

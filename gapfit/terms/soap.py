@@ -360,11 +360,11 @@ def _pair_contraction(pc, pn, pg_parts, pp_parts, pair_start, row_in_z, dKn, Pc,
     for zn in np.unique(nb_species):
         groups.append(np.flatnonzero(mask & (pc != pn) & (nb_species == zn)))
     for sel in groups:
-        _contract_group(sel, pc, pn, pg_parts, pp_parts, pair_start, row_in_z, dKn, Pc, X, out, n_tot)
+        _contract_group(sel, pc, pn, pg_parts, pp_parts, pair_start, row_in_z, dKn, Pc, X, out)
     return out
 
 
-def _contract_group(sel, pc, pn, pg_parts, pp_parts, pair_start, row_in_z, dKn, Pc, X, out, n_tot):
+def _contract_group(sel, pc, pn, pg_parts, pp_parts, pair_start, row_in_z, dKn, Pc, X, out):
     M = len(X)
     for lo in range(0, len(sel), _PAIRS_PER_GEMM):
         idx = sel[lo:lo + _PAIRS_PER_GEMM]
