@@ -382,6 +382,8 @@ def _fit(args) -> int:
     config_keys: set = set()
     params = _model_params(args, config_keys)
     params["progress"] = not args.no_progress
+    if args.workers is not None and args.workers < 1:  # before the log, the lock or any reading
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
     if args.search:  # a bad search file fails before anything is read or written
         from .search import load_search
         args.search_spec = load_search(args.search)
@@ -513,17 +515,13 @@ def _fit_in(stack, args, params, config_keys, log, model_out) -> None:
 @contextlib.contextmanager
 def _dask_client(args, log):
     """A Dask client for --workers N (a local cluster, closed at the end) or --dask ADDRESS; else None."""
-    if not getattr(args, "workers", None) and not getattr(args, "dask", None):
+    if getattr(args, "workers", None) is None and getattr(args, "dask", None) is None:
         yield None
         return
-    from .errors import InputError, WorkerError
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise InputError("--workers and --dask need dask.distributed: pip install distributed") from None
+    from distributed import Client, LocalCluster
+
+    from .errors import WorkerError
     if args.workers is not None:
-        if args.workers < 1:
-            raise InputError(f"--workers must be at least 1, got {args.workers}")
         # one BLAS thread per worker: the workers are the parallelism
         with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                           silence_logs=logging.ERROR) as cluster, Client(cluster) as client:

@@ -8,7 +8,7 @@ from named ``info``/``arrays`` keys.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from ase import Atoms
@@ -252,11 +252,3 @@ def is_isolated_atom(atoms: Atoms, labels: Labels) -> bool:
     if labels.config_type == "isolated_atom":
         return True
     return len(atoms) == 1 and not np.any(atoms.pbc)
-
-
-def species_of(frames: Iterable[Atoms]) -> List[int]:
-    """Sorted atomic numbers present in the frames."""
-    zs: set = set()
-    for a in frames:
-        zs.update(int(z) for z in np.unique(a.numbers))
-    return sorted(zs)

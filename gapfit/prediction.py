@@ -90,12 +90,12 @@ class UncertaintyRequest:
             return cls(True, True, True)
         items = [spec] if isinstance(spec, str) else list(spec)
         exact = "exact" in items
-        names = [s for s in items if s not in ("exact", "fast")]
+        names = [s for s in items if s != "exact"]
         bad = [s for s in names if s not in UNCERTAINTY_QUANTITIES]
         if bad or not all(isinstance(s, str) for s in items):
             raise ValueError(f"uncertainty {spec!r}: unknown entry {bad[0] if bad else spec!r}; use True, "
                              f"False, 'exact' or names from {', '.join(UNCERTAINTY_QUANTITIES)}")
-        if not names and items:  # "exact" or "fast" alone: everything
+        if not names and items:  # "exact" alone: everything
             names = list(UNCERTAINTY_QUANTITIES)
         return cls(energy="energy" in names, local_energy="local_energy" in names, forces="forces" in names,
                    exact=exact)

@@ -132,6 +132,16 @@ def test_console_script_runs(model_path):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("workers", ["0", "-3"])
+def test_fit_workers_below_one_is_refused_before_any_work(workers, tmp_path, capsys):
+    # 0 used to fall through to a silent single-process fit
+    out = tmp_path / "m.npz"
+    code, err = _run_cli(["fit", str(DATA / "Cu_emt_train.xyz"), "-o", str(out), "--workers", workers], capsys)
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "--workers must be at least 1" in err
+    assert not out.exists()
+
+
 def test_md_check_interval_needs_a_threshold_and_a_positive_value(model_path, tmp_path, capsys):
     start = tmp_path / "start.xyz"
     ase.io.write(start, bulk("Cu", "fcc", 3.61, cubic=True))

@@ -70,6 +70,8 @@ def test_selection_computes_only_what_is_asked(cuau_model):
     with pytest.raises(ValueError, match="force_std"):
         cuau_model.predict(frames, uncertainty=["force_std"])
     assert UncertaintyRequest.parse("exact").names == ("energy", "local_energy", "forces")
+    with pytest.raises(ValueError, match="'fast'"):  # not a documented route: refused, not silently ignored
+        UncertaintyRequest.parse("fast")
 
 
 def test_block_layout_predicts_as_pairs_and_forces_are_gradients(cuau_model):
