@@ -408,7 +408,14 @@ class ZBLBaseline(Baseline):
         """Shortest distance (Å) and where it occurs, per species pair, updating ``found`` (for streaming)."""
         shortest: Dict[Pair, Tuple[float, str]] = {} if found is None else found
         for k, atoms in enumerate(frames, start=first_index):
-            i, j, d, _ = _pair_arrays(atoms, search_radius)
+            # Only a contact shorter than the best so far can change the answer, so once
+            # every species pair of the frame has been seen the search need not reach
+            # further than the longest of their best distances: in a large data set that
+            # is about a bond length, not search_radius.
+            zs = sorted({int(z) for z in atoms.numbers})
+            pairs = [(a, b) for n, a in enumerate(zs) for b in zs[n:]]
+            radius = max((shortest[p][0] if p in shortest else search_radius for p in pairs), default=0.0)
+            i, j, d, _ = _pair_arrays(atoms, min(radius, search_radius))
             if len(d) == 0:
                 continue
             zi, zj = atoms.numbers[i], atoms.numbers[j]

@@ -260,6 +260,32 @@ def test_zbl_from_frames_radii():
     assert "Si-Si" in base.describe()
 
 
+def test_shortest_contacts_streamed_equal_brute_force_over_all_frames():
+    """The search narrows to the best distances so far; it must still find every later, shorter contact."""
+    frames = []
+    for k, scale in enumerate((1.0, 1.04, 0.93, 1.1, 0.9)):
+        a = periodic_cell()
+        a.set_cell(a.cell * scale, scale_atoms=True)
+        a.rattle(stdev=0.1, seed=k)
+        frames.append(a)
+    frames.insert(2, cluster())
+    late = cluster()
+    late.numbers[[0, 4]] = 8  # O-O, O-Si and O-C first seen in the last frame
+    frames.append(late)
+    found = {}
+    for k, a in enumerate(frames):  # one frame at a time, as the survey streams them
+        ZBLBaseline.shortest_contacts([a], found=found, first_index=k)
+    expected = {}
+    for k, a in enumerate(frames):
+        for d, zi, zj in pair_distances(a, 6.0):
+            pair = (min(zi, zj), max(zi, zj))
+            if pair not in expected or d < expected[pair][0]:
+                expected[pair] = (d, f"frame {k}")
+    assert set(found) == set(expected)
+    for pair, (d, where) in expected.items():
+        assert np.isclose(found[pair][0], d, rtol=1e-12) and found[pair][1] == where, pair
+
+
 def test_zbl_refusals():
     with pytest.raises(InputError, match="r_inner < r_outer"):
         ZBLBaseline({(14, 14): (2.0, 1.0)})
