@@ -137,7 +137,9 @@ def main():
         if chunk_peak is None:
             sys.path.insert(0, str(ROOT / "bench"))
             from stream_memory import peak_rss_run
-            peak_MB, _, _ = peak_rss_run(gapfit_cmd() + base + ["-o", str(tmp / "small.npz"), "--n-sparse", "100"])
+            peak_MB, _, code = peak_rss_run(gapfit_cmd() + base + ["-o", str(tmp / "small.npz"), "--n-sparse", "100"])
+            if code:  # a failed run's peak would be read as a chunk's memory
+                sys.exit(f"the chunk-peak fit failed with exit code {code} (its stderr is above)")
             chunk_peak = peak_MB / 1e3
         from threadpoolctl import threadpool_limits
         with threadpool_limits(1):

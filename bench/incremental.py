@@ -14,13 +14,13 @@ import sys
 import time
 from pathlib import Path
 
+import gapfit  # before numpy: gapfit sets OpenBLAS's thread timeout, read when numpy loads its copy
 import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from learn_cu import CONFIG, emt_md  # noqa: E402
 
-import gapfit  # noqa: E402
 from gapfit.incremental import IncrementalGAP  # noqa: E402
 
 

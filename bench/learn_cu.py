@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+import gapfit  # before numpy: gapfit sets OpenBLAS's thread timeout, read when numpy loads its copy
 import ase.io
 import numpy as np
 import yaml
@@ -35,7 +36,6 @@ from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.md.langevin import Langevin
 
-import gapfit
 from gapfit.md import initial_velocities
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,9 +19,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from gapfit import hyper  # before numpy: gapfit sets OpenBLAS's thread timeout, read when numpy loads its copy
 import numpy as np
-
-from gapfit import hyper
 
 
 def problem(M: int, shape: str = "periodic", seed: int = 0) -> hyper.LikelihoodProblem:

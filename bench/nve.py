@@ -10,13 +10,13 @@ import argparse
 import time
 from pathlib import Path
 
+import gapfit  # before numpy: gapfit sets OpenBLAS's thread timeout, read when numpy loads its copy
 import numpy as np
 from ase import units
 from ase.build import bulk
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 
-import gapfit
 
 ROOT = Path(__file__).resolve().parents[1]
 

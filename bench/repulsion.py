@@ -14,13 +14,13 @@ from __future__ import annotations
 import sys
 import time
 
+import gapfit  # before numpy: gapfit sets OpenBLAS's thread timeout, read when numpy loads its copy
 import numpy as np
 from ase import Atoms, units
 from ase.build import bulk
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
-import gapfit
 
 
 def energy(model, atoms):

@@ -125,8 +125,8 @@ class DaskExecutor:
             wanted = [tree_reduce(block_futures, merge)]
         try:
             with tqdm(total=len(blocks), desc=what, unit="block", disable=not progress, leave=False) as bar:
-                self._wait(wanted, block_futures, bar, blocks, source, what)
-            results = [self._result(f, wanted, block_futures, blocks, source, what) for f in wanted]
+                self._wait(wanted, block_futures, bar, source, what)
+            results = [self._result(f, block_futures, blocks, source, what) for f in wanted]
         finally:
             # stop what still runs (after an error); finished futures are released with their references
             unfinished = {f.key: f for f in block_futures + wanted if not f.done()}
@@ -134,7 +134,7 @@ class DaskExecutor:
                 client.cancel(list(unfinished.values()))
         return results if reduce is None else results[0]
 
-    def _wait(self, wanted, block_futures, bar, blocks, source, what) -> None:
+    def _wait(self, wanted, block_futures, bar, source, what) -> None:
         """Poll until every wanted future is done; stop when the cluster has had no worker for too long."""
         from distributed.comm.core import CommClosedError
         no_workers_since: Optional[float] = None
@@ -165,7 +165,7 @@ class DaskExecutor:
                 no_workers_since = None
 
     @staticmethod
-    def _result(future, wanted, block_futures, blocks, source, what: str):
+    def _result(future, block_futures, blocks, source, what: str):
         from distributed import KilledWorker
         from distributed.comm.core import CommClosedError
         try:
