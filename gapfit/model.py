@@ -9,6 +9,7 @@ rows) and adds the baseline back.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -483,14 +484,24 @@ class GAP:
         the data cannot be used.
         """
         from .executors import make_executor
-        from .stream import MemorySource, as_source
-        from .survey import plan_blocks
+        from .stream import as_source
         t_start = time.perf_counter()
         source = as_source(frames)
         executor = make_executor(client)
         self.hygiene_ = None
         info = self._survey(source)
         parts = self._baseline_parts(info)
+        from .baselines import CalculatorBaseline
+        with contextlib.ExitStack() as stack:
+            for part in parts:
+                if isinstance(part, CalculatorBaseline):
+                    stack.enter_context(part.cached())
+            return self._fit_passes(source, executor, info, parts, client, t_start)
+
+    def _fit_passes(self, source, executor, info, parts, client, t_start: float) -> "GAP":
+        """:meth:`fit` after the survey: sparse points, design rows, solve, calibration, hygiene."""
+        from .stream import MemorySource
+        from .survey import plan_blocks
         self._start_state(info, parts)
         st = self.state_
         cal_idx = self._calibration_split(info)

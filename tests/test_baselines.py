@@ -452,6 +452,37 @@ class _NoLocalEMT(EMT):
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
 
+def test_calculator_cache_calculates_each_frame_once_and_tells_frames_apart():
+    class Counting(EMT):
+        n = 0
+
+        def calculate(self, *args, **kwargs):
+            Counting.n += 1
+            super().calculate(*args, **kwargs)
+    base = CalculatorBaseline(Counting())
+    atoms = cu_cell()
+    with base.cached():
+        first = base.evaluate(atoms, forces=False, virial=False)
+        assert first.forces_eV_per_A is None and first.virial_eV is None
+        full = base.evaluate(atoms)  # asked for more: already there
+        assert Counting.n == 1
+        assert not full.forces_eV_per_A.flags.writeable  # a caller cannot change what the next one reads
+        moved = atoms.copy()
+        moved.positions[0, 0] += 1e-9
+        charged = atoms.copy()
+        charged.set_initial_charges(np.full(len(atoms), 0.1))
+        for other in (moved, charged):
+            base.evaluate(other)
+        assert Counting.n == 3
+        assert "_cache" not in base.__getstate__()  # a copy sent to a worker starts empty
+    reference = CalculatorBaseline(EMT()).evaluate(atoms)
+    assert full.energy_eV == pytest.approx(reference.energy_eV, abs=1e-10)
+    np.testing.assert_allclose(full.forces_eV_per_A, reference.forces_eV_per_A, atol=1e-10)
+    np.testing.assert_allclose(full.virial_eV, reference.virial_eV, atol=1e-10)
+    base.evaluate(atoms)  # outside the block: nothing kept
+    assert Counting.n == 4
+
+
 def test_calculator_without_local_energies_spreads_evenly():
     res = CalculatorBaseline(_NoLocalEMT()).evaluate(cu_cell())
     assert res.local_energy_spread

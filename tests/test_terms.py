@@ -192,6 +192,24 @@ def test_delta_learning_on_a_calculator_beats_a_plain_fit(tmp_path):
     assert np.isclose(a.get_potential_energy(), delta.predict([test[0]])[0].energy)
 
 
+def test_a_fit_calculates_the_delta_baseline_once_per_frame():
+    """Pass 1 (e0), pass 2 (rows), calibration and hygiene all read the baseline: one calculation per frame."""
+    import collections
+
+    class Counting(EMT):
+        calls = collections.Counter()
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=()):
+            Counting.calls[atoms.get_positions().tobytes()] += 1
+            super().calculate(atoms, properties, system_changes)
+    train = _labelled(12, 2, EMT())
+    settings = dict(terms=[dict(TWO, n_sparse=20, theta=0.3)], calibration_fraction=0.25, core_repulsion=False)
+    model = gapfit.GAP(**settings, baseline=Counting()).fit(train)
+    assert model.calibration_ and model.hygiene_ is not None  # every pass that reads the baseline ran
+    assert len(Counting.calls) == len(train) and set(Counting.calls.values()) == {1}, Counting.calls.values()
+    assert model.predict(train[:1])[0].energy == pytest.approx(train[0].get_potential_energy(), abs=0.05)
+
+
 def test_default_recipe_depends_on_periodicity(cu_train):
     """Measured choice: two-body + SOAP for crystals, two-body + three-body + SOAP for molecules."""
     periodic = [a for a in cu_train if a.pbc.all()][:3]
