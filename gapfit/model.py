@@ -934,25 +934,6 @@ class GAP:
                 s[k] *= st.noise_scale.get(hyper.group_key(k, lb.config_type, mode), 1.0)
         return s
 
-    def _chunks(self, items, what, sizes=None, atoms_per_chunk=_ATOMS_PER_CHUNK):
-        """Yield consecutive slices of ``items`` holding about ``atoms_per_chunk`` atoms."""
-        from tqdm.auto import tqdm
-        if sizes is None:
-            sizes = [len(x) for x in items]
-        bar = tqdm(total=len(items), desc=what, unit="frame", disable=not self.progress, leave=False)
-        chunk, n = [], 0
-        for it, size in zip(items, sizes):
-            chunk.append(it)
-            n += size
-            if n >= atoms_per_chunk:
-                yield chunk
-                bar.update(len(chunk))
-                chunk, n = [], 0
-        if chunk:
-            yield chunk
-            bar.update(len(chunk))
-        bar.close()
-
     def _atoms_per_chunk(self) -> int:
         # Pair gradients take about 3·D·8 bytes per pair and ~30 pairs per atom:
         # keep a chunk's gradients near 0.5 GB whatever the descriptor width.
@@ -987,10 +968,17 @@ class GAP:
         grad = forces or stress or request.forces
         # force variances and the exact route build design rows, which need per-pair gradients
         layout = "pairs" if (request.forces or request.exact) else "blocks"
+        from tqdm.auto import tqdm
+
+        from .survey import group_by_atoms
+        frames = list(frames)
         out = []
-        for chunk in self._chunks(list(frames), "predict", atoms_per_chunk=self._atoms_per_chunk()):
-            descs = self.descriptors(chunk, gradients=grad, layout=layout)
-            out.extend(self._predict_chunk(chunk, descs, forces, stress, request, calibrated))
+        with tqdm(total=len(frames), desc="predict", unit="frame", disable=not self.progress, leave=False) as bar:
+            for idx in group_by_atoms(list(range(len(frames))), [len(a) for a in frames], self._atoms_per_chunk()):
+                chunk = [frames[k] for k in idx]
+                descs = self.descriptors(chunk, gradients=grad, layout=layout)
+                out.extend(self._predict_chunk(chunk, descs, forces, stress, request, calibrated))
+                bar.update(len(chunk))
         return out
 
     def check_frames(self, frames: Sequence[Atoms]) -> None:
