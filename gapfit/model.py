@@ -961,6 +961,9 @@ class GAP:
         ``*_raw`` fields). Each term's descriptors are computed once per
         frame, whatever is asked. Progress bar with ``progress=True``.
         """
+        from tqdm.auto import tqdm
+
+        from .survey import group_by_atoms
         if isinstance(frames, Atoms):
             frames = [frames]
         self.check_frames(frames)
@@ -968,9 +971,6 @@ class GAP:
         grad = forces or stress or request.forces
         # force variances and the exact route build design rows, which need per-pair gradients
         layout = "pairs" if (request.forces or request.exact) else "blocks"
-        from tqdm.auto import tqdm
-
-        from .survey import group_by_atoms
         frames = list(frames)
         out = []
         with tqdm(total=len(frames), desc="predict", unit="frame", disable=not self.progress, leave=False) as bar:
