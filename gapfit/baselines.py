@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import math
 import sys
@@ -414,8 +415,7 @@ class ZBLBaseline(Baseline):
             # every species pair of the frame has been seen the search need not reach
             # further than the longest of their best distances: in a large data set that
             # is about a bond length, not search_radius.
-            zs = sorted({int(z) for z in atoms.numbers})
-            pairs = [(a, b) for n, a in enumerate(zs) for b in zs[n:]]
+            pairs = itertools.combinations_with_replacement(sorted({int(z) for z in atoms.numbers}), 2)
             radius = max((shortest[p][0] if p in shortest else search_radius for p in pairs), default=0.0)
             i, j, d, _ = _pair_arrays(atoms, min(radius, search_radius))
             if len(d) == 0:
