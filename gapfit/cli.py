@@ -134,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--uncertainty", default="energy,forces", metavar="LIST",
                    help="which predicted stds to compute and score, comma-separated from energy, forces, "
                         "local_energy, exact (default: energy,forces; force stds cost the most)")
+    e.add_argument("-o", "--output", metavar="FILE.xyz",
+                   help="also write every frame with the model's predictions (extended XYZ; gapfit_energy, "
+                        "gapfit_stress and gapfit_energy_std in the frame's info, gapfit_forces, gapfit_energies "
+                        "and the per-atom stds in its arrays; the reference labels are kept)")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     _baseline_flags(e)
     e.add_argument("--energy-key")
@@ -338,6 +342,17 @@ def _setup_logging(log_path: str, mode: str = "w") -> logging.Logger:
     return log
 
 
+def _warnings_to_stderr() -> None:
+    """Warnings of gapfit's loggers to stderr, one line each, for commands that keep no log file."""
+    log = logging.getLogger("gapfit")
+    _close_logging(log)
+    h = logging.StreamHandler(sys.stderr)
+    h.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    h.setLevel(logging.WARNING)
+    log.addHandler(h)
+    log.propagate = False
+
+
 def _close_logging(log: logging.Logger) -> None:
     for h in list(log.handlers):
         h.close()
@@ -387,15 +402,19 @@ def _fit(args) -> int:
     if args.search:  # a bad search file fails before anything is read or written
         from .search import load_search
         args.search_spec = load_search(args.search)
+    log_path = args.log or args.output + ".log"
     if args.dry_run:
+        from .files import check_output_path
         from .stream import FrameSource
+        for path in (args.output, log_path, args.output + ".hygiene.csv"):
+            check_output_path(path)  # what the fit would refuse at its start, the dry run refuses too
+        _warnings_to_stderr()
         try:
             summary = GAP(**params).check_data(FrameSource(args.train))
         except InputError as exc:
             raise _name_config(args, config_keys, exc) from None
         print(_format_summary(args.train, summary))
         return 0
-    log_path = args.log or args.output + ".log"
     # Nothing of the previous model or its log changes until the new ones are
     # complete: both are written under temporary names and renamed at the end,
     # while a lock refuses a second fit to the same output.
@@ -481,9 +500,11 @@ def _fit_in(stack, args, params, config_keys, log, model_out) -> None:
                                                    f"{f.score:.3g}" for f in dropped))
             gone = {f.index for f in dropped}
             frames = [a for k, a in enumerate(frames) if k not in gone]
+            given = model.state_.training.get("input_frames")
             model = GAP(**params)
             model.fit(frames, client=client)
             model.state_.training["dropped_frames"] = sorted(gone)
+            model.state_.training["input_frames"] = given  # inspect takes all of them, the dropped marked
             for f in report.frames:
                 f.dropped = f.index in gone
         else:
@@ -554,11 +575,39 @@ def _eval(args) -> int:
                                            [s.strip() for s in args.uncertainty.split(",") if s.strip()])
     except ValueError as exc:
         raise InputError(f"--uncertainty: {exc}") from None
+    n_labelled = sum(lb.energy_eV is not None or lb.forces_eV_per_A is not None
+                     or lb.stress_eV_per_A3 is not None for lb in labels)
+    keys = ", ".join(f"'{k}'" for k in (args.energy_key or model.energy_key or "energy",
+                                        args.forces_key or model.forces_key or "forces",
+                                        args.stress_key or model.stress_key or "stress"))
+    nothing = (f"{', '.join(args.data)}: none of the {len(frames)} frames has a label ({keys}): nothing to "
+               "score")
+    if not n_labelled and not args.output:  # before the prediction's cost
+        raise CLIError(nothing + "; -o FILE.xyz writes the model's predictions, --energy-key etc. name "
+                                 "labels stored under other keys")
+    output = None
+    if args.output:
+        from .files import StagedFile
+        output = StagedFile(args.output)  # a path that cannot be written fails before the prediction
     model.progress = not args.no_progress
-    t0 = time.perf_counter()
-    preds = model.predict(frames, uncertainty=request)  # one pass: the stds come with the prediction
-    dt = time.perf_counter() - t0
+    try:
+        t0 = time.perf_counter()
+        preds = model.predict(frames, uncertainty=request)  # one pass: the stds come with the prediction
+        dt = time.perf_counter() - t0
+        if output is not None:
+            _write_predictions(output, frames, preds)
+            output.commit()
+    finally:
+        if output is not None:
+            output.discard()
     n_at = [len(a) for a in frames]
+    if not n_labelled:
+        if args.json:
+            print(json.dumps({"n_frames": len(frames), "n_atoms": int(sum(n_at)), "n_labelled_frames": 0,
+                              "predictions": args.output}))
+        else:
+            print(f"{nothing}; predictions of {len(frames)} frames written to {args.output}")
+        return 0
     overall = error_metrics(preds, labels, n_at)
     overall["predict_ms_per_atom"] = 1e3 * dt / max(1, sum(n_at))  # including the stds asked
     if request:
@@ -575,7 +624,35 @@ def _eval(args) -> int:
             print("uncertainty: " + ", ".join(f"{k} {v:.3f}" for k, v in unc.items()))
         if args.plot:
             print(f"parity plot: {args.plot}")
+        if args.output:
+            print(f"predictions: {args.output}")
     return 0
+
+
+def _write_predictions(staged, frames, preds) -> None:
+    """Each frame with its prediction under ``gapfit_*`` names (reference labels untouched) into ``staged``."""
+    import io
+
+    import ase.io
+    import numpy as np
+    buf = io.StringIO()
+    out = []
+    for atoms, p in zip(frames, preds):
+        a = atoms.copy()
+        a.calc = atoms.calc  # the reference labels, written as they were read
+        a.info.pop("gapfit_source", None)
+        a.info["gapfit_energy"] = float(p.energy)
+        if p.stress is not None:
+            a.info["gapfit_stress"] = np.asarray(p.stress)
+        if p.energy_std is not None:
+            a.info["gapfit_energy_std"] = float(p.energy_std)
+        for key, value in (("gapfit_energies", p.energies), ("gapfit_forces", p.forces),
+                           ("gapfit_local_energy_std", p.local_energy_std), ("gapfit_forces_std", p.forces_std)):
+            if value is not None:
+                a.arrays[key] = np.asarray(value)
+        out.append(a)
+    ase.io.write(buf, out, format="extxyz")
+    staged.write(lambda fh: fh.write(buf.getvalue().encode()))
 
 
 def _inspect(args) -> int:

@@ -7,6 +7,7 @@ from named ``info``/``arrays`` keys.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -252,3 +253,31 @@ def is_isolated_atom(atoms: Atoms, labels: Labels) -> bool:
     if labels.config_type == "isolated_atom":
         return True
     return len(atoms) == 1 and not np.any(atoms.pbc)
+
+
+class FramesFingerprint:
+    """SHA-256 of a sequence of frames as a fit sees them: species, positions, cell, pbc and labels, in order.
+
+    Recorded in the model at fit time so that tools that need the training
+    frames themselves (``gapfit inspect``) can tell when they are handed
+    other frames. Bitwise: the same file read again gives the same digest;
+    any change of a coordinate, a label, the order or the count gives another.
+    """
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self.n_frames = 0
+
+    def add(self, atoms: Atoms, labels: Labels) -> None:
+        h = self._hash
+        for arr in (atoms.numbers, atoms.positions, np.asarray(atoms.cell), atoms.pbc):
+            a = np.ascontiguousarray(arr)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(a.tobytes())
+        for value in (labels.energy_eV, labels.forces_eV_per_A, labels.stress_eV_per_A3):
+            a = np.ascontiguousarray(np.asarray(value, dtype=np.float64)) if value is not None else None
+            h.update(b"-" if a is None else f"{a.shape}".encode() + a.tobytes())
+        self.n_frames += 1
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()

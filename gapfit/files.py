@@ -84,6 +84,25 @@ def _replace_refused(path: str) -> Optional[str]:
     return None
 
 
+def check_output_path(path: str) -> None:
+    """Raise :class:`OutputError` when a file cannot be written at ``path`` (checked before any work).
+
+    A folder in its place, a missing or read-only folder, or a file there that
+    renaming cannot replace; writing nothing.
+    """
+    folder = _folder_of(path)
+    if os.path.isdir(path):
+        raise OutputError(f"{path}: is a folder, cannot write a file there; choose another output name")
+    if not os.path.isdir(folder):
+        raise OutputError(f"{path}: folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: cannot write in folder {folder} (permission denied); "
+                          "choose a writable output location")
+    refused = _replace_refused(path)
+    if refused:
+        raise OutputError(f"{path}: cannot replace it ({refused}); remove it first or choose another output")
+
+
 class StagedFile:
     """A new version of ``path`` written beside it and put in place by :meth:`commit`.
 
@@ -96,13 +115,7 @@ class StagedFile:
     def __init__(self, path: str):
         self.path = path
         folder = _folder_of(path)
-        if os.path.isdir(path):
-            raise OutputError(f"{path}: is a folder, cannot write a file there; choose another output name")
-        if not os.path.isdir(folder):
-            raise OutputError(f"{path}: folder {folder} does not exist; create it first")
-        refused = _replace_refused(path)
-        if refused:
-            raise OutputError(f"{path}: cannot replace it ({refused}); remove it first or choose another output")
+        check_output_path(path)
         remove_stale_temporaries(path)
         try:
             fd, self.tmp = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-",

@@ -133,6 +133,9 @@ def run_md(model, atoms: Atoms, *, ensemble: str = "nvt", temperature_K: float =
         initial_velocities(atoms, temperature_K, seed)
     dyn = make_integrator(atoms, ensemble, timestep_fs=timestep_fs, temperature_K=temperature_K,
                           friction_per_fs=friction_per_fs, pressure_GPa=pressure_GPa, seed=seed)
+    # step 0 is predicted before any output exists: a structure the model refuses
+    # (an element it has not seen) leaves no empty trajectory or header-only log behind
+    atoms.get_potential_energy()
     traj = AppendingXYZ(trajectory) if trajectory else None
     tlog = TextLog(log, LOG_COLUMNS) if log else None
     result = MDResult(steps=0, stop_reason="completed", trajectory=trajectory, log=log)

@@ -396,14 +396,24 @@ class GAP:
         info = survey(self, source, contacts=bool(self.core_repulsion) and self.core_radii == "data",
                       progress=self.progress)
         if all(not info.has_energy(k) for k in range(len(info))):
-            raise InputError(f"{info.where[0]}: no frame has field 'energy'; a fit needs total energies "
-                             "(use --energy-key NAME if they are stored under another name)")
+            files = ", ".join(dict.fromkeys(w.rsplit(", frame ", 1)[0] for w in info.where))
+            if self.energy_key:
+                raise InputError(f"{files}: none of the {len(info)} frames has field '{self.energy_key}' "
+                                 "(energy_key, --energy-key); a fit needs total energies: name the key they are "
+                                 "stored under, or leave it unset to use the calculator's 'energy'")
+            raise InputError(f"{files}: none of the {len(info)} frames has field 'energy'; a fit needs total "
+                             "energies (use --energy-key NAME if they are stored under another name)")
         check_species_settings(self.get_params(), info.species)
         unused = sorted(set(self.config_type_sigma or {}) - set(info.config_type))
         if unused:
             log.warning("config_type_sigma names config types that no frame has: %s", unused)
         if all(info.isolated):
             raise InputError("only isolated-atom frames given; add frames of condensed configurations")
+        log.info("labels: %d energies, %d force sets, %d stresses (%d of %d frames periodic)",
+                 sum(info.has_energy(k) for k in range(len(info))), sum(info.has_forces),
+                 sum(h and p for h, p in zip(info.has_stress, info.periodic)), sum(info.periodic), len(info))
+        for line in info.missing_labels():
+            log.warning("%s", line)
         return info
 
     def _baseline_parts(self, info) -> list:
@@ -570,6 +580,9 @@ class GAP:
                 "n_frames": len(info), "n_train_frames": len(info),
                 "n_atoms": int(sum(info.n_atoms)),
                 "n_observations": counts, "config_types": _count(info.config_type),
+                # what inspect checks its frames against (the frames given, in order)
+                "input_frames": {"n_frames": len(info), "n_atoms": int(sum(info.n_atoms)),
+                                 "sha256": info.fingerprint.hexdigest()},
                 "species": st.species, "fit_seconds": None,
                 "likelihood": {"log_marginal_likelihood": lml, "n_rows": n_rows, "sum_log_sigma": sum_log_sigma},
                 "hyperparameters": self._hyper_summary(problem, optimisation),
@@ -743,9 +756,37 @@ class GAP:
         frames = list(frames)
         if not_fitted is None:
             not_fitted = self.state_.training.get("dropped_frames", [])
-        self._labels(frames)  # the pass trusts its frames: check these (structure, labels, sigmas) first
+        labels = self._labels(frames)  # the pass trusts its frames: check these (structure, labels, sigmas) first
+        self._check_training_frames(frames, labels)
         block = Block(0, len(frames), [len(a) for a in frames])
         return self._hygiene_pass(SerialExecutor(), MemorySource(frames), [block], not_fitted)
+
+    def _check_training_frames(self, frames: Sequence[Atoms], labels: Sequence[Labels]) -> None:
+        """Refuse frames that are not the ones the model was fitted to (leverages of other frames mean nothing)."""
+        from .data import FramesFingerprint
+        given = self.state_.training.get("input_frames")
+        n, n_atoms = len(frames), int(sum(len(a) for a in frames))
+        files = ", ".join(dict.fromkeys(where_of(a, k).rsplit(", frame ", 1)[0] for k, a in enumerate(frames)))
+        advice = ("hygiene needs the model's own training frames, all of them in the order of the fit "
+                  "(gapfit eval scores other frames)")
+        if given is None:  # written before the fingerprint was recorded, or grown frame by frame
+            fitted = self.state_.training.get("n_frames")
+            if fitted is not None and fitted != n:
+                raise InputError(f"{files}: {n} frames, but the model was fitted to {fitted}; {advice}")
+            log.warning("the model records no fingerprint of its training frames: cannot check that these "
+                        "%d frames are the ones it was fitted to", n)
+            return
+        fp = FramesFingerprint()
+        for a, lb in zip(frames, labels):
+            fp.add(a, lb)
+        if fp.hexdigest() == given["sha256"]:
+            return
+        if (n, n_atoms) != (given["n_frames"], given["n_atoms"]):
+            why = (f"{n} frames of {n_atoms} atoms, but the model was fitted to {given['n_frames']} frames of "
+                   f"{given['n_atoms']} atoms")
+        else:
+            why = "as many frames and atoms as the fit had, but other positions, labels or order"
+        raise InputError(f"{files}: not the frames the model was fitted to ({why}); {advice}")
 
     def _energy_rms(self, info, energies: Mapping[int, float], e0) -> float:
         """RMS per-atom training energy after e0 (the scale default δ values start from)."""

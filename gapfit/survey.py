@@ -16,7 +16,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from .data import check_structure, get_labels, is_isolated_atom, where_of
+from .data import FramesFingerprint, check_structure, get_labels, is_isolated_atom, where_of
 from .errors import InputError
 
 
@@ -37,6 +37,7 @@ class Survey:
     sigma: List[Tuple[float, float, float]] = field(default_factory=list)
     composition: List[Dict[int, int]] = field(default_factory=list)
     contacts: Dict[Tuple[int, int], Tuple[float, str]] = field(default_factory=dict)
+    fingerprint: FramesFingerprint = field(default_factory=FramesFingerprint)
 
     def __len__(self) -> int:
         return len(self.where)
@@ -47,6 +48,26 @@ class Survey:
 
     def has_energy(self, k: int) -> bool:
         return bool(np.isfinite(self.energy_eV[k]))
+
+    def missing_labels(self) -> List[str]:
+        """Sentences on the labels some frames lack while others have them (empty when the set is uniform).
+
+        Isolated-atom frames need energies only and are not counted; stress is
+        counted among periodic frames, the only ones that can carry it.
+        """
+        rows = [k for k in range(len(self)) if not self.isolated[k]]
+        out = []
+        for name, has, among in (("energy", self.has_energy, rows),
+                                 ("forces", lambda k: self.has_forces[k], rows),
+                                 ("stress", lambda k: self.has_stress[k], [k for k in rows if self.periodic[k]])):
+            lacking = [k for k in among if not has(k)]
+            if lacking and len(lacking) < len(among):
+                shown = "; ".join(self.where[k] for k in lacking[:3]) + ("; ..." if len(lacking) > 3 else "")
+                other = {"energy": "forces and stress", "forces": "energy and stress",
+                         "stress": "energy and forces"}[name]
+                out.append(f"{len(lacking)} of {len(among)} frames lack {name}: fitted on their {other} alone "
+                           f"({shown})")
+        return out
 
     def n_rows(self, k: int) -> int:
         """Rows of frame k in the training system."""
@@ -71,8 +92,10 @@ def survey(model, source, *, contacts: bool, progress: bool = False) -> Survey:
         lb = get_labels(atoms, where, energy_key=model.energy_key, forces_key=model.forces_key,
                         stress_key=model.stress_key)
         if lb.energy_eV is None and lb.forces_eV_per_A is None and lb.stress_eV_per_A3 is None:
-            raise InputError(f"{where}: frame has none of the fields 'energy', 'forces', 'stress'; "
-                             "label it or remove it")
+            names = ", ".join(f"'{key or default}'" for key, default in (
+                (model.energy_key, "energy"), (model.forces_key, "forces"), (model.stress_key, "stress")))
+            raise InputError(f"{where}: frame has none of the fields {names}; label it, remove it or name "
+                             "the keys its labels are stored under (--energy-key, --forces-key, --stress-key)")
         sig = model._sigmas(atoms, lb, scaled=False)
         out.where.append(where)
         out.n_atoms.append(len(atoms))
@@ -86,6 +109,7 @@ def survey(model, source, *, contacts: bool, progress: bool = False) -> Survey:
         out.sigma.append((sig["energy"], sig["forces"], sig["virial"]))
         zs, n = np.unique(atoms.numbers, return_counts=True)
         out.composition.append({int(z): int(c) for z, c in zip(zs, n)})
+        out.fingerprint.add(atoms, lb)
         if contacts:
             ZBLBaseline.shortest_contacts([atoms], found=out.contacts, first_index=k)
     return out
