@@ -46,21 +46,44 @@ def _pairs(preds: Sequence["Prediction"], labels: Sequence[Labels], key: str):
     return cat(err), cat(std), (cat(err_norm) if err_norm else None), (cat(std_norm) if std_norm else None)
 
 
+#: Fewest (error, std) pairs of a quantity that fix its calibration scale.
+MIN_CALIBRATION_PAIRS = 5
+
+
+def _usable_z(preds, labels, key: str) -> np.ndarray:
+    got = _pairs(preds, labels, key)
+    if got is None:
+        return np.zeros(0)
+    err, std = got[0], got[1]
+    ok = (std > 0) & np.isfinite(std) & np.isfinite(err)
+    return err[ok] / std[ok]
+
+
 def fit_scales(preds: Sequence["Prediction"], labels: Sequence[Labels]) -> Dict[str, Optional[float]]:
-    """Scale per quantity so that 95.45 % of |error|/(scale·std) fall within 2."""
+    """Scale per quantity so that 95.45 % of |error|/(scale·std) fall within 2 (None: too few pairs)."""
     out: Dict[str, Optional[float]] = {}
     for key in ("energy", "forces"):
-        got = _pairs(preds, labels, key)
-        z = np.zeros(0)
-        if got is not None:
-            err, std = got[0], got[1]
-            ok = (std > 0) & np.isfinite(std) & np.isfinite(err)
-            z = err[ok] / std[ok]
-        if len(z) < 5:  # too few usable pairs to say anything
+        z = _usable_z(preds, labels, key)
+        if len(z) < MIN_CALIBRATION_PAIRS:  # too few usable pairs to say anything
             out[f"{key}_scale"] = None
             continue
         out[f"{key}_scale"] = float(max(np.quantile(z, TWO_SIGMA) / 2.0, 1e-12))
     return out
+
+
+def describe_scales(scales: Dict[str, Optional[float]], preds: Sequence["Prediction"],
+                    labels: Sequence[Labels]) -> str:
+    """The fitted scales in words for the log, with the reason wherever a quantity stays uncalibrated."""
+    parts = []
+    for key, unit in (("energy", "energies"), ("forces", "force components")):
+        value = scales.get(f"{key}_scale")
+        if value is not None:
+            parts.append(f"{key} stds × {value:.4g}")
+        else:
+            n = len(_usable_z(preds, labels, key))
+            parts.append(f"{key} stds not calibrated (the held-out frames give {n} {unit}, "
+                         f"{MIN_CALIBRATION_PAIRS} needed; raise calibration_fraction or add frames)")
+    return "; ".join(parts)
 
 
 def uncertainty_metrics(preds: Sequence["Prediction"], labels: Sequence[Labels]) -> Dict[str, float]:

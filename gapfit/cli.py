@@ -9,6 +9,8 @@ import argparse
 import contextlib
 import json
 import logging
+import os
+import signal
 import sys
 import time
 from typing import List, Optional
@@ -68,6 +70,28 @@ class CLIError(Exception):
     """A user error the CLI reports in one line."""
 
 
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """Help that states each option's default, where it has one and the text does not already say it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (default is None or default is False or default is argparse.SUPPRESS or "default" in text
+                or not action.option_strings
+                or isinstance(action, argparse._StoreConstAction)):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def _subcommand(sub, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand's parser: defaults in its help, and -T accepted after the subcommand too."""
+    parser = sub.add_parser(name, formatter_class=_HelpWithDefaults, **kwargs)
+    # SUPPRESS: absent here, the value given (or not) before the subcommand stands
+    parser.add_argument("-T", "--traceback", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback on errors")
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ._version import __version__
     from .params import LEARN_DEFAULTS
@@ -77,12 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    f = sub.add_parser("fit", help="fit a model to labelled frames",
+    f = _subcommand(sub, "fit", help="fit a model to labelled frames",
                        description="Fit a model to frames with energies (and forces, stresses).")
     f.add_argument("train", nargs="+", help="training files (any format ase.io reads; extended XYZ usual)")
     f.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
     f.add_argument("--config", help="YAML file with GAP parameters (same names as the Python API)")
     f.add_argument("--log", help="log file (default: MODEL.log beside the model)")
+    _format_flag(f)
     f.add_argument("--no-progress", action="store_true", help="no progress bars")
     f.add_argument("--train-error-frames", type=int, default=300,
                    help="frames (seeded sample) on which to report the training error; 0 to skip (default 300)")
@@ -123,11 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after the fit, drop the frames whose hygiene score (largest leave-one-out |z|) exceeds Z "
                         "and fit again without them; the dropped frames are listed")
 
-    e = sub.add_parser("eval", help="errors of a model on labelled frames",
+    e = _subcommand(sub, "eval", help="errors of a model on labelled frames",
                        description="MAE and RMSE of energies, forces and stresses of a model on labelled frames.")
     e.add_argument("model", help="model file written by gapfit fit")
     e.add_argument("data", nargs="+", help="labelled frames")
     e.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    _format_flag(e)
     e.add_argument("--plot", help="write a parity plot, with calibration panels (PNG, PDF or SVG)")
     e.add_argument("--no-uncertainty", action="store_true",
                    help="skip predicted uncertainties and their calibration metrics (faster)")
@@ -143,18 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--energy-key")
     e.add_argument("--forces-key")
     e.add_argument("--stress-key")
-    i = sub.add_parser("inspect", help="rank training frames by leverage and leave-one-out residuals",
+    i = _subcommand(sub, "inspect", help="rank training frames by leverage and leave-one-out residuals",
                        description="Data hygiene: each training frame's leverage and leave-one-out z-scores "
                                    "(energy, forces, virial) under a fitted model, worst first, from the model's "
                                    "factor without refits (docs/hyperparameters.md).")
     i.add_argument("model", help="model file (.npz)")
     i.add_argument("train", nargs="+", help="the frames the model was fitted to, in the same order")
     i.add_argument("--json", action="store_true", help="print one JSON object: {'frames': [...worst first...]}")
+    _format_flag(i)
     i.add_argument("--plot", metavar="FILE", help="picture of score against leverage, worst frames labelled (PNG)")
     i.add_argument("--top", type=int, default=20, help="frames in the printed table (default 20)")
     i.add_argument("--no-progress", action="store_true")
     _baseline_flags(i)
-    v = sub.add_parser("validate", help="properties of a model with committee uncertainties",
+    v = _subcommand(sub, "validate", help="properties of a model with committee uncertainties",
                        description="Relax a structure with the model and compute the properties asked for, each "
                                    "as value ± the std of a posterior committee (docs/validation.md).")
     v.add_argument("model", help="model file (.npz)")
@@ -162,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--structure", metavar="FILE", help="starting structure, any ase.io format (last frame)")
     src.add_argument("--lattice", choices=["diamond", "fcc", "bcc", "hcp"], help="build the conventional cell")
     v.add_argument("--element", help="chemical symbol, with --lattice")
+    _format_flag(v)
     v.add_argument("--a", type=float, help="lattice constant in Å, with --lattice (a start: the cell is relaxed)")
     v.add_argument("--c", type=float, help="hcp c in Å (default a·sqrt(8/3))")
     v.add_argument("--eos", action="store_true", help="energy-volume curve, V0, E0, bulk modulus")
@@ -183,16 +211,18 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--plot", metavar="DIR", help="write eos.png and phonons.png into DIR")
     v.add_argument("--no-progress", action="store_true")
     _baseline_flags(v)
-    m = sub.add_parser("md", help="molecular dynamics with a model, watching its uncertainty",
+    m = _subcommand(sub, "md", help="molecular dynamics with a model, watching its uncertainty",
                        description="Run NVE, NVT (Langevin) or NPT (MTK) MD with a model; write an extended "
                                    "XYZ trajectory with per-atom uncertainties and a log.")
     m.add_argument("model", help="model file")
     m.add_argument("start", help="starting structure (last frame of the file is used)")
-    m.add_argument("--ensemble", choices=["nve", "nvt", "npt"], default="nvt")
+    m.add_argument("--ensemble", choices=["nve", "nvt", "npt"], default="nvt",
+                   help="nve: velocity Verlet; nvt: Langevin; npt: isotropic MTK barostat")
+    _format_flag(m)
     m.add_argument("--temperature", type=float, default=300.0, help="K (initial velocities and thermostat)")
     m.add_argument("--timestep", type=float, default=1.0, help="fs")
-    m.add_argument("--steps", type=int, default=1000)
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--steps", type=int, default=1000, help="MD steps")
+    m.add_argument("--seed", type=int, default=0, help="seed of the initial velocities and the thermostat")
     m.add_argument("--friction", type=float, default=0.01, help="Langevin friction, 1/fs")
     m.add_argument("--pressure", type=float, default=0.0, help="NPT pressure, GPa")
     m.add_argument("--interval", type=int, default=10, help="steps between trajectory frames and log lines")
@@ -209,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true", help="print one JSON summary line at the end")
     _baseline_flags(m)
     m.add_argument("--no-progress", action="store_true")
-    ln = sub.add_parser("learn", help="on-the-fly learning: MD + reference calls where the model is unsure",
+    ln = _subcommand(sub, "learn", help="on-the-fly learning: MD + reference calls where the model is unsure",
                         description="Run MD with a model that calls a reference calculator where its uncertainty "
                                     "passes a threshold, learns from the result and carries on. --resume continues "
                                     "an interrupted run with every setting it was started with.")
@@ -235,6 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     ln.add_argument("--json", action="store_true", help="last line printed: one JSON summary")
     ln.add_argument("--no-progress", action="store_true")
     return p
+
+
+def _format_flag(parser) -> None:
+    parser.add_argument("--format", metavar="NAME", default=None,
+                        help="ase.io format of the structure files (e.g. extxyz, vasp-xml, lammps-data); "
+                             "default: from each file's name and content")
 
 
 def _baseline_flags(group) -> None:
@@ -281,6 +317,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         print(f"gapfit {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:  # the reader went away (gapfit ... | head): not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # nothing left to flush at exit
+        return 128 + signal.SIGPIPE
     except OSError as exc:  # the environment, not gapfit: a full disk, a vanished folder
         if args.traceback:
             raise
@@ -410,7 +450,7 @@ def _fit(args) -> int:
             check_output_path(path)  # what the fit would refuse at its start, the dry run refuses too
         _warnings_to_stderr()
         try:
-            summary = GAP(**params).check_data(FrameSource(args.train))
+            summary = GAP(**params).check_data(FrameSource(args.train, format=args.format))
         except InputError as exc:
             raise _name_config(args, config_keys, exc) from None
         print(_format_summary(args.train, summary))
@@ -459,10 +499,10 @@ def _fit_in(stack, args, params, config_keys, log, model_out) -> None:
     t0 = time.perf_counter()
     # --search and --drop-outliers refit on subsets: they hold the frames; a plain fit streams them
     if args.search or args.drop_outliers is not None:
-        frames = read_frames(args.train)
+        frames = read_frames(args.train, format=args.format)
         source = MemorySource(frames)
     else:
-        frames, source = None, FrameSource(args.train)
+        frames, source = None, FrameSource(args.train, format=args.format)
     log.info("gapfit fit: %d frames from %s", len(source), args.train)
     search = None
     if args.search:
@@ -475,7 +515,12 @@ def _fit_in(stack, args, params, config_keys, log, model_out) -> None:
         log.info("fitting with the best settings: %s", search.best)
         params = apply_best(params, search)
     model = GAP(**params)
-    log.info("settings: %s", json.dumps({k: v for k, v in model.get_params().items()}, default=str))
+    settings = model.get_params()
+    if settings.get("terms") is not None:
+        # the top-level SOAP settings belong to the default recipe: with terms given they are unused
+        from .model import SOAP_PARAMS
+        settings = {k: v for k, v in settings.items() if k not in SOAP_PARAMS}
+    log.info("settings: %s", json.dumps(settings, default=str))
     # the cluster (if any) stays up for the refit of --drop-outliers
     client = stack.enter_context(_dask_client(args, log))
     try:
@@ -564,7 +609,7 @@ def _eval(args) -> int:
     from .data import get_labels, read_frames, where_of
     from .metrics import error_metrics, format_table, metrics_by_config_type, parity_plot
     model = _load_model_for(args)
-    frames = read_frames(args.data)
+    frames = read_frames(args.data, format=args.format)
     labels = [get_labels(a, where_of(a, k), energy_key=args.energy_key or model.energy_key,
                          forces_key=args.forces_key or model.forces_key,
                          stress_key=args.stress_key or model.stress_key) for k, a in enumerate(frames)]
@@ -659,7 +704,7 @@ def _inspect(args) -> int:
     from .data import read_frames
     model = _load_model_for(args)
     model.progress = not args.no_progress
-    frames = read_frames(args.train)
+    frames = read_frames(args.train, format=args.format)
     report = model.hygiene_report(frames)
     if args.plot:
         report.plot(args.plot)
@@ -736,7 +781,7 @@ def _validate(args) -> int:
             raise CLIError("--lattice needs --element and --a (a starting lattice constant in Å)")
         atoms = lattice_structure(args.lattice, args.element, args.a, args.c)
     else:
-        atoms = read_frames([args.structure])[-1]
+        atoms = read_frames([args.structure], format=args.format)[-1]
         check_structure(atoms, atoms.info.get("gapfit_source", args.structure))
     model = _load_model_for(args)
     model.check_frames([atoms])
@@ -755,7 +800,7 @@ def _md(args) -> int:
     from .data import check_structure, read_frames
     from .md import run_md
     model = _load_model_for(args)
-    atoms = read_frames([args.start])[-1]
+    atoms = read_frames([args.start], format=args.format)[-1]
     check_structure(atoms, atoms.info["gapfit_source"])
     for name in ("timestep", "steps", "interval"):
         if getattr(args, name) <= 0:

@@ -48,20 +48,33 @@ def where_of(atoms: Atoms, index: int) -> str:
     return src if src else f"frame {index}"
 
 
-def read_frames(paths: Sequence[str], index: str = ":") -> List[Atoms]:
-    """Read every frame of every file (any format ase.io knows).
+def check_format(fmt: Optional[str]) -> None:
+    """Raise :class:`InputError` unless ``fmt`` is None or a format name ase.io can read."""
+    if fmt is None:
+        return
+    from ase.io.formats import ioformats
+    if fmt not in ioformats or not ioformats[fmt].can_read:
+        import difflib
+        close = difflib.get_close_matches(fmt, [k for k, v in ioformats.items() if v.can_read], n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; extended XYZ is 'extxyz'"
+        raise InputError(f"--format {fmt}: not a format ase.io can read{hint}")
+
+
+def read_frames(paths: Sequence[str], index: str = ":", format: Optional[str] = None) -> List[Atoms]:
+    """Read every frame of every file (any format ase.io knows; ``format``: its ase.io name, else from the name).
 
     Each frame gets ``info['gapfit_source'] = 'FILE, frame N'`` so that later
     errors can point at it.
     """
     import ase.io
 
+    check_format(format)
     frames: List[Atoms] = []
     for path in paths:
         try:
-            got = ase.io.read(path, index)
+            got = ase.io.read(path, index, format=format)
         except Exception as exc:  # ase raises many types for unreadable files
-            raise read_error(path, exc) from None
+            raise read_error(path, exc, format) from None
         if isinstance(got, Atoms):
             got = [got]
         if len(got) == 0:
@@ -72,14 +85,27 @@ def read_frames(paths: Sequence[str], index: str = ":") -> List[Atoms]:
     return frames
 
 
-def read_error(path: str, exc: BaseException) -> InputError:
-    """The one-line error for a file ase.io could not read (``exc``: what it raised)."""
+def read_error(path: str, exc: BaseException, format: Optional[str] = None) -> InputError:
+    """The one-line error for a file ase.io could not read (``exc``: what it raised; ``format``: as given)."""
     if isinstance(exc, FileNotFoundError):
         return InputError(f"{path}: no such file")
     if isinstance(exc, InputError):
         return exc
-    return InputError(f"{path}: cannot read it as atomic structures ({type(exc).__name__}: {exc}); "
-                      "check the file format (ase.io must be able to read it)")
+    if format is not None:
+        return InputError(f"{path}: cannot read it as --format {format} ({type(exc).__name__}: {exc}); "
+                          "check the file or the format name")
+    from ase.io.formats import UnknownFileTypeError, filetype, ioformats
+    try:
+        guessed = filetype(path)
+    except (UnknownFileTypeError, OSError, ValueError):
+        guessed = None
+    if guessed not in ioformats:  # ase returns an unknown extension as it is
+        guessed = None
+    how = f"as '{guessed}', the format ase.io infers from its name or content" if guessed else \
+        "because ase.io cannot tell its format from its name or content"
+    return InputError(f"{path}: cannot read it {how} ({type(exc).__name__}: {exc}); name the format with "
+                      "--format NAME (e.g. --format extxyz for extended XYZ) or give the file its usual "
+                      "extension (.xyz)")
 
 
 def check_structure(atoms: Atoms, where: str) -> None:

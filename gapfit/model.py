@@ -559,12 +559,13 @@ class GAP:
                 st.set_factor(problem.assemble(np.zeros(problem.n_params))[0])
                 cal_frames = source.take(cal_idx)
                 preds = self.predict(cal_frames, uncertainty=True, calibrated=False)
-                from .calibration import fit_scales
+                from .calibration import describe_scales, fit_scales
                 true_labels = self._labels(cal_frames, [info.where[k] for k in cal_idx])
                 scales = fit_scales(preds, true_labels)
                 st.calibration = {"method": "held-out frames, 95.45 % of |error|/std within 2",
                                   "n_frames": len(cal_idx), **scales}
-                log.info("uncertainty calibration on %d held-out frames: %s", len(cal_idx), scales)
+                log.info("uncertainty calibration on %d held-out frames: %s", len(cal_idx),
+                         describe_scales(scales, preds, true_labels))
                 # the held-out frames' rows join here, in this process: they are few (at most 200)
                 cal_source = MemorySource(cal_frames)
                 cal_block = passes.Block(0, len(cal_frames), [len(a) for a in cal_frames], numbers=list(cal_idx))

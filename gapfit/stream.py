@@ -28,14 +28,14 @@ from ase import Atoms
 from .errors import InputError
 
 
-def _iread(path: str, index=":", name: Optional[str] = None):
+def _iread(path: str, index=":", name: Optional[str] = None, format: Optional[str] = None):
     import ase.io
 
     from .data import read_error
     try:
-        yield from ase.io.iread(path, index)
+        yield from ase.io.iread(path, index, format=format)
     except Exception as exc:  # ase raises many types for unreadable files
-        raise read_error(name or path, exc) from None
+        raise read_error(name or path, exc, format) from None
 
 
 class FrameSource:
@@ -48,7 +48,10 @@ class FrameSource:
     given (as when a source is sent to a worker).
     """
 
-    def __init__(self, paths: Sequence[str], counts: Optional[Sequence[int]] = None):
+    def __init__(self, paths: Sequence[str], counts: Optional[Sequence[int]] = None, format: Optional[str] = None):
+        from .data import check_format
+        check_format(format)
+        self.format = format  # ase.io's name for the files' format; None: from each file's name
         self.paths = [os.fspath(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
         # read by absolute path (a worker may start in another folder); named as given in messages
         self._absolute = [os.path.abspath(p) for p in self.paths]
@@ -57,7 +60,7 @@ class FrameSource:
         if counts is None:
             counts = []
             for p in self.paths:
-                n = sum(1 for _ in _iread(p))
+                n = sum(1 for _ in _iread(p, format=format))
                 if n == 0:
                     raise InputError(f"{p}: contains no frames")
                 counts.append(n)
@@ -77,7 +80,8 @@ class FrameSource:
             if a >= b:
                 continue
             first = int(a - self.starts[f])
-            for k, atoms in enumerate(_iread(absolute, slice(first, int(b - self.starts[f])), name=p), start=first):
+            for k, atoms in enumerate(_iread(absolute, slice(first, int(b - self.starts[f])), name=p,
+                                                  format=self.format), start=first):
                 atoms.info["gapfit_source"] = f"{p}, frame {k}"
                 yield atoms
 
