@@ -8,11 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import gapfit  # noqa: I001  first: it sets OpenBLAS's thread timeout before numpy loads (docs/index.md)
 import ase.io
 import pytest
 from hypothesis import HealthCheck, settings
-
-import gapfit
 
 # Fuzzing: "ci" (default) is derandomised, so every run of the suite draws the
 # same examples and cannot fail at random; "long" explores at random, for
