@@ -19,13 +19,32 @@ import os as _os
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
 
 from ._version import __version__  # noqa: E402
-from .calculator import GAPCalculator  # noqa: E402
-from .errors import GapfitError, InputError, ModelFormatError, NotFittedError  # noqa: E402
-from .model import GAP  # noqa: E402
-from .prediction import Prediction  # noqa: E402
+
+# The public names are imported on first use (PEP 562): ``import gapfit`` (and
+# so the ``gapfit`` command) starts without numpy, scipy, ase and featomic, and
+# the command takes its Ctrl-C handler before they load (gapfit._interrupt).
+_LAZY = {"GAP": "model", "GAPCalculator": "calculator", "Prediction": "prediction", "GapfitError": "errors",
+         "InputError": "errors", "ModelFormatError": "errors", "NotFittedError": "errors"}
 
 
-def load(path: str, baseline=None) -> GAP:
+def __getattr__(name: str):
+    import importlib
+    import importlib.util
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    elif not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f"{__name__}.{name}")  # a submodule as an attribute: gapfit.errors
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+def load(path: str, baseline=None) -> "GAP":
     """Load a model saved with :meth:`GAP.save` (no code is executed, nothing named in the file is imported).
 
     ``baseline``: the ASE calculator of a Δ-learning model; the file records

@@ -296,9 +296,33 @@ def _load_model_for(args):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point; returns the exit status (also callable from tests)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Entry point; returns the exit status (also callable from tests).
+
+    Ctrl-C at any moment ends with the one line ``gapfit COMMAND: interrupted``
+    and status 130, without a traceback: the SIGINT handler of
+    :mod:`gapfit._interrupt` comes first (before the heavy modules load) and
+    raises the interrupt only where Python can unwind it.
+    """
+    from . import _interrupt
+    with _interrupt.handling_sigint(process_exit=argv is None):
+        command = _command_in(sys.argv[1:] if argv is None else argv)
+        try:
+            with _interrupt.deferred():  # an interrupt while parsing is raised at its end, inside this try
+                args = build_parser().parse_args(argv)
+                command = args.command
+            return _run_command(args)
+        except KeyboardInterrupt:
+            _interrupt.reported()
+            print(f"gapfit {command}: interrupted", file=sys.stderr)
+            return 130
+
+
+def _command_in(argv) -> str:
+    return next((a for a in argv if a in ("fit", "eval", "inspect", "validate", "md", "learn")), "")
+
+
+def _run_command(args) -> int:
+    from . import _interrupt
     from .errors import GapfitError
     try:
         if args.command == "fit":
@@ -313,6 +337,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _validate(args)
         return _eval(args)
     except (GapfitError, CLIError) as exc:
+        if _interrupt.requested():  # raised on the way out of an interrupt: report the interrupt
+            raise KeyboardInterrupt from None
         if args.traceback:
             raise
         print(f"gapfit {args.command}: error: {_one_line(exc)}", file=sys.stderr)
@@ -322,15 +348,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())  # nothing left to flush at exit
         return 128 + signal.SIGPIPE
     except OSError as exc:  # the environment, not gapfit: a full disk, a vanished folder
+        if _interrupt.requested():
+            raise KeyboardInterrupt from None
         if args.traceback:
             raise
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         print(f"gapfit {args.command}: error: {where}{exc.strerror or exc} (-T shows the traceback)",
               file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print(f"gapfit {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except Exception:
+        if _interrupt.requested():  # a library that failed because Ctrl-C came: report the interrupt
+            raise KeyboardInterrupt from None
+        raise
 
 
 def _one_line(exc: BaseException) -> str:
@@ -430,6 +459,7 @@ def _name_config(args, config_keys, exc):
 
 
 def _fit(args) -> int:
+    from . import _interrupt
     from .errors import InputError
     from .files import StagedFile, TargetLock
     from .model import GAP
@@ -455,17 +485,33 @@ def _fit(args) -> int:
             raise _name_config(args, config_keys, exc) from None
         print(_format_summary(args.train, summary))
         return 0
-    # Nothing of the previous model or its log changes until the new ones are
-    # complete: both are written under temporary names and renamed at the end,
-    # while a lock refuses a second fit to the same output.
-    with TargetLock(args.output), StagedFile(args.output) as model_out, StagedFile(log_path) as log_out:
+    # Nothing of the previous model, its log or its hygiene report changes
+    # until the new ones are complete: all are written under temporary names
+    # and renamed at the end, while a lock refuses a second fit to the same
+    # output. Ctrl-C interrupts the fit, not the setting up or the tearing
+    # down of these (gapfit._interrupt), and is ignored once they are being
+    # committed.
+    with _interrupt.deferred(), contextlib.ExitStack() as outputs:
+        outputs.enter_context(TargetLock(args.output))
+        model_out = outputs.enter_context(StagedFile(args.output))
+        log_out = outputs.enter_context(StagedFile(log_path))
         log = _setup_logging(log_out.tmp)
-        try:
-            _fit_logged(args, params, config_keys, log, model_out)
-            model_out.commit()
-            log.info("wrote %s and its log %s", args.output, log_path)
-        finally:
-            _close_logging(log)
+        outputs.callback(_close_logging, log)
+        companions: list = []  # outputs committed with the model (the hygiene report)
+
+        def stage(path: str):
+            with _interrupt.deferred():
+                companions.append(outputs.enter_context(StagedFile(path)))
+            return companions[-1]
+
+        with _interrupt.interruptible():
+            _fit_logged(args, params, config_keys, log, model_out, stage)
+            _interrupt.point_of_no_return()
+        model_out.commit()
+        for staged in companions:
+            staged.commit()
+        log.info("wrote %s and its log %s", args.output, log_path)
+        _close_logging(log)
         log_out.commit()
     return 0
 
@@ -480,13 +526,16 @@ def _format_summary(paths, summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _fit_logged(args, params, config_keys, log, model_out) -> None:
-    """Read, fit, write the model to its staged file, report the training error: all into ``log``."""
+def _fit_logged(args, params, config_keys, log, model_out, stage) -> None:
+    """Read, fit, write the model to its staged file, report the training error: all into ``log``.
+
+    ``stage(path)``: a staged file for another output, committed with the model.
+    """
     with contextlib.ExitStack() as stack:
-        _fit_in(stack, args, params, config_keys, log, model_out)
+        _fit_in(stack, args, params, config_keys, log, model_out, stage)
 
 
-def _fit_in(stack, args, params, config_keys, log, model_out) -> None:
+def _fit_in(stack, args, params, config_keys, log, model_out, stage) -> None:
     import numpy as np
 
     from .data import get_labels, read_frames, where_of
@@ -558,7 +607,7 @@ def _fit_in(stack, args, params, config_keys, log, model_out) -> None:
         model.state_.training["search"] = search_summary(search)
     model_out.write(model_writer(model))
     if report is not None:
-        report.write_csv(args.output + ".hygiene.csv")
+        report.write_csv(stage(args.output + ".hygiene.csv").tmp)
         log.info("hygiene of %d frames (leverage, leave-one-out z; worst first) in %s",
                  len(report), args.output + ".hygiene.csv")
     log.info("fit wall time %.1f s", time.perf_counter() - t0)
@@ -586,23 +635,66 @@ def _dask_client(args, log):
         return
     from distributed import Client, LocalCluster
 
+    from . import _interrupt
     from .errors import WorkerError
     if args.workers is not None:
-        # one BLAS thread per worker: the workers are the parallelism
-        with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                          silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        # Started and closed whole (Ctrl-C waits for either), so no worker outlives the fit. The workers
+        # inherit a blocked SIGINT: Ctrl-C in a terminal signals the whole process group, and stopping
+        # them is this process's job (closing the cluster), not theirs.
+        with _interrupt.deferred(), contextlib.ExitStack() as cluster_stack:
+            with _interrupt.sigint_blocked():
+                # one BLAS thread per worker: the workers are the parallelism
+                cluster = cluster_stack.enter_context(LocalCluster(
+                    n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                    silence_logs=logging.ERROR))
+                client = cluster_stack.enter_context(Client(cluster))
             log.info("running on %d local worker processes", args.workers)
-            yield client
+            with _quiet_dask_when_interrupted(workers_of=client), _interrupt.interruptible():
+                yield client
         return
     try:
         client = Client(args.dask, timeout=30)
     except (OSError, TimeoutError) as exc:
         raise WorkerError(f"--dask {args.dask}: cannot reach the scheduler ({exc}); check the address and that "
                           "the scheduler is running (dask scheduler)") from None
-    with client:
+    with client, _quiet_dask_when_interrupted():
         log.info("running on the Dask cluster at %s (%d workers)", args.dask,
                  len(client.scheduler_info().get("workers", {})))
         yield client
+
+
+@contextlib.contextmanager
+def _quiet_dask_when_interrupted(workers_of=None):
+    """Once Ctrl-C came, Dask's, tornado's and asyncio's logs are silenced for the rest of the process
+    (and in the workers of the client ``workers_of``: a local cluster's, about to be closed).
+
+    Closing a cluster under requests still in flight (a scatter, a heartbeat)
+    makes its scheduler and workers log tracebacks (a worker gone, a stream
+    closed, "Task exception was never retrieved") that only describe the
+    teardown the interrupt asked for.
+    """
+    from . import _interrupt
+    try:
+        yield
+    except BaseException:
+        if _interrupt.requested():
+            _silence_dask_logs()
+            if workers_of is not None:
+                try:
+                    workers_of.run(_silence_dask_logs, callback_timeout=5, on_error="ignore")
+                except Exception:  # a worker gone or too slow to answer: its logs were all it could add
+                    pass
+        raise
+
+
+def _silence_dask_logs() -> None:
+    """Silence the loggers of distributed, tornado and asyncio in this process (also run on workers)."""
+    for name in ["distributed", "asyncio", "tornado"] + list(logging.root.manager.loggerDict):
+        if name.partition(".")[0] in ("distributed", "asyncio", "tornado"):
+            logger = logging.getLogger(name)
+            logger.disabled = True
+            for handler in logger.handlers:  # records of loggers made later reach these
+                handler.setLevel(logging.CRITICAL + 1)
 
 
 def _eval(args) -> int:

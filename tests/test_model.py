@@ -277,6 +277,7 @@ def test_import_sets_openblas_thread_timeout_before_numpy_loads(user_value, expe
             "    return real(name, *a, **k)\n"
             "builtins.__import__ = spy\n"
             "import gapfit\n"
+            "gapfit.GAP  # the public names load numpy on first use\n"
             "print(seen.get('numpy'), os.environ['OPENBLAS_THREAD_TIMEOUT'])\n")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
