@@ -300,9 +300,54 @@ class LikelihoodProblem:
         return lml, grad
 
 
+#: The smallest noise level the optimiser may choose for each kind of observation,
+#: in the units σ is set in (energy and virial per atom): eV/atom, eV/Å, eV/atom.
+#: About the precision of converged DFT labels (energies to ~1 meV/atom, forces
+#: to ~10 meV/Å, stresses to ~0.1 GPa). Below it the likelihood explains what
+#: is left of the labels as noise the data do not have: on noise-free labels
+#: (EMT) σ then falls 10-100× further and the predicted uncertainties and the
+#: hygiene z-scores lose their meaning. See docs/hyperparameters.md.
+SIGMA_FLOOR = {"energy": 1e-3, "forces": 1e-2, "virial": 1e-2}
+#: Largest gradient component of the per-row objective at which a stop of the
+#: line search still counts as the optimum (within the rounding of log p).
+LINE_SEARCH_GRADIENT_TOL = 1e-4
+
+
+def group_kind(group: str) -> str:
+    """The kind of observation of a noise group: ``"forces:md_300K"`` -> ``"forces"``."""
+    return group.split(":", 1)[0]
+
+
+def sigma_floors(problem: "LikelihoodProblem", sigma_floor: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+    """Each group's floor on its nominal σ: ``sigma_floor`` per kind, over :data:`SIGMA_FLOOR`.
+
+    A kind given as 0 or None has no floor; a group whose nominal starting σ
+    is unknown has none either.
+    """
+    per_kind = dict(SIGMA_FLOOR)
+    per_kind.update(sigma_floor or {})
+    out = {}
+    for g in problem.groups:
+        floor = per_kind.get(group_kind(g))
+        if floor and g in problem.sigma0:
+            out[g] = float(floor)
+    return out
+
+
 @dataclass
 class OptimisationResult:
-    """Outcome of :func:`maximise`: log scales, likelihoods, cost."""
+    """Outcome of :func:`maximise`: log scales, likelihoods, cost, and how the optimiser stopped.
+
+    ``message`` says in words why the optimiser stopped and whether its end
+    point is the optimum; ``scipy_message`` is L-BFGS-B's own status text.
+    ``converged`` is true when scipy's convergence test passed, or its line
+    search stopped where the gradient is below
+    :data:`LINE_SEARCH_GRADIENT_TOL` per row (the optimum to within the
+    rounding of the likelihood). ``sigma_floor``: each group's floor on its
+    σ; ``at_floor``: the groups whose optimised σ rests on it (the
+    likelihood alone would go lower); ``raised_to_floor``: groups whose
+    starting σ was below the floor.
+    """
 
     x: np.ndarray
     lml_initial: float
@@ -311,14 +356,53 @@ class OptimisationResult:
     seconds: float
     converged: bool
     message: str
+    scipy_message: str = ""
+    gradient_per_row: float = float("nan")
+    sigma_floor: Dict[str, float] = field(default_factory=dict)
+    at_floor: List[str] = field(default_factory=list)
+    raised_to_floor: List[str] = field(default_factory=list)
+
+
+def describe_stop(scipy_message: str, status: int, gradient_per_row: float, max_iter: int) -> Tuple[bool, str]:
+    """(converged, why the optimiser stopped in words) from L-BFGS-B's status.
+
+    ``gradient_per_row``: the largest component of the projected gradient of
+    ``log p / rows`` at the end point (components pushing against a bound do
+    not count).
+    """
+    raw = scipy_message.decode() if isinstance(scipy_message, bytes) else str(scipy_message)
+    text = raw.upper()
+    grad = f"largest gradient component {gradient_per_row:.1e} per row"
+    small = np.isfinite(gradient_per_row) and gradient_per_row <= LINE_SEARCH_GRADIENT_TOL
+    if status == 0 and "FACTR" in text:
+        return True, f"converged: the likelihood stopped changing between iterations ({grad})"
+    if status == 0:
+        return True, f"converged: the gradient vanished ({grad})"
+    if status == 1:
+        return False, (f"stopped at the limit of {max_iter} iterations before converging ({grad}); the best "
+                       "point found is used, but it may not be the optimum")
+    if text.startswith("ABNORMAL"):
+        what = ("L-BFGS-B ABNORMAL_TERMINATION_IN_LNSRCH: the line search found no better point along its last "
+                f"direction; the {grad} there")
+        if small:
+            return True, (f"converged to within line-search precision ({what} is below "
+                          f"{LINE_SEARCH_GRADIENT_TOL:g}, so the optimum is found to within the rounding of the "
+                          "likelihood, and it is used)")
+        return False, (f"not converged ({what} is above {LINE_SEARCH_GRADIENT_TOL:g}): the best point found is "
+                       "used, but it may not be the optimum (the likelihood may be flat or badly scaled there)")
+    return False, f"stopped: L-BFGS-B reports {raw.strip() or 'no reason'!r} ({grad}); the best point found is used"
 
 
 def maximise(problem: LikelihoodProblem, *, optimise_delta: bool = True, max_log_scale: float = np.log(1e4),
-             max_iter: int = 200) -> OptimisationResult:
+             max_iter: int = 200, sigma_floor: Optional[Dict[str, float]] = None) -> OptimisationResult:
     """Maximise log p(y) over the log scales of each term's δ and each group's σ (L-BFGS-B, bounded).
 
     Scales are relative to the initial values and bounded to within a factor
     ``exp(max_log_scale)`` of them. ``optimise_delta=False`` keeps every δ.
+    No group's nominal σ goes below its floor (``sigma_floor`` per kind,
+    default :data:`SIGMA_FLOOR`; 0 removes a kind's floor): a start below
+    the floor is raised to it, and a group that ends on its floor is logged
+    as a warning.
     """
     import scipy.optimize
     t0 = time.perf_counter()
@@ -326,15 +410,24 @@ def maximise(problem: LikelihoodProblem, *, optimise_delta: bool = True, max_log
     free = np.ones(problem.n_params, dtype=bool)
     if not optimise_delta:
         free[:problem.n_terms] = False
+    floors = sigma_floors(problem, sigma_floor)
+    lower = np.full(problem.n_params, -max_log_scale)
+    for k, g in enumerate(problem.groups):
+        if g in floors:
+            lower[problem.n_terms + k] = min(max(-max_log_scale, float(np.log(floors[g] / problem.sigma0[g]))),
+                                             max_log_scale)
+    upper = np.full(problem.n_params, max_log_scale)
+    start = np.clip(np.zeros(problem.n_params), lower, upper)
+    raised = [g for k, g in enumerate(problem.groups) if start[problem.n_terms + k] > 0]
 
     def full(xf):
-        x = np.zeros(problem.n_params)
+        x = start.copy()
         x[free] = xf
         return x
 
     scale = float(sum(problem.n_rows.values()))  # per-row objective keeps L-BFGS's tolerances meaningful
 
-    first: List[float] = []  # L-BFGS-B evaluates the start first: its value is the initial likelihood
+    first: List[float] = []  # L-BFGS-B evaluates the start first: its value is the likelihood there
 
     def objective(xf):
         n_eval[0] += 1
@@ -346,13 +439,45 @@ def maximise(problem: LikelihoodProblem, *, optimise_delta: bool = True, max_log
             first.append(lml)
         return (-lml / scale if np.isfinite(lml) else np.inf), -g[free] / scale
 
-    res = scipy.optimize.minimize(objective, np.zeros(int(free.sum())), jac=True, method="L-BFGS-B",
-                                  bounds=[(-max_log_scale, max_log_scale)] * int(free.sum()),
+    res = scipy.optimize.minimize(objective, start[free], jac=True, method="L-BFGS-B",
+                                  bounds=list(zip(lower[free], upper[free])),
                                   options={"maxiter": max_iter, "ftol": 1e-9, "gtol": 1e-6})
     x = full(res.x)
-    lml0, lml1 = first[0], float(-res.fun * scale)
-    if not lml1 >= lml0:  # never hand back something worse than the start
-        x, lml1 = np.zeros(problem.n_params), lml0
+    lml_start, lml1 = first[0], float(-res.fun * scale)
+    lml0 = lml_start
+    if raised:  # the likelihood at the user's start, for the report
+        n_eval[0] += 1
+        try:
+            lml0 = float(problem.evaluate(np.zeros(problem.n_params), gradient=False)[0])
+        except NumericalError:
+            lml0 = -np.inf
+    # the projected gradient: components pushing against a bound do not count
+    jac = np.asarray(res.jac, dtype=float)
+    xf = np.asarray(res.x, dtype=float)
+    at_lo, at_hi = xf <= lower[free] + 1e-10, xf >= upper[free] - 1e-10
+    pg = np.where((at_lo & (jac > 0)) | (at_hi & (jac < 0)), 0.0, jac)
+    grad_per_row = float(np.max(np.abs(pg))) if pg.size else 0.0
+    converged, message = describe_stop(res.message, int(res.status), grad_per_row, max_iter)
+    if not lml1 >= lml_start:  # never hand back something worse than the start
+        x, lml1 = start.copy(), lml_start
+        message += "; the end point was no better than the start, so the start is kept"
+    at_floor = [g for k, g in enumerate(problem.groups)
+                if g in floors and lower[problem.n_terms + k] > -max_log_scale
+                and x[problem.n_terms + k] <= lower[problem.n_terms + k] + 1e-6]
+    if raised:
+        log.info("σ %s: the starting value is below its floor; the optimisation starts from the floor (%s)",
+                 ", ".join(raised), ", ".join(f"{g} {floors[g]:.3g}" for g in raised))
+    if at_floor:
+        log.warning("σ at its floor: %s. The likelihood alone would choose a smaller σ: the labels look more "
+                    "precise than the floor (noise-free reference data), or the model follows its training "
+                    "labels more closely than it predicts new ones. The fit uses the floor; set sigma_floor to "
+                    "change it (docs/hyperparameters.md, \"Floors on σ\").",
+                    ", ".join(f"{g} {floors[g]:.3g} {_unit(g)}" for g in at_floor))
     return OptimisationResult(x=x, lml_initial=float(lml0), lml_final=float(lml1), n_evaluations=n_eval[0],
-                              seconds=time.perf_counter() - t0, converged=bool(res.success),
-                              message=str(res.message))
+                              seconds=time.perf_counter() - t0, converged=converged, message=message,
+                              scipy_message=str(res.message), gradient_per_row=grad_per_row,
+                              sigma_floor=floors, at_floor=at_floor, raised_to_floor=raised)
+
+
+def _unit(group: str) -> str:
+    return "eV/Å" if group_kind(group) == "forces" else "eV/atom"

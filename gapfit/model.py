@@ -207,6 +207,12 @@ class GAP:
         scales them per config_type. Costs no descriptor work.
     optimize_delta : bool, default=True
         Whether the optimisation also moves each term's δ.
+    sigma_floor : dict or None, default=None
+        With ``optimize``: the smallest σ the optimisation may choose, per
+        kind (``{"energy": eV/atom, "forces": eV/Å, "virial": eV/atom}``;
+        0 removes a kind's floor). None, and kinds not given:
+        :data:`gapfit.hyper.SIGMA_FLOOR`. A σ that ends on its floor is
+        logged as a warning (docs/hyperparameters.md).
     hygiene : bool, default=True
         Compute each training frame's leverage and leave-one-out residuals
         after the fit (``hygiene_``; see :mod:`gapfit.hygiene`). The design
@@ -253,7 +259,8 @@ class GAP:
                  calibration_fraction: float = 0.1,
                  energy_key: Optional[str] = None, forces_key: Optional[str] = None,
                  stress_key: Optional[str] = None, optimize: Union[bool, str] = False,
-                 optimize_delta: bool = True, hygiene: bool = True, hygiene_spool_gb: float = 4.0,
+                 optimize_delta: bool = True, sigma_floor: Optional[Mapping] = None,
+                 hygiene: bool = True, hygiene_spool_gb: float = 4.0,
                  atoms_per_block: Optional[int] = None, sparse_candidates: Optional[int] = 20000,
                  progress: bool = False):
         self.terms = terms
@@ -285,6 +292,7 @@ class GAP:
         self.stress_key = stress_key
         self.optimize = optimize
         self.optimize_delta = optimize_delta
+        self.sigma_floor = sigma_floor
         self.hygiene = hygiene
         self.hygiene_spool_gb = hygiene_spool_gb
         self.atoms_per_block = atoms_per_block
@@ -296,7 +304,7 @@ class GAP:
         "sigma_energy", "sigma_forces", "sigma_virial", "config_type_sigma", "e0", "core_repulsion", "core_radii", "core_file",
         "baseline", "jitter", "seed", "calibration_fraction", "energy_key", "forces_key", "stress_key",
         "optimize", "optimize_delta", "hygiene", "hygiene_spool_gb", "atoms_per_block", "sparse_candidates",
-        "progress")
+        "progress", "sigma_floor")
 
     def get_params(self) -> dict:
         """Constructor parameters, as in scikit-learn."""
@@ -392,7 +400,7 @@ class GAP:
         self._validate()
         if len(source) == 0:
             raise InputError("no training frames given")
-        self.make_terms()  # term settings fail now, not after reading everything
+        terms = self.make_terms()  # term settings fail now, not after reading everything
         info = survey(self, source, contacts=bool(self.core_repulsion) and self.core_radii == "data",
                       progress=self.progress)
         if all(not info.has_energy(k) for k in range(len(info))):
@@ -403,7 +411,7 @@ class GAP:
                                  "stored under, or leave it unset to use the calculator's 'energy'")
             raise InputError(f"{files}: none of the {len(info)} frames has field 'energy'; a fit needs total "
                              "energies (use --energy-key NAME if they are stored under another name)")
-        check_species_settings(self.get_params(), info.species)
+        check_species_settings(self.get_params(), info.species, [t.to_dict() for t in terms])
         unused = sorted(set(self.config_type_sigma or {}) - set(info.config_type))
         if unused:
             log.warning("config_type_sigma names config types that no frame has: %s", unused)
@@ -648,7 +656,7 @@ class GAP:
         Returns the problem rebased at the optimum and (start problem, result).
         """
         st = self.state_
-        res = hyper.maximise(problem, optimise_delta=self.optimize_delta)
+        res = hyper.maximise(problem, optimise_delta=self.optimize_delta, sigma_floor=self.sigma_floor)
         log_c, log_s = problem.split(res.x)
         for t, lc in zip(st.terms, log_c):
             t.set_delta(t.delta_eV * float(np.exp(lc)))
@@ -660,7 +668,8 @@ class GAP:
         for k, t in enumerate(st.terms):
             log.info("  term %d (%s): δ %.4g -> %.4g eV", k + 1, t.type, problem.delta0_eV[k], t.delta_eV)
         for g in problem.groups:
-            log.info("  σ %s: %.4g -> %.4g", g, problem.sigma0.get(g, float("nan")), rebased.sigma0.get(g, float("nan")))
+            log.info("  σ %s: %.4g -> %.4g%s", g, problem.sigma0.get(g, float("nan")),
+                     rebased.sigma0.get(g, float("nan")), " (its floor)" if g in res.at_floor else "")
         return rebased, (problem, res)
 
     def _hyper_summary(self, problem, optimisation) -> dict:
@@ -675,7 +684,8 @@ class GAP:
                         "initial_sigma": dict(start.sigma0),
                         "lml_initial_fit_frames": res.lml_initial, "lml_final_fit_frames": res.lml_final,
                         "evaluations": res.n_evaluations, "seconds": round(res.seconds, 3),
-                        "converged": res.converged})
+                        "converged": res.converged, "optimizer_message": res.message,
+                        "sigma_floor": dict(res.sigma_floor), "sigma_at_floor": list(res.at_floor)})
         return out
 
     def log_marginal_likelihood(self) -> float:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence
 
 from .errors import InputError
 
@@ -140,6 +140,20 @@ def _config_type_sigma(name: str, value: Any) -> None:
                                  param=name)
 
 
+def _sigma_floor(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, Mapping):
+        raise InputError(f"{name} must be a mapping {{energy: .., forces: .., virial: ..}} of the smallest σ "
+                         f"--optimize may choose, got {_describe(value)}", param=name)
+    for group, floor in value.items():
+        if group not in SIGMA_GROUPS:
+            raise InputError(f"{name}: unknown key {group!r}; use {', '.join(SIGMA_GROUPS)}", param=name)
+        if not (floor is None or (_is_real(floor) and floor >= 0)):
+            raise InputError(f"{name}[{group!r}] must be a number >= 0 (0: no floor), got {_describe(floor)}",
+                             param=name)
+
+
 def _fraction(name: str, value: Any) -> None:
     if not (_is_real(value) and 0 <= value < 1):
         raise InputError(f"{name} must be a number in [0, 1), got {_describe(value)}", param=name)
@@ -188,6 +202,7 @@ CHECKS: Dict[str, Callable[[str, Any], None]] = {
     "progress": _flag,
     "optimize": _optimize,
     "optimize_delta": _flag,
+    "sigma_floor": _sigma_floor,
     "hygiene": _flag,
     "hygiene_spool_gb": _positive,
     "sparse_candidates": _optional(_whole(1)),
@@ -213,16 +228,22 @@ def check_params(params: Mapping[str, Any]) -> None:
                          param="cutoff_transition_width")
 
 
-def check_species_settings(params: Mapping[str, Any], species: Iterable[int]) -> None:
-    """Reject per-species entries (``n_sparse``, ``e0``) for species absent from the data."""
+def check_species_settings(params: Mapping[str, Any], species: Iterable[int],
+                           terms: Sequence[Mapping[str, Any]] = ()) -> None:
+    """Reject per-species entries (``n_sparse``, ``e0``, a term's ``n_sparse``) for species absent from the data.
+
+    ``terms``: the terms' settings (``Term.to_dict()``), checked as given
+    (a misspelt or absent species would otherwise fall back to the default).
+    """
     from ase.data import chemical_symbols
     present = sorted(set(int(z) for z in species))
-    for name in ("n_sparse", "e0"):
-        value = params.get(name)
+    given = [(name, params.get(name)) for name in ("n_sparse", "e0")]
+    given += [(f"terms[{k}] ({t.get('type')}) n_sparse", t.get("n_sparse")) for k, t in enumerate(terms)]
+    for name, value in given:
         if not isinstance(value, Mapping):
             continue
         absent = [key for key in value if species_number(key) not in present]
         if absent:
             raise InputError(f"{name} has entries for {[str(k) for k in absent]}, which the data do not contain "
                              f"(species: {[chemical_symbols[z] for z in present]}); remove them or check the "
-                             "data files", param=name)
+                             "data files", param=name.split(" ")[0].split("[")[0])

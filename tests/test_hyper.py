@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -292,3 +293,103 @@ def test_noise_levels_per_config_type(tmp_path, cu_train):
     path = tmp_path / "ct.npz"
     model.save(str(path))
     assert gapfit.load(str(path)).log_marginal_likelihood() == pytest.approx(dense, rel=1e-7)
+
+
+# ------------------------------------------------- the optimiser's report and the floors on σ
+class _Records(logging.Handler):
+    """The records of the ``gapfit`` logger (which the command line stops from propagating)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def text(self, level=logging.DEBUG):
+        return "\n".join(r.getMessage() for r in self.records if r.levelno >= level)
+
+
+@pytest.fixture
+def gapfit_log():
+    handler, logger = _Records(), logging.getLogger("gapfit")
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(old_level)
+
+
+def _sigmas(problem, x):
+    return {g: problem.sigma0[g] * float(np.exp(v)) for g, v in problem.split(x)[1].items()}
+
+
+NO_FLOOR = {"energy": 0, "forces": 0, "virial": 0}
+
+
+def test_optimiser_stop_is_described_in_words():
+    # scipy >= 1.15 says "ABNORMAL: " with no reason; older ones ABNORMAL_TERMINATION_IN_LNSRCH
+    for raw in ("ABNORMAL: ", "ABNORMAL_TERMINATION_IN_LNSRCH", b"ABNORMAL_TERMINATION_IN_LNSRCH"):
+        converged, text = hyper.describe_stop(raw, 2, 5e-6, 200)
+        assert converged and text.startswith("converged to within line-search precision")
+        assert "line search found no better point" in text and "ABNORMAL_TERMINATION_IN_LNSRCH" in text
+        assert "optimum is found to within the rounding" in text and "it is used" in text
+        converged, text = hyper.describe_stop(raw, 2, 0.3, 200)
+        assert not converged and text.startswith("not converged") and "may not be the optimum" in text
+        assert "3.0e-01" in text
+    converged, text = hyper.describe_stop("CONVERGENCE: RELATIVE REDUCTION OF F <= FACTR*EPSMCH", 0, 1e-7, 200)
+    assert converged and text.startswith("converged: the likelihood stopped changing")
+    converged, text = hyper.describe_stop("STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT", 1, 1e-2, 200)
+    assert not converged and "limit of 200 iterations" in text
+
+
+def test_sigma_never_goes_below_its_floor_and_the_floor_is_logged(small, gapfit_log):
+    problem = small[0].state_.likelihood
+    free = hyper.maximise(problem, sigma_floor=NO_FLOOR)
+    assert free.converged and not free.at_floor and gapfit_log.text(logging.WARNING) == ""
+    s_free = _sigmas(problem, free.x)
+    # floors above the free optimum for forces and energy bind; the virial's far below does not
+    floor = {"energy": 3 * s_free["energy"], "forces": 3 * s_free["forces"], "virial": 1e-3 * s_free["virial"]}
+    res = hyper.maximise(problem, sigma_floor=floor)
+    s = _sigmas(problem, res.x)
+    for g in problem.groups:
+        assert s[g] >= floor[g] * (1 - 1e-9), (g, s[g], floor[g])
+    assert sorted(res.at_floor) == ["energy", "forces"] and res.sigma_floor == pytest.approx(floor)
+    assert s["energy"] == pytest.approx(floor["energy"], rel=1e-9)
+    assert res.lml_final <= free.lml_final + 1e-6 * abs(free.lml_final)  # a bound costs likelihood
+    warning = gapfit_log.text(logging.WARNING)
+    assert "σ at its floor" in warning and "energy" in warning and "forces" in warning and "virial" not in warning
+    # a start below the floor starts from the floor and never goes under it
+    high = {"energy": 3 * problem.sigma0["energy"], "forces": 0, "virial": 0}
+    res = hyper.maximise(problem, sigma_floor=high)
+    assert res.raised_to_floor == ["energy"] and "energy" in res.at_floor
+    assert _sigmas(problem, res.x)["energy"] >= high["energy"] * (1 - 1e-9)
+    assert "starts from the floor" in gapfit_log.text()
+
+
+def test_floor_in_the_fit_log_and_summary(cu_train, gapfit_log):
+    frames = [a for a in cu_train if len(a) > 1][::3]
+    # this small model's free optimum is σ_F ≈ 9.5 meV/Å: a floor of 30 binds, the default ones need not
+    model = gapfit.GAP(terms=SMALL_TERMS, optimize=True, calibration_fraction=0.0, hygiene=False,
+                       sigma_floor={"forces": 0.03}).fit(frames)
+    hp = model.training_summary_["hyperparameters"]
+    assert hp["sigma_floor"] == {**hyper.SIGMA_FLOOR, "forces": 0.03}  # the kinds not given keep the defaults
+    for g, floor in hp["sigma_floor"].items():
+        assert hp["sigma"][g] >= floor * (1 - 1e-9)
+    assert "forces" in hp["sigma_at_floor"] and hp["sigma"]["forces"] == pytest.approx(0.03, rel=1e-9)
+    assert hp["converged"] and hp["optimizer_message"].startswith("converged")
+    text = gapfit_log.text()
+    line = next(t for t in text.splitlines() if t.startswith("hyperparameters: log marginal likelihood"))
+    assert "(converged" in line and "ABNORMAL: )" not in line
+    assert "σ forces: 0.05 -> 0.03 (its floor)" in text
+    warning = gapfit_log.text(logging.WARNING)
+    assert "σ at its floor:" in warning and "forces 0.03 eV/Å" in warning
+    # a floor of 0 lets σ go below; the setting is checked by name
+    low = gapfit.GAP(terms=SMALL_TERMS, optimize=True, calibration_fraction=0.0, hygiene=False,
+                     sigma_floor={"forces": 0}).fit(frames)
+    low_hp = low.training_summary_["hyperparameters"]
+    assert low_hp["sigma"]["forces"] < 0.02 and "forces" not in low_hp["sigma_at_floor"]
+    for bad in ({"force": 0.01}, {"forces": -1.0}, 0.01):
+        with pytest.raises(gapfit.errors.InputError, match="sigma_floor"):
+            gapfit.GAP(sigma_floor=bad)._validate()

@@ -199,3 +199,11 @@ def test_version_matches_the_changelog():
     text = (Path(__file__).resolve().parents[1] / "CHANGELOG.md").read_text()
     first = next(ln for ln in text.splitlines() if ln.startswith("## "))
     assert first == f"## {gapfit.__version__}"
+
+
+def test_per_species_setting_of_a_term_names_absent_species(tmp_path, capsys):
+    cfg = tmp_path / "soap_si.yaml"
+    cfg.write_text("terms:\n  - {type: soap, n_max: 3, l_max: 3, n_sparse: {Si: 5}}\n")
+    assert main(["fit", TRAIN, "-o", str(tmp_path / "m.npz"), "--config", str(cfg), "--dry-run"]) == 2
+    err = _err(capsys)
+    assert "terms[0] (soap) n_sparse" in err and "'Si'" in err and str(cfg) in err
