@@ -698,7 +698,7 @@ def _silence_dask_logs() -> None:
 
 
 def _eval(args) -> int:
-    from .data import get_labels, read_frames, where_of
+    from .data import get_labels, label_fields, read_frames, where_of
     from .metrics import error_metrics, format_table, metrics_by_config_type, parity_plot
     model = _load_model_for(args)
     frames = read_frames(args.data, format=args.format)
@@ -714,9 +714,8 @@ def _eval(args) -> int:
         raise InputError(f"--uncertainty: {exc}") from None
     n_labelled = sum(lb.energy_eV is not None or lb.forces_eV_per_A is not None
                      or lb.stress_eV_per_A3 is not None for lb in labels)
-    keys = ", ".join(f"'{k}'" for k in (args.energy_key or model.energy_key or "energy",
-                                        args.forces_key or model.forces_key or "forces",
-                                        args.stress_key or model.stress_key or "stress"))
+    keys = label_fields(args.energy_key or model.energy_key, args.forces_key or model.forces_key,
+                        args.stress_key or model.stress_key)
     nothing = (f"{', '.join(args.data)}: none of the {len(frames)} frames has a label ({keys}): nothing to "
                "score")
     if not n_labelled and not args.output:  # before the prediction's cost

@@ -42,6 +42,18 @@ class Labels:
     where: str
 
 
+def label_fields(energy_key: Optional[str] = None, forces_key: Optional[str] = None,
+                 stress_key: Optional[str] = None) -> str:
+    """The label fields :func:`get_labels` reads with these keys, quoted for a message: ``'energy', ...``."""
+    return ", ".join(f"'{key or default}'" for key, default in (
+        (energy_key, "energy"), (forces_key, "forces"), (stress_key, "stress")))
+
+
+def files_of(wheres: Sequence[str]) -> str:
+    """The files of frame locations (``FILE, frame N``), each once, in order, for a message."""
+    return ", ".join(dict.fromkeys(w.rsplit(", frame ", 1)[0] for w in wheres))
+
+
 def where_of(atoms: Atoms, index: int) -> str:
     """Human-readable location of a frame: ``file, frame N`` when known."""
     src = atoms.info.get("gapfit_source")

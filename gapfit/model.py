@@ -19,7 +19,7 @@ import numpy as np
 from ase import Atoms
 
 from . import hyper, sgp
-from .data import SIGMA_INFO_KEYS, Labels, check_structure, get_labels, where_of
+from .data import SIGMA_INFO_KEYS, Labels, check_structure, files_of, get_labels, where_of
 from .errors import InputError, NotFittedError
 from .hygiene import KIND_CODES
 from .params import check_params, check_species_settings
@@ -404,7 +404,7 @@ class GAP:
         info = survey(self, source, contacts=bool(self.core_repulsion) and self.core_radii == "data",
                       progress=self.progress)
         if all(not info.has_energy(k) for k in range(len(info))):
-            files = ", ".join(dict.fromkeys(w.rsplit(", frame ", 1)[0] for w in info.where))
+            files = files_of(info.where)
             if self.energy_key:
                 raise InputError(f"{files}: none of the {len(info)} frames has field '{self.energy_key}' "
                                  "(energy_key, --energy-key); a fit needs total energies: name the key they are "
@@ -777,7 +777,7 @@ class GAP:
         from .data import FramesFingerprint
         given = self.state_.training.get("input_frames")
         n, n_atoms = len(frames), int(sum(len(a) for a in frames))
-        files = ", ".join(dict.fromkeys(where_of(a, k).rsplit(", frame ", 1)[0] for k, a in enumerate(frames)))
+        files = files_of([where_of(a, k) for k, a in enumerate(frames)])
         advice = ("hygiene needs the model's own training frames, all of them in the order of the fit "
                   "(gapfit eval scores other frames)")
         if given is None:  # written before the fingerprint was recorded, or grown frame by frame

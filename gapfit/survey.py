@@ -16,7 +16,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from .data import FramesFingerprint, check_structure, get_labels, is_isolated_atom, where_of
+from .data import FramesFingerprint, check_structure, get_labels, is_isolated_atom, label_fields, where_of
 from .errors import InputError
 
 
@@ -92,8 +92,7 @@ def survey(model, source, *, contacts: bool, progress: bool = False) -> Survey:
         lb = get_labels(atoms, where, energy_key=model.energy_key, forces_key=model.forces_key,
                         stress_key=model.stress_key)
         if lb.energy_eV is None and lb.forces_eV_per_A is None and lb.stress_eV_per_A3 is None:
-            names = ", ".join(f"'{key or default}'" for key, default in (
-                (model.energy_key, "energy"), (model.forces_key, "forces"), (model.stress_key, "stress")))
+            names = label_fields(model.energy_key, model.forces_key, model.stress_key)
             raise InputError(f"{where}: frame has none of the fields {names}; label it, remove it or name "
                              "the keys its labels are stored under (--energy-key, --forces-key, --stress-key)")
         sig = model._sigmas(atoms, lb, scaled=False)
