@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 from ase import Atoms
@@ -277,6 +277,46 @@ def get_labels(atoms: Atoms, where: str, *, energy_key: Optional[str] = None,
             stress = st
     ct = str(atoms.info.get("config_type", "default"))
     return Labels(energy, forces, stress, ct, where)
+
+
+@dataclass(frozen=True)
+class LabelReader:
+    """Where a data set keeps its labels: the one reader of labels for fits, evaluation and learning.
+
+    ``energy_key``, ``forces_key``, ``stress_key``: names of the labels in
+    ``info``/``arrays`` when they are not the calculator's (see
+    :func:`get_labels`). Small and picklable: Dask workers receive it.
+    """
+
+    energy_key: Optional[str] = None
+    forces_key: Optional[str] = None
+    stress_key: Optional[str] = None
+
+    @classmethod
+    def of(cls, settings: Any) -> "LabelReader":
+        """The reader of an object with ``energy_key``, ``forces_key`` and ``stress_key`` attributes (a GAP)."""
+        return cls(getattr(settings, "energy_key", None), getattr(settings, "forces_key", None),
+                   getattr(settings, "stress_key", None))
+
+    def read(self, atoms: Atoms, where: str) -> Labels:
+        """The labels of one frame (None where absent; malformed labels raise, naming ``where`` and the field)."""
+        return get_labels(atoms, where, energy_key=self.energy_key, forces_key=self.forces_key,
+                          stress_key=self.stress_key)
+
+    def read_all(self, frames: Sequence[Atoms], wheres: Optional[Sequence[str]] = None,
+                 check: bool = False) -> List[Labels]:
+        """Labels of frames; ``check=True`` also checks each structure first (:func:`check_structure`)."""
+        out = []
+        for k, a in enumerate(frames):
+            where = wheres[k] if wheres else where_of(a, k)
+            if check:
+                check_structure(a, where)
+            out.append(self.read(a, where))
+        return out
+
+    def fields(self) -> str:
+        """The label fields this reader looks for, quoted for a message."""
+        return label_fields(self.energy_key, self.forces_key, self.stress_key)
 
 
 def _as_float_array(value, where: str, field: str) -> np.ndarray:
