@@ -63,7 +63,7 @@ def measure_costs(model_path: Path) -> dict:
     for a in frames:
         chunk.append(a)
         n += len(a)
-        if n >= model._atoms_per_chunk():
+        if n >= model.state_.atoms_per_chunk:
             break
     M = model.n_sparse_total_
     k = M + 1

@@ -51,8 +51,8 @@ def load(path: str, baseline=None) -> "GAP":
     its import path and arguments, and loading without it is refused with
     that path named.
     """
-    from .model_io import load_model
-    return load_model(path, baseline=baseline)
+    from .model import load as _load
+    return _load(path, baseline=baseline)
 
 
 __all__ = ["GAP", "GAPCalculator", "Prediction", "load", "GapfitError", "InputError", "ModelFormatError",

@@ -1164,15 +1164,21 @@ def subtract(result: BaselineResult, energy: Optional[float] = None, forces: Opt
 
 
 def residual_labels(baseline: Baseline, atoms: Atoms, labels):
-    """:class:`gapfit.data.Labels` of ``atoms`` minus the baseline (only what the labels hold is computed)."""
+    """:class:`gapfit.data.Labels` of ``atoms`` minus the baseline (only what the labels hold is computed).
+
+    The one place residual labels are made (fits, the incremental learner).
+    A stress label of a frame that is not periodic in 3D has no virial to
+    subtract and is passed on as it is.
+    """
     from dataclasses import replace
 
     want_f = labels.forces_eV_per_A is not None
-    want_w = labels.stress_eV_per_A3 is not None
+    want_w = labels.stress_eV_per_A3 is not None and is_periodic(atoms)
     res = baseline.evaluate(atoms, forces=want_f, virial=want_w)
-    e, f, s = subtract(res, labels.energy_eV, labels.forces_eV_per_A, labels.stress_eV_per_A3,
+    e, f, s = subtract(res, labels.energy_eV, labels.forces_eV_per_A, labels.stress_eV_per_A3 if want_w else None,
                        volume=atoms.get_volume() if want_w else None)
-    return replace(labels, energy_eV=e, forces_eV_per_A=f, stress_eV_per_A3=s)
+    return replace(labels, energy_eV=e, forces_eV_per_A=f,
+                   stress_eV_per_A3=s if want_w else labels.stress_eV_per_A3)
 
 
 __all__ = ["BaselineResult", "Baseline", "E0Baseline", "ZBLBaseline", "TabulatedPairBaseline",

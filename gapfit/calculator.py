@@ -56,8 +56,8 @@ class GAPCalculator(Calculator):
         UncertaintyRequest.parse(uncertainty)  # a bad selection fails here, not at the first step
         super().__init__(uncertainty=uncertainty, committee=committee, committee_seed=committee_seed, **kwargs)
         if isinstance(model, str):
-            from .model_io import load_model
-            model = load_model(model, baseline=baseline)
+            from .model import load
+            model = load(model, baseline=baseline)
         if getattr(model, "state_", None) is None or model.state_.alpha is None:
             raise CalculatorSetupError("GAPCalculator needs a fitted model: call fit() or gapfit.load(path)")
         self.model = model

@@ -13,38 +13,27 @@ import os
 import signal
 import sys
 import time
-from typing import List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional
+
+if TYPE_CHECKING:
+    from .params import ScalarFlag
 
 EXIT_BAD_INPUT = 2
 
-# (flag, GAP parameter, type, help) shared by the parser and the YAML config.
-FIT_OPTIONS = [
-    ("--cutoff", "cutoff", float, "SOAP cutoff radius in Å (default 5.0)"),
-    ("--cutoff-transition-width", "cutoff_transition_width", float, "smooth cutoff region width in Å (default 1.0)"),
-    ("--n-max", "n_max", int, "radial basis functions (default 8)"),
-    ("--l-max", "l_max", int, "highest angular channel (default 8)"),
-    ("--atom-sigma", "atom_sigma", float, "Gaussian width on each neighbour in Å (default 0.5)"),
-    ("--backend", "backend", str, "SOAP backend: featomic (default, smooth) or dscribe"),
-    ("--dscribe-mode", "dscribe_mode", str, "dscribe only: smooth (default) or analytic (fast, not smooth)"),
-    ("--zeta", "zeta", float, "kernel exponent (default 4)"),
-    ("--delta", "delta", float, "kernel scale δ in eV (default: from the data)"),
-    ("--n-sparse", "n_sparse", int, "sparse points per species (default min(environments, 2000))"),
-    ("--sparse-method", "sparse_method", str, "cur (default), fps or random"),
-    ("--sigma-energy", "sigma_energy", float, "energy noise, eV/atom (default 0.003)"),
-    ("--sigma-forces", "sigma_forces", float, "force noise, eV/Å (default 0.05)"),
-    ("--sigma-virial", "sigma_virial", float, "virial noise, eV/atom (default 0.05)"),
-    ("--jitter", "jitter", float, "relative jitter on K_MM (default 1e-8)"),
-    ("--seed", "seed", int, "seed of the sparse-point selection and of the choice of held-out calibration "
-                            "frames (default 0)"),
-    ("--energy-key", "energy_key", str, "info key of the energy (default: calculator 'energy')"),
-    ("--forces-key", "forces_key", str, "arrays key of the forces (default: calculator 'forces')"),
-    ("--stress-key", "stress_key", str, "info key of the stress (default: calculator 'stress')"),
-    ("--sparse-candidates", "sparse_candidates", int, "environments sampled per term and species to choose the "
-                                                     "sparse points from (default 20000; memory 8 B x features each)"),
-    ("--atoms-per-block", "atoms_per_block", int, "atoms per block of frames, the unit of work (one Dask task); "
-                                                 "the model depends on it, not on the workers (default: ~6000)"),
-]
-CONFIG_ONLY = {"config_type_sigma", "e0", "n_sparse"}
+#: GAP parameters set by a flag of their own (a switch, a calculator, a string of several terms) rather
+#: than by the flag derived from GAP's signature and docstring (:func:`fit_options`): {parameter: flag}.
+DEDICATED_FIT_FLAGS = {
+    "terms": "--gap",
+    "baseline": "--baseline",
+    "core_repulsion": "--no-core-repulsion",
+    "optimize": "--optimize",
+    "optimize_delta": "--no-optimize-delta",
+    "hygiene": "--no-hygiene",
+    "progress": "--no-progress",
+}
+#: GAP parameters that only the --config YAML file sets (mappings). ``n_sparse`` has a flag for one number
+#: for every species; its per-species mapping, too, is given in the config file.
+CONFIG_ONLY = {"config_type_sigma", "e0", "sigma_floor"}
 
 # (flag, learn() argument, type, help) of the settings a learning run stores and --resume restores.
 LEARN_OPTIONS = [
@@ -70,6 +59,19 @@ class CLIError(Exception):
     """A user error the CLI reports in one line."""
 
 
+def fit_options() -> List[ScalarFlag]:
+    """The flags of ``gapfit fit`` that set one scalar GAP parameter each, in GAP's signature order.
+
+    Derived from ``GAP.__init__``'s signature (name, type) and the class
+    docstring (help), so a new scalar parameter gets its flag without being
+    listed here; the parameters of :data:`DEDICATED_FIT_FLAGS` and
+    :data:`CONFIG_ONLY` get none.
+    """
+    from .model import GAP
+    from .params import scalar_flags
+    return scalar_flags(GAP, exclude=set(DEDICATED_FIT_FLAGS) | CONFIG_ONLY)
+
+
 class _HelpWithDefaults(argparse.HelpFormatter):
     """Help that states each option's default, where it has one and the text does not already say it."""
 
@@ -93,16 +95,30 @@ def _subcommand(sub, name: str, **kwargs) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of the ``gapfit`` command line: global flags, then one subparser per entry of COMMANDS."""
     from ._version import __version__
-    from .params import LEARN_DEFAULTS
     p = argparse.ArgumentParser(prog="gapfit", description="Fit and use SOAP Gaussian Approximation Potentials.")
     p.add_argument("-T", "--traceback", action="store_true", help="show the full traceback on errors")
     p.add_argument("--version", action="version", version=f"gapfit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    for command in COMMANDS.values():
+        command.add_parser(sub)
+    return p
 
+
+# -- gapfit fit --------------------------------------------------------------------------------------------
+
+def _add_fit_parser(sub) -> None:
     f = _subcommand(sub, "fit", help="fit a model to labelled frames",
-                       description="Fit a model to frames with energies (and forces, stresses).")
+                    description="Fit a model to frames with energies (and forces, stresses).")
+    _fit_input_output_flags(f)
+    _fit_model_flags(f.add_argument_group("model settings (override --config)"))
+    _fit_parallel_flags(f.add_argument_group("parallel and distributed fits (docs/distributed.md)"))
+    _fit_hygiene_flags(f.add_argument_group("hyperparameters and data hygiene (docs/hyperparameters.md)"))
+
+
+def _fit_input_output_flags(f) -> None:
     f.add_argument("train", nargs="+", help="training files (any format ase.io reads; extended XYZ usual)")
     f.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
     f.add_argument("--config", help="YAML file with GAP parameters (same names as the Python API)")
@@ -113,19 +129,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frames (seeded sample) on which to report the training error; 0 to skip (default 300)")
     f.add_argument("--dry-run", action="store_true",
                    help="check the data and settings as a fit would, print a summary, write nothing")
-    g = f.add_argument_group("model settings (override --config)")
+
+
+def _fit_model_flags(g) -> None:
+    """The GAP parameters' flags: the dedicated ones, then one per scalar parameter (:func:`fit_options`)."""
     g.add_argument("--gap", dest="terms", default=None, metavar="STRING",
                    help='the terms as gap_fit writes them, e.g. "distance_2b cutoff=5.0 delta=2.0 n_sparse=30 : '
                         'soap cutoff=5.0 n_max=8 l_max=8 atom_sigma=0.5 zeta=4 n_sparse=2000" (docs/gap_fit.md); '
                         'default: the default recipe')
-    g.add_argument("--core-file", dest="core_file", default=None,
-                   help="tabulated pair potential added to the baseline (gap_fit's core_param_file role)")
     g.add_argument("--no-core-repulsion", dest="core_repulsion", action="store_const", const=False, default=None,
                    help="no ZBL core repulsion in the baseline (on by default)")
     _baseline_flags(g)
-    for flag, dest, typ, hlp in FIT_OPTIONS:
-        g.add_argument(flag, dest=dest, type=typ, default=None, help=hlp)
-    d = f.add_argument_group("parallel and distributed fits (docs/distributed.md)")
+    for option in fit_options():
+        g.add_argument(option.flag, dest=option.dest, type=option.type, default=None, help=option.help)
+
+
+def _fit_parallel_flags(d) -> None:
     par = d.add_mutually_exclusive_group()
     par.add_argument("--workers", type=int, default=None, metavar="N",
                      help="run the descriptor and design-row work on N local worker processes (a local Dask "
@@ -133,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     par.add_argument("--dask", metavar="SCHEDULER_ADDRESS", default=None,
                      help="run it on the Dask cluster at this address (tcp://host:8786; the training files must "
                           "be readable by the workers at the same paths)")
-    h = f.add_argument_group("hyperparameters and data hygiene (docs/hyperparameters.md)")
+
+
+def _fit_hygiene_flags(h) -> None:
     h.add_argument("--optimize", nargs="?", const="global", choices=["global", "config_type"], default=None,
                    help="choose each term's δ and the noise levels by maximising the log marginal likelihood "
                         "(no descriptor work); 'config_type': one σ set per config_type")
@@ -148,8 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after the fit, drop the frames whose hygiene score (largest leave-one-out |z|) exceeds Z "
                         "and fit again without them; the dropped frames are listed")
 
+
+# -- gapfit eval, inspect, validate ------------------------------------------------------------------------
+
+def _add_eval_parser(sub) -> None:
     e = _subcommand(sub, "eval", help="errors of a model on labelled frames",
-                       description="MAE and RMSE of energies, forces and stresses of a model on labelled frames.")
+                    description="MAE and RMSE of energies, forces and stresses of a model on labelled frames.")
     e.add_argument("model", help="model file written by gapfit fit")
     e.add_argument("data", nargs="+", help="labelled frames")
     e.add_argument("--json", action="store_true", help="print exactly one JSON object")
@@ -169,10 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--energy-key")
     e.add_argument("--forces-key")
     e.add_argument("--stress-key")
+
+
+def _add_inspect_parser(sub) -> None:
     i = _subcommand(sub, "inspect", help="rank training frames by leverage and leave-one-out residuals",
-                       description="Data hygiene: each training frame's leverage and leave-one-out z-scores "
-                                   "(energy, forces, virial) under a fitted model, worst first, from the model's "
-                                   "factor without refits (docs/hyperparameters.md).")
+                    description="Data hygiene: each training frame's leverage and leave-one-out z-scores "
+                                "(energy, forces, virial) under a fitted model, worst first, from the model's "
+                                "factor without refits (docs/hyperparameters.md).")
     i.add_argument("model", help="model file (.npz)")
     i.add_argument("train", nargs="+", help="the frames the model was fitted to, in the same order")
     i.add_argument("--json", action="store_true", help="print one JSON object: {'frames': [...worst first...]}")
@@ -181,9 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--top", type=int, default=20, help="frames in the printed table (default 20)")
     i.add_argument("--no-progress", action="store_true")
     _baseline_flags(i)
+
+
+def _add_validate_parser(sub) -> None:
     v = _subcommand(sub, "validate", help="properties of a model with committee uncertainties",
-                       description="Relax a structure with the model and compute the properties asked for, each "
-                                   "as value ± the std of a posterior committee (docs/validation.md).")
+                    description="Relax a structure with the model and compute the properties asked for, each "
+                                "as value ± the std of a posterior committee (docs/validation.md).")
     v.add_argument("model", help="model file (.npz)")
     src = v.add_mutually_exclusive_group(required=True)
     src.add_argument("--structure", metavar="FILE", help="starting structure, any ase.io format (last frame)")
@@ -211,9 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--plot", metavar="DIR", help="write eos.png and phonons.png into DIR")
     v.add_argument("--no-progress", action="store_true")
     _baseline_flags(v)
+
+
+# -- gapfit md, learn --------------------------------------------------------------------------------------
+
+def _add_md_parser(sub) -> None:
     m = _subcommand(sub, "md", help="molecular dynamics with a model, watching its uncertainty",
-                       description="Run NVE, NVT (Langevin) or NPT (MTK) MD with a model; write an extended "
-                                   "XYZ trajectory with per-atom uncertainties and a log.")
+                    description="Run NVE, NVT (Langevin) or NPT (MTK) MD with a model; write an extended "
+                                "XYZ trajectory with per-atom uncertainties and a log.")
     m.add_argument("model", help="model file")
     m.add_argument("start", help="starting structure (last frame of the file is used)")
     m.add_argument("--ensemble", choices=["nve", "nvt", "npt"], default="nvt",
@@ -239,10 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true", help="print one JSON summary line at the end")
     _baseline_flags(m)
     m.add_argument("--no-progress", action="store_true")
+
+
+def _add_learn_parser(sub) -> None:
     ln = _subcommand(sub, "learn", help="on-the-fly learning: MD + reference calls where the model is unsure",
-                        description="Run MD with a model that calls a reference calculator where its uncertainty "
-                                    "passes a threshold, learns from the result and carries on. --resume continues "
-                                    "an interrupted run with every setting it was started with.")
+                     description="Run MD with a model that calls a reference calculator where its uncertainty "
+                                 "passes a threshold, learns from the result and carries on. --resume continues "
+                                 "an interrupted run with every setting it was started with.")
     ln.add_argument("start", nargs="?", help="starting structure (with --resume: optional, the run's own is used)")
     ln.add_argument("--reference", help="ASE calculator as MODULE:CLASS, e.g. ase.calculators.emt:EMT "
                                         "(with --resume: optional, the run's own is used)")
@@ -252,11 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     ln.add_argument("--model", help="start from this model file instead of from nothing (needs --initial-data)")
     ln.add_argument("--initial-data", help="the labelled frames the --model was fitted to")
     _baseline_flags(ln)
-    for flag, dest, typ, hlp in LEARN_OPTIONS:
-        kw = {"choices": ["nve", "nvt"]} if dest == "ensemble" else {}
-        default = LEARN_DEFAULTS.get(dest)
-        ln.add_argument(flag, dest=dest, type=typ, default=None,
-                        help=hlp + (f" (default {default})" if default is not None else ""), **kw)
+    _learn_run_flags(ln)
     ln.add_argument("--resume", action="store_true",
                     help="continue the run in the output folder with its stored settings")
     ln.add_argument("--override", action="store_true",
@@ -264,8 +299,19 @@ def build_parser() -> argparse.ArgumentParser:
                          "without it a contradicting option is refused")
     ln.add_argument("--json", action="store_true", help="last line printed: one JSON summary")
     ln.add_argument("--no-progress", action="store_true")
-    return p
 
+
+def _learn_run_flags(ln) -> None:
+    """The flags of LEARN_OPTIONS, each with the default of a new run in its help (None: --resume keeps)."""
+    from .params import LEARN_DEFAULTS
+    for flag, dest, typ, hlp in LEARN_OPTIONS:
+        kw = {"choices": ["nve", "nvt"]} if dest == "ensemble" else {}
+        default = LEARN_DEFAULTS.get(dest)
+        ln.add_argument(flag, dest=dest, type=typ, default=None,
+                        help=hlp + (f" (default {default})" if default is not None else ""), **kw)
+
+
+# -- flags shared by several subcommands -------------------------------------------------------------------
 
 def _format_flag(parser) -> None:
     parser.add_argument("--format", metavar="NAME", default=None,
@@ -318,24 +364,15 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _command_in(argv) -> str:
-    return next((a for a in argv if a in ("fit", "eval", "inspect", "validate", "md", "learn")), "")
+    """The subcommand named in ``argv`` (before it is parsed, for the message of an interrupt), or ""."""
+    return next((a for a in argv if a in COMMANDS), "")
 
 
 def _run_command(args) -> int:
     from . import _interrupt
     from .errors import GapfitError
     try:
-        if args.command == "fit":
-            return _fit(args)
-        if args.command == "md":
-            return _md(args)
-        if args.command == "learn":
-            return _learn(args)
-        if args.command == "inspect":
-            return _inspect(args)
-        if args.command == "validate":
-            return _validate(args)
-        return _eval(args)
+        return COMMANDS[args.command].run(args)
     except (GapfitError, CLIError) as exc:
         if _interrupt.requested():  # raised on the way out of an interrupt: report the interrupt
             raise KeyboardInterrupt from None
@@ -435,17 +472,13 @@ def _model_params(args, config_keys) -> dict:
     calc = _baseline_calculator(args)
     if calc is not None:
         params["baseline"] = calc
-    if getattr(args, "optimize", None) is not None:
-        params["optimize"] = args.optimize
-        config_keys.discard("optimize")
-    for dest in ("terms", "core_file", "core_repulsion", "optimize_delta", "hygiene"):
-        if getattr(args, dest) is not None:
-            params[dest] = getattr(args, dest)
-            config_keys.discard(dest)
-    for _, dest, _, _ in FIT_OPTIONS:
-        v = getattr(args, dest)
-        if v is not None:
-            params[dest] = v
+    # --baseline gives a calculator (above) and --no-progress is not a setting of the model: the other
+    # flags' values are the GAP parameters of their dest
+    dests = [name for name in DEDICATED_FIT_FLAGS if name not in ("baseline", "progress")]
+    for dest in dests + [option.dest for option in fit_options()]:
+        value = getattr(args, dest)
+        if value is not None:
+            params[dest] = value
             config_keys.discard(dest)
     return params
 
@@ -538,7 +571,7 @@ def _fit_logged(args, params, config_keys, log, model_out, stage) -> None:
 def _fit_in(stack, args, params, config_keys, log, model_out, stage) -> None:
     import numpy as np
 
-    from .data import get_labels, read_frames, where_of
+    from .data import LabelReader, read_frames, where_of
     from .errors import InputError
     from .metrics import error_metrics, format_table, metrics_by_config_type
     from .model import GAP
@@ -619,8 +652,7 @@ def _fit_in(stack, args, params, config_keys, log, model_out, stage) -> None:
         idx = np.sort(rng.choice(len(source), size=n_check, replace=False))
         sub = source.take(idx)
         preds = model.predict(sub)
-        labels = [get_labels(a, where_of(a, k), energy_key=model.energy_key, forces_key=model.forces_key,
-                             stress_key=model.stress_key) for k, a in zip(idx, sub)]
+        labels = LabelReader.of(model).read_all(sub, wheres=[where_of(a, k) for k, a in zip(idx, sub)])
         n_at = [len(a) for a in sub]
         overall = error_metrics(preds, labels, n_at)
         log.info("training error on %d of %d frames:\n%s", n_check, len(source),
@@ -698,13 +730,14 @@ def _silence_dask_logs() -> None:
 
 
 def _eval(args) -> int:
-    from .data import get_labels, label_fields, read_frames, where_of
+    from .data import LabelReader, read_frames
     from .metrics import error_metrics, format_table, metrics_by_config_type, parity_plot
     model = _load_model_for(args)
     frames = read_frames(args.data, format=args.format)
-    labels = [get_labels(a, where_of(a, k), energy_key=args.energy_key or model.energy_key,
-                         forces_key=args.forces_key or model.forces_key,
-                         stress_key=args.stress_key or model.stress_key) for k, a in enumerate(frames)]
+    # --energy-key etc. name labels stored under other keys than the model's own
+    reader = LabelReader(args.energy_key or model.energy_key, args.forces_key or model.forces_key,
+                         args.stress_key or model.stress_key)
+    labels = reader.read_all(frames)
     from .errors import InputError
     from .prediction import UncertaintyRequest
     try:
@@ -714,9 +747,7 @@ def _eval(args) -> int:
         raise InputError(f"--uncertainty: {exc}") from None
     n_labelled = sum(lb.energy_eV is not None or lb.forces_eV_per_A is not None
                      or lb.stress_eV_per_A3 is not None for lb in labels)
-    keys = label_fields(args.energy_key or model.energy_key, args.forces_key or model.forces_key,
-                        args.stress_key or model.stress_key)
-    nothing = (f"{', '.join(args.data)}: none of the {len(frames)} frames has a label ({keys}): nothing to "
+    nothing = (f"{', '.join(args.data)}: none of the {len(frames)} frames has a label ({reader.fields()}): nothing to "
                "score")
     if not n_labelled and not args.output:  # before the prediction's cost
         raise CLIError(nothing + "; -o FILE.xyz writes the model's predictions, --energy-key etc. name "
@@ -962,6 +993,24 @@ def _learn(args) -> int:
               f"{res.message}".rstrip())
         print(f"model {res.model}, labelled data {res.data}")
     return 0
+
+
+class Command(NamedTuple):
+    """A subcommand: what adds its parser to the subparsers, and what runs it (returning the exit status)."""
+
+    add_parser: Callable[[argparse._SubParsersAction], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+#: The subcommands, in the order of ``gapfit --help``: the one list of their names.
+COMMANDS: Dict[str, Command] = {
+    "fit": Command(_add_fit_parser, _fit),
+    "eval": Command(_add_eval_parser, _eval),
+    "inspect": Command(_add_inspect_parser, _inspect),
+    "validate": Command(_add_validate_parser, _validate),
+    "md": Command(_add_md_parser, _md),
+    "learn": Command(_add_learn_parser, _learn),
+}
 
 
 if __name__ == "__main__":  # pragma: no cover

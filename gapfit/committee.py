@@ -157,13 +157,17 @@ class Committee:
 
 
 def member_models(committee: Committee) -> List["GAP"]:
-    """Each member as a model of its own (a shallow copy sharing descriptors' settings; for calculators and tests)."""
-    import copy
+    """Each member as a model of its own: a clone of the model's parameters over its state with the member's weights.
+
+    The members share the model's terms (descriptor settings, sparse points)
+    and factors; only the weights differ.
+    """
+    from dataclasses import replace
+
+    from sklearn.base import clone
     out = []
     for w in committee.weights:
-        m = copy.copy(committee.model)
-        st = copy.copy(m.state_)
-        st.alpha = np.array(w)
-        m.state_ = st
+        m = clone(committee.model)
+        m.state_ = replace(committee.model.state_, alpha=np.array(w))
         out.append(m)
     return out

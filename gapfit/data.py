@@ -359,3 +359,17 @@ class FramesFingerprint:
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
+
+
+def group_by_atoms(indices: List[int], sizes: List[int], atoms_per_chunk: int) -> List[List[int]]:
+    """Consecutive runs of ``indices`` (with ``sizes`` atoms each) holding about ``atoms_per_chunk`` atoms each."""
+    out, chunk, n = [], [], 0
+    for k, size in zip(indices, sizes):
+        chunk.append(k)
+        n += size
+        if n >= atoms_per_chunk:
+            out.append(chunk)
+            chunk, n = [], 0
+    if chunk:
+        out.append(chunk)
+    return out

@@ -44,11 +44,6 @@ KINDS = ("energy", "forces", "virial")
 SIGMA_MODES = ("global", "config_type")
 
 
-def group_key(kind: str, config_type: str, mode: str) -> str:
-    """Name of the noise group of a row: ``"forces"`` or ``"forces:md_300K"``."""
-    return f"{kind}:{config_type}" if mode == "config_type" else kind
-
-
 class GroupedQR:
     """Streamed QR factors of the weighted data rows, one per noise group.
 

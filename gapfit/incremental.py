@@ -14,7 +14,7 @@ matrix [Σ^-1/2 K_NM | Σ^-1/2 y]. Then
 
 It uses only :class:`gapfit.GAP`'s public interface (``prepare``,
 ``descriptors``, ``training_rows``, ``residual_labels`` and the
-:class:`gapfit.model.FittedState` it owns).
+:class:`gapfit.state.FittedState` it owns).
 """
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ import numpy as np
 from ase import Atoms
 
 from . import sgp
-from .data import Labels, check_structure, get_labels, where_of
-from .model import GAP, FittedState
+from .data import Labels, check_structure, where_of
+from .model import GAP
+from .state import FittedState
 from .terms import build_terms
 
 log = logging.getLogger("gapfit")
@@ -73,7 +74,7 @@ class IncrementalGAP:
             raise ValueError("from_model needs a fitted model")
         if not frames:
             raise ValueError("from_model needs the model's training frames")
-        params = dict(model.get_params())
+        params = dict(model.get_params(deep=False))
         params["e0"] = {int(z): v for z, v in model.e0_.items()}
         inc = cls(params, model.species_)
         m = inc.model
@@ -140,7 +141,7 @@ class IncrementalGAP:
         m = self.model
         where = where_of(atoms, k)
         check_structure(atoms, where)
-        return get_labels(atoms, where, energy_key=m.energy_key, forces_key=m.forces_key, stress_key=m.stress_key)
+        return m.label_reader().read(atoms, where)
 
     def _store(self, atoms: Atoms, residual: Labels, rows: bool = True) -> list:
         """Keep a frame, its residual labels and descriptors (and its rows, when the columns are settled)."""

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
+
+if TYPE_CHECKING:  # annotations only
+    from .calculator import GAPCalculator
+    from .md_io import AppendingXYZ, TextLog
 
 ENSEMBLES = ("nve", "nvt", "npt")
 LOG_COLUMNS = ("step", "time_fs", "epot_eV", "ekin_eV", "etot_eV", "temperature_K",
@@ -73,6 +77,22 @@ def min_pair_distance(atoms: Atoms, limit: float) -> float:
     return limit if close is None else close[2]
 
 
+def unstable_reason(atoms: Atoms, epot_eV: float, min_distance: float) -> Optional[str]:
+    """Why the dynamics blew up (non-finite energy, atoms too close), or None when the state is sound."""
+    if not math.isfinite(epot_eV):
+        return "non-finite energy"
+    if min_pair_distance(atoms, min_distance) < min_distance:
+        return f"atoms closer than {min_distance} Å"
+    return None
+
+
+def restore_state(atoms: Atoms, good: Atoms) -> None:
+    """Put ``atoms`` back to the positions, cell and momenta of ``good`` (the last sound state)."""
+    atoms.set_positions(good.positions)
+    atoms.set_cell(good.cell)
+    atoms.set_momenta(good.get_momenta())
+
+
 def snapshot(atoms: Atoms, pred, step: int, time_fs: float) -> Atoms:
     """A copy of ``atoms`` carrying the prediction as calculator results and arrays."""
     snap = atoms.copy()
@@ -111,23 +131,62 @@ def run_md(model, atoms: Atoms, *, ensemble: str = "nvt", temperature_K: float =
     otherwise local-energy and force stds (force stds cost several times
     a step; see docs/index.md, "Which stds, and what they cost").
     """
-    from tqdm.auto import tqdm
+    _check_md_settings(ensemble, interval, check_interval)
+    watch = _Watch.of(interval, check_interval, max_force_std, max_local_energy_std, on_check)
+    calc, dyn = _start_dynamics(model, atoms, watch, ensemble=ensemble, temperature_K=temperature_K,
+                                timestep_fs=timestep_fs, seed=seed, friction_per_fs=friction_per_fs,
+                                pressure_GPa=pressure_GPa, init_velocities=init_velocities)
+    run = _MDRun.open(model, atoms, calc, dyn, watch, timestep_fs=timestep_fs, min_distance=min_distance,
+                      trajectory=trajectory, log=log)
+    try:
+        run.integrate(steps, progress)
+    finally:
+        run.close()
+    return run.result
 
-    from .calculator import GAPCalculator
-    from .md_io import AppendingXYZ, TextLog
 
+def _check_md_settings(ensemble: str, interval: int, check_interval: Optional[int]) -> None:
+    """Refuse an unknown ensemble and step intervals that are not positive whole numbers."""
     if ensemble not in ENSEMBLES:
         raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}")
     for name, value in (("interval", interval), ("check_interval", check_interval)):
         if value is not None and (isinstance(value, bool) or not float(value).is_integer() or value < 1):
             raise ValueError(f"{name} must be a positive whole number of steps, got {value!r}")
-    watching = max_force_std is not None or max_local_energy_std is not None or on_check is not None
-    # steps whose stds are computed: every check (when watching) and every written frame
-    check_every = int(check_interval or 1) if watching else int(interval)
-    watch = ("local_energy",) if (max_local_energy_std is not None and max_force_std is None
-                                  and on_check is None) else ("local_energy", "forces")
+
+
+@dataclass
+class _Watch:
+    """What a run watches (thresholds, callback), which stds that needs, and on which steps."""
+
+    interval: int  # steps between written frames and log lines
+    check_every: int  # steps between computed stds: every check (when watching) and every written frame
+    stds: tuple  # the uncertainties computed on those steps
+    max_force_std: Optional[float] = None  # eV/Å
+    max_local_energy_std: Optional[float] = None  # eV
+    on_check: Optional[Callable[[int, Atoms, dict], Optional[str]]] = None
+
+    @classmethod
+    def of(cls, interval, check_interval, max_force_std, max_local_energy_std, on_check) -> "_Watch":
+        """The watch of run_md's arguments: local-energy stds alone when only they are watched."""
+        watching = max_force_std is not None or max_local_energy_std is not None or on_check is not None
+        check_every = int(check_interval or 1) if watching else int(interval)
+        stds = ("local_energy",) if (max_local_energy_std is not None and max_force_std is None
+                                     and on_check is None) else ("local_energy", "forces")
+        return cls(int(interval), check_every, stds, max_force_std, max_local_energy_std, on_check)
+
+    def computes_stds(self, step: int) -> bool:
+        """Whether ``step`` is checked or written, so that its stds are computed."""
+        return not (step % self.check_every and step % self.interval)
+
+
+def _start_dynamics(model, atoms: Atoms, watch: _Watch, *, ensemble: str, temperature_K: float,
+                    timestep_fs: float, seed: int, friction_per_fs: float, pressure_GPa: float,
+                    init_velocities: bool):
+    """Attach the model's calculator, give momenta, build the integrator and predict step 0: (calc, dyn)."""
+    from .calculator import GAPCalculator
+
     calc = GAPCalculator(model, uncertainty=False)
-    calc.uncertainty_next = watch  # step 0 is checked
+    calc.uncertainty_next = watch.stds  # step 0 is checked
     atoms.calc = calc
     if init_velocities and not np.any(atoms.get_momenta()):
         initial_velocities(atoms, temperature_K, seed)
@@ -136,68 +195,107 @@ def run_md(model, atoms: Atoms, *, ensemble: str = "nvt", temperature_K: float =
     # step 0 is predicted before any output exists: a structure the model refuses
     # (an element it has not seen) leaves no empty trajectory or header-only log behind
     atoms.get_potential_energy()
-    traj = AppendingXYZ(trajectory) if trajectory else None
-    tlog = TextLog(log, LOG_COLUMNS) if log else None
-    result = MDResult(steps=0, stop_reason="completed", trajectory=trajectory, log=log)
-    last_good = atoms.copy()
-    bar = tqdm(total=steps, desc="md", unit="step", disable=not progress, leave=False)
-    try:
+    return calc, dyn
+
+
+@dataclass
+class _MDRun:
+    """One run_md run under way: the dynamics, what it watches, its open outputs and its result."""
+
+    model: object  # a fitted GAP
+    atoms: Atoms
+    calc: GAPCalculator
+    dyn: object  # the ASE integrator
+    watch: _Watch
+    timestep_fs: float
+    min_distance: float  # Å
+    traj: Optional[AppendingXYZ]
+    tlog: Optional[TextLog]
+    result: MDResult
+    bar: object = None  # the progress bar, once the steps run
+
+    @classmethod
+    def open(cls, model, atoms, calc, dyn, watch, *, timestep_fs, min_distance, trajectory, log) -> "_MDRun":
+        """Open the trajectory and the log (each only when a path is given)."""
+        from .md_io import AppendingXYZ, TextLog
+
+        traj = AppendingXYZ(trajectory) if trajectory else None
+        tlog = TextLog(log, LOG_COLUMNS) if log else None
+        result = MDResult(steps=0, stop_reason="completed", trajectory=trajectory, log=log)
+        return cls(model, atoms, calc, dyn, watch, timestep_fs, min_distance, traj, tlog, result)
+
+    def integrate(self, steps: int, progress: bool) -> None:
+        """Steps 0 to ``steps``: stop when the dynamics blows up or a watch says so."""
+        from tqdm.auto import tqdm
+
+        last_good = self.atoms.copy()
+        self.bar = tqdm(total=steps, desc="md", unit="step", disable=not progress, leave=False)
         for step in range(steps + 1):
             if step > 0:
                 # a step that will be checked computes its uncertainties with its forces:
                 # one descriptor evaluation per step
-                calc.uncertainty_next = False if (step % check_every and step % interval) else watch
-                dyn.run(1)
-                bar.update(1)
-            result.steps = step
-            epot = atoms.get_potential_energy()
-            if not math.isfinite(epot) or min_pair_distance(atoms, min_distance) < min_distance:
-                result.stop_reason = "unstable"
-                result.message = (f"step {step}: " + ("non-finite energy" if not math.isfinite(epot)
-                                                      else f"atoms closer than {min_distance} Å"))
-                atoms.set_positions(last_good.positions)
-                atoms.set_cell(last_good.cell)
-                atoms.set_momenta(last_good.get_momenta())
+                self.calc.uncertainty_next = self.watch.stds if self.watch.computes_stds(step) else False
+                self.dyn.run(1)
+                self.bar.update(1)
+            self.result.steps = step
+            reason = unstable_reason(self.atoms, self.atoms.get_potential_energy(), self.min_distance)
+            if reason:
+                self.result.stop_reason = "unstable"
+                self.result.message = f"step {step}: {reason}"
+                restore_state(self.atoms, last_good)
                 break
-            last_good = atoms.copy()
-            if step % check_every and step % interval:
-                continue
-            pred = calc.last_prediction(atoms)
-            if pred is None or pred.local_energy_std is None or ("forces" in watch and pred.forces_std is None):
-                pred = model.predict([atoms], uncertainty=watch)[0]
-            fstd = (np.linalg.norm(pred.forces_std, axis=1) if pred.forces_std is not None
-                    else np.full(len(atoms), np.nan))
-            if pred.forces_std is not None:
-                result.max_force_std_seen = max(result.max_force_std_seen, float(fstd.max()))
-            time_fs = step * timestep_fs
-            stop = None
-            if max_force_std is not None and fstd.max() > max_force_std:
-                stop = "max_force_std"
-                result.message = (f"step {step}: atom {int(fstd.argmax())} force std {fstd.max():.4f} eV/Å "
-                                  f"> {max_force_std}")
-            lstd = pred.local_energy_std
-            if stop is None and max_local_energy_std is not None and lstd.max() > max_local_energy_std:
-                stop = "max_local_energy_std"
-                result.message = (f"step {step}: atom {int(lstd.argmax())} local energy std {lstd.max():.4f} eV "
-                                  f"> {max_local_energy_std}")
-            if on_check is not None and stop is None:
-                reason = on_check(step, atoms, pred)
-                if reason:
-                    stop = reason
-            if step % interval == 0 or stop:
-                if traj:
-                    traj.write(snapshot(atoms, pred, step, time_fs))
-                if tlog:
-                    ekin = atoms.get_kinetic_energy()
-                    tlog.write([step, time_fs, pred.energy, ekin, pred.energy + ekin,
-                                atoms.get_temperature(), fstd.max(), fstd.mean(), pred.local_energy_std.max()])
-            if stop:
-                result.stop_reason = stop
+            last_good = self.atoms.copy()
+            if self.watch.computes_stds(step) and self._check_and_write(step):
                 break
-    finally:
-        bar.close()
-        if traj:
-            traj.close()
-        if tlog:
-            tlog.close()
-    return result
+
+    def _check_and_write(self, step: int) -> bool:
+        """Test the watches on ``step``, write its frame and log line when due; True to stop."""
+        pred = self.calc.last_prediction(self.atoms)
+        if pred is None or pred.local_energy_std is None or ("forces" in self.watch.stds
+                                                             and pred.forces_std is None):
+            pred = self.model.predict([self.atoms], uncertainty=self.watch.stds)[0]
+        force_std = (np.linalg.norm(pred.forces_std, axis=1) if pred.forces_std is not None
+                     else np.full(len(self.atoms), np.nan))  # eV/Å per atom
+        if pred.forces_std is not None:
+            self.result.max_force_std_seen = max(self.result.max_force_std_seen, float(force_std.max()))
+        stop = self._stop_reason(step, pred, force_std)
+        if step % self.watch.interval == 0 or stop:
+            self._write(step, pred, force_std)
+        if stop:
+            self.result.stop_reason = stop
+        return bool(stop)
+
+    def _stop_reason(self, step: int, pred, force_std: np.ndarray) -> Optional[str]:
+        """The first watch that fires on ``step`` (its message in the result), or None."""
+        w = self.watch
+        if w.max_force_std is not None and force_std.max() > w.max_force_std:
+            self.result.message = (f"step {step}: atom {int(force_std.argmax())} force std "
+                                   f"{force_std.max():.4f} eV/Å > {w.max_force_std}")
+            return "max_force_std"
+        local_std = pred.local_energy_std
+        if w.max_local_energy_std is not None and local_std.max() > w.max_local_energy_std:
+            self.result.message = (f"step {step}: atom {int(local_std.argmax())} local energy std "
+                                   f"{local_std.max():.4f} eV > {w.max_local_energy_std}")
+            return "max_local_energy_std"
+        if w.on_check is not None:
+            return w.on_check(step, self.atoms, pred) or None
+        return None
+
+    def _write(self, step: int, pred, force_std: np.ndarray) -> None:
+        """The trajectory frame and the log line of ``step``."""
+        time_fs = step * self.timestep_fs
+        if self.traj:
+            self.traj.write(snapshot(self.atoms, pred, step, time_fs))
+        if self.tlog:
+            ekin = self.atoms.get_kinetic_energy()
+            self.tlog.write([step, time_fs, pred.energy, ekin, pred.energy + ekin, self.atoms.get_temperature(),
+                             force_std.max(), force_std.mean(), pred.local_energy_std.max()])
+
+    def close(self) -> None:
+        """Close the progress bar and the outputs."""
+        if self.bar is not None:
+            self.bar.close()
+        if self.traj:
+            self.traj.close()
+        if self.tlog:
+            self.tlog.close()

@@ -6,12 +6,20 @@ reader both call it, so a wrong value is reported with the parameter's name
 (and, on the command line, the file it came from) instead of failing deep
 inside a fit. :func:`check_species_settings` then rejects per-species entries
 for species that the data do not contain, which would otherwise be ignored.
+
+The parameters themselves are declared once, in the signature of
+``GAP.__init__`` and the numpydoc "Parameters" section of the class
+docstring: :func:`scalar_flags` derives command-line flags (type and help)
+from those two, so the command line does not list them again.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from .errors import InputError
 
@@ -247,3 +255,115 @@ def check_species_settings(params: Mapping[str, Any], species: Iterable[int],
             raise InputError(f"{name} has entries for {[str(k) for k in absent]}, which the data do not contain "
                              f"(species: {[chemical_symbols[z] for z in present]}); remove them or check the "
                              "data files", param=name.split(" ")[0].split("[")[0])
+
+
+# -- parameters declared by a signature and a numpydoc docstring -------------------------------------------
+
+#: The annotation names that make a parameter settable by a flag of one value, and the value's type.
+_SCALAR_TYPES: Dict[str, type] = {"int": int, "float": float, "str": str}
+
+
+@dataclass(frozen=True)
+class ScalarFlag:
+    """A command-line flag setting one scalar parameter of an estimator."""
+
+    flag: str  #: ``--name-with-dashes``
+    dest: str  #: the parameter's name
+    type: type  #: int, float or str: what argparse converts the value to
+    help: str  #: the first sentence of the parameter's docstring entry, with its default
+
+
+def docstring_parameters(cls: type) -> Dict[str, str]:
+    """The entries of the numpydoc "Parameters" section of ``cls``'s docstring: {name: text}.
+
+    The text is the entry's description, its lines joined by single spaces
+    (the ``name : type`` line itself is not part of it).
+    """
+    lines = (inspect.getdoc(cls) or "").splitlines()
+    entries: Dict[str, List[str]] = {}
+    name = None
+    for k, line in enumerate(_section_lines(lines, "Parameters")):
+        if line and not line[0].isspace():  # "name : type" (or just "name") starts an entry
+            name = line.split(":")[0].strip()
+            entries[name] = []
+        elif name is not None and line.strip():
+            entries[name].append(line.strip())
+    return {name: " ".join(text) for name, text in entries.items()}
+
+
+def _section_lines(lines: Sequence[str], title: str) -> List[str]:
+    """The lines of a numpydoc section (after its underline, up to the next section's title)."""
+    def is_title(k: int) -> bool:
+        return (k + 1 < len(lines) and lines[k].strip() != "" and not lines[k][0].isspace()
+                and set(lines[k + 1].strip()) == {"-"})
+    starts = [k for k in range(len(lines)) if is_title(k) and lines[k].strip() == title]
+    if not starts:
+        return []
+    body = []
+    for k in range(starts[0] + 2, len(lines)):
+        if is_title(k):
+            break
+        body.append(lines[k])
+    return body
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of reStructuredText ``text``, as plain text without its full stop.
+
+    ``literal`` and :role:`target` markup keep only their text, so the
+    sentence reads as a command line's help.
+    """
+    plain = re.sub(r":\w+:`~?([^`]*)`", r"\1", " ".join(text.split()))
+    plain = re.sub(r"``([^`]*)``", r"\1", plain)
+    end = re.search(r"\.(\s|$)", plain)
+    return plain[:end.start()] if end else plain
+
+
+def _help_case(sentence: str) -> str:
+    """A sentence as a help line: lower case first like argparse's own ("Energy" -> "energy", "SOAP" kept)."""
+    if sentence[:1].isupper() and sentence[1:2].islower():
+        return sentence[0].lower() + sentence[1:]
+    return sentence
+
+
+def scalar_type(annotation: Any) -> Optional[type]:
+    """int, float or str when ``annotation`` takes values of that one scalar type (None aside), else None.
+
+    ``annotation`` may be a string (``from __future__ import annotations``):
+    ``"float"``, ``"Optional[int]"`` and ``"Union[int, Mapping, None]"`` give
+    int/float/int (a mapping is then given in a config file instead), while a
+    bool among the types (a switch: a flag of its own) or no scalar type at
+    all gives None.
+    """
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    names = set(re.findall(r"[A-Za-z_][\w.]*", text))
+    scalars = [_SCALAR_TYPES[n] for n in sorted(names & set(_SCALAR_TYPES))]
+    if "bool" in names or len(scalars) != 1:
+        return None
+    return scalars[0]
+
+
+def scalar_flags(estimator: type, exclude: Iterable[str] = ()) -> List[ScalarFlag]:
+    """One flag per scalar parameter of ``estimator.__init__``, in signature order, help from the docstring.
+
+    ``exclude``: parameters set otherwise (a flag of their own, a config file).
+    The help is the first sentence of the parameter's docstring entry (lower
+    case first), with the signature's default appended when it is not None. A scalar parameter
+    without an entry is an error: its flag would have no help.
+    """
+    helps = docstring_parameters(estimator)
+    skipped = set(exclude)
+    flags = []
+    for name, param in inspect.signature(estimator.__init__).parameters.items():
+        value_type = scalar_type(param.annotation)
+        if name in skipped or name == "self" or value_type is None:
+            continue
+        if name not in helps:
+            raise ValueError(f"{estimator.__name__} parameter {name!r} has no entry in the docstring's "
+                             "Parameters section")
+        text = _help_case(first_sentence(helps[name]))
+        if param.default is not None and param.default is not inspect.Parameter.empty:
+            text += f" (default {param.default})"
+        flags.append(ScalarFlag("--" + name.replace("_", "-"), name, value_type,
+                                text.replace("%", "%%")))  # argparse formats help with %
+    return flags

@@ -172,7 +172,7 @@ def _folds(n: int, k: int, seed: int) -> List[np.ndarray]:
 
 
 def _cross_validate(settings: Mapping[str, Any], frames: List[Atoms], folds: List[np.ndarray], score: str) -> dict:
-    from .data import get_labels, where_of
+    from .data import where_of
     from .model import GAP
     e_err, f_err = [], []
     sigma_e = sigma_f = None
@@ -184,8 +184,7 @@ def _cross_validate(settings: Mapping[str, Any], frames: List[Atoms], folds: Lis
         sigma_e, sigma_f = model.sigma_energy, model.sigma_forces
         preds = model.predict(test, stress=False)
         for i, a, p in zip(held, test, preds):
-            lb = get_labels(a, where_of(a, int(i)), energy_key=model.energy_key, forces_key=model.forces_key,
-                            stress_key=model.stress_key)
+            lb = model.label_reader().read(a, where_of(a, int(i)))
             if lb.energy_eV is not None and len(a) > 1:
                 e_err.append((p.energy - lb.energy_eV) / len(a))
             if lb.forces_eV_per_A is not None:

@@ -137,12 +137,13 @@ def test_md_watching_uncertainty_computes_descriptors_once_per_step(cu_model, tm
     from gapfit.md import run_md
     a = _cell()
     calls = []
-    descriptors = cu_model.descriptors
-    cu_model.descriptors = lambda frames, **kw: calls.append(len(frames)) or descriptors(frames, **kw)
+    state = cu_model.state_  # predictions compute descriptors through the fitted state
+    descriptors = state.descriptors
+    state.descriptors = lambda frames, **kw: calls.append(len(frames)) or descriptors(frames, **kw)
     try:
         res = run_md(cu_model, a, ensemble="nvt", temperature_K=300, steps=6, max_force_std=1e3, seed=0,
                      trajectory=str(tmp_path / "md.xyz"), interval=1)
     finally:
-        del cu_model.descriptors
+        del state.descriptors
     assert res.steps == 6 and res.stop_reason == "completed"
     assert len(calls) == res.steps + 1  # the start, then one evaluation per step (forces and stds together)

@@ -280,9 +280,11 @@ def test_noise_levels_per_config_type(tmp_path, cu_train):
     # the weights in use are those of the per-config_type σ: the stored likelihood equals the dense one
     A, b, _ = _weighted_system(model, frames)
     labels = [gapfit.data.get_labels(a, "") for a in frames]
-    log_sigma = sum(np.log(model._sigmas(a, lb)["energy"] * np.sqrt(len(a)))
-                    + 3 * len(a) * np.log(model._sigmas(a, lb)["forces"])
-                    + 6 * np.log(model._sigmas(a, lb)["virial"] * np.sqrt(len(a))) for a, lb in zip(frames, labels))
+    noise, scale = model.noise_model(), model.state_.noise_scale
+    log_sigma = sum(np.log(noise.sigmas(a, lb, scale)["energy"] * np.sqrt(len(a)))
+                    + 3 * len(a) * np.log(noise.sigmas(a, lb, scale)["forces"])
+                    + 6 * np.log(noise.sigmas(a, lb, scale)["virial"] * np.sqrt(len(a)))
+                    for a, lb in zip(frames, labels))
     A, b = np.vstack(A), np.concatenate(b)
     C = np.eye(len(b)) + A @ np.linalg.solve(_kmm(model), A.T)
     dense = -0.5 * b @ np.linalg.solve(C, b) - 0.5 * np.linalg.slogdet(C)[1] - log_sigma \

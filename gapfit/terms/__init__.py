@@ -6,11 +6,15 @@ objects; a new term type plugs in by adding its class to ``TERM_TYPES``.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Type
+from typing import Any, Dict, List, Sequence, Type
+
+import numpy as np
 
 from ..errors import InputError
 from .base import PriorVariance, Term, TermPrediction, TermRows
 from .soap import Soap
+
+_ATOMS_PER_CHUNK = 1500  # upper bound; wide descriptors use less, see atoms_per_chunk
 
 
 def _site_types() -> Dict[str, Type[Term]]:
@@ -60,4 +64,14 @@ def build_terms(spec: Any, where: str = "terms") -> List[Term]:
     return out
 
 
-__all__ = ["Term", "TermRows", "TermPrediction", "PriorVariance", "Soap", "build_terms", "term_types"]
+def atoms_per_chunk(terms: Sequence[Term]) -> int:
+    """How many atoms a chunk of frames may hold when their design rows (with gradients) are taken."""
+    # Pair gradients take about 3·D·8 bytes per pair and ~30 pairs per atom:
+    # keep a chunk's gradients near 0.5 GB whatever the descriptor width.
+    widths = [t.gradient_width for t in terms]
+    D = max([w for w in widths if w is not None] or [100])
+    return int(np.clip(5e8 / (8 * 3 * D * 30), 64, _ATOMS_PER_CHUNK))
+
+
+__all__ = ["Term", "TermRows", "TermPrediction", "PriorVariance", "Soap", "atoms_per_chunk", "build_terms",
+           "term_types"]

@@ -24,6 +24,8 @@ from typing import Any, ClassVar, Dict, Iterable, List, Optional, Sequence
 import numpy as np
 from ase import Atoms
 
+from ..sampling import PrioritySample, frame_priorities
+
 VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
 
 
@@ -84,7 +86,7 @@ class CandidateSample:
     """A term's sparse-point candidates: per block, a seeded uniform sample of bounded size.
 
     Each candidate's priority comes from the seed and its frame's global
-    index (:func:`gapfit.stream.frame_priorities`), so the samples of
+    index (:func:`gapfit.sampling.frame_priorities`), so the samples of
     disjoint sets of frames :meth:`merge` into exactly the sample of all of
     them, whatever the chunking or the worker. Also counts the candidates of
     each block and keeps the smallest first coordinate seen. Memory: about
@@ -100,7 +102,6 @@ class CandidateSample:
 
     def add(self, term: "Term", desc: Any, frame_index: int) -> None:
         """Offer the candidates of one frame's descriptor (global frame number ``frame_index``)."""
-        from ..stream import PrioritySample, frame_priorities
         parts = term.candidate_rows(desc)
         parts = [p for p in parts if len(p[1])]
         if not parts:
@@ -221,6 +222,14 @@ class Term(ABC):
                 k += 1
         return self.select_from_sample(sample, seed)
 
+    def species_without_points(self, species: Sequence[int]) -> List[int]:
+        """The atomic numbers among ``species`` this term needs sparse points for but has none of.
+
+        Asked once the sparse points are chosen (a species seen only in
+        held-out frames has none). Terms whose blocks may stay empty return [].
+        """
+        return []
+
     @property
     @abstractmethod
     def n_columns(self) -> int:
@@ -231,6 +240,15 @@ class Term(ABC):
         """K_MM's diagonal blocks, in column order (the term's K_MM is block diagonal)."""
 
     # ------------------------------------------------------- rows, prediction
+    @property
+    def gradient_width(self) -> Optional[int]:
+        """Features per environment whose pair gradients a chunk of design rows holds; None when negligible.
+
+        Sizes the chunks of frames (:func:`gapfit.terms.atoms_per_chunk`):
+        wide descriptors hold large gradients per pair.
+        """
+        return None
+
     @abstractmethod
     def design_rows(self, descs: Sequence[Any], *, forces: bool, virial: bool, local: bool = False) -> TermRows:
         """Design rows for a chunk of frames (see :class:`TermRows`)."""

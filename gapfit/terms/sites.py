@@ -323,6 +323,61 @@ def _force_variance(bounds, ts, w, key, ea, ev, n_atoms, cut2):
     return out
 
 
+# ------------------------------------------------- kernel, site chunks, bonds
+# What the term's methods compute from a descriptor, the sparse points and the
+# kernel settings alone (no term state): plain functions, out of the class.
+def _se_kernel(t: np.ndarray, x: np.ndarray, theta_A: float, delta_eV: float) -> np.ndarray:
+    """δ² exp(-|t - x|² / (2 θ²)) for all pairs of rows, (len(t), len(x))."""
+    inv = 1.0 / theta_A
+    out = np.empty((len(t), len(x)))
+    # exact differences (no |t|² + |x|² - 2 t·x cancellation), one pass
+    _half_sq_dist(np.ascontiguousarray(t * inv), np.ascontiguousarray((x * inv).T), out)
+    np.exp(out, out=out)
+    out *= delta_eV ** 2
+    return out
+
+
+def _site_chunks(lo: int, hi: int, n_points: int):
+    """Ranges [s, e) of the sites lo..hi-1 whose kernel block against n_points sparse points stays bounded."""
+    step = max(1, _BLOCK_ELEMENTS // max(n_points, 1))
+    for s in range(lo, hi, step):
+        yield s, min(hi, s + step)
+
+
+def _bond_atoms(desc: SiteDescriptor, bonds: Sequence[Tuple[int, int]]) -> Tuple[np.ndarray, np.ndarray]:
+    """First and second atom of each bond, (S, B) each: ∂L_b/∂r is -L̂_b at the first, +L̂_b at the second."""
+    slots = np.asarray(bonds)
+    return (np.ascontiguousarray(desc.atoms[:, slots[:, 0]]), np.ascontiguousarray(desc.atoms[:, slots[:, 1]]))
+
+
+def _site_force_variance(desc: SiteDescriptor, bonds: Sequence[Tuple[int, int]], dim: int, ts: np.ndarray,
+                         inv: float) -> np.ndarray:
+    """Prior variances of the force components over δ², (n_atoms, 3), from the sites that move with each atom.
+
+    ``bonds``: for each bond, the two slots of a site's atoms it joins;
+    ``dim``: coordinates per site; ``ts``: the site coordinates over θ; ``inv``: 1/θ.
+    """
+    n = desc.n_atoms
+    S, A, B = desc.n_sites, desc.atoms.shape[1], len(bonds)
+    # sign[p, b]: ∂L_b/∂r(slot p) = sign L̂_b
+    sign = np.zeros((A, B))
+    for b, (p0, p1) in enumerate(bonds):
+        sign[p0, b] -= 1.0
+        sign[p1, b] += 1.0
+    u = desc.vec / desc.length[:, :, None]  # (S, B, 3)
+    # per (site, slot): ∂w/∂r_x and ∂t/∂r_x (scaled by 1/θ)
+    ea = np.einsum("pb,sb,sbx->spx", sign, desc.dw, u).reshape(S * A, 3)
+    ev = (np.einsum("pb,sab,sbx->spxa", sign, desc.dt, u) * inv).reshape(S * A, 3, dim)
+    site = np.repeat(np.arange(S), A)
+    atom = desc.atoms.ravel()
+    order = np.lexsort((desc.key[site], atom))
+    bounds = np.searchsorted(atom[order], np.arange(n + 1)).astype(np.int64)
+    s = site[order]
+    return _force_variance(bounds, np.ascontiguousarray(ts[s]), np.ascontiguousarray(desc.w[s]),
+                           np.ascontiguousarray(desc.key[s]), np.ascontiguousarray(ea[order]),
+                           np.ascontiguousarray(ev[order]), n, _PRIOR_CUT2)
+
+
 # ------------------------------------------------------------------ generic term
 class _SiteTerm(Term):
     """Generic sum of weighted site energies with a squared-exponential GP per key.
@@ -518,29 +573,14 @@ class _SiteTerm(Term):
                 yield q, x, off
             off += len(x)
 
-    def _kernel(self, t: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """δ² exp(-|t - x|² / (2 θ²)) for all pairs of rows, (len(t), len(x))."""
-        inv = 1.0 / float(self.theta)
-        out = np.empty((len(t), len(x)))
-        # exact differences (no |t|² + |x|² - 2 t·x cancellation), one pass
-        _half_sq_dist(np.ascontiguousarray(t * inv), np.ascontiguousarray((x * inv).T), out)
-        np.exp(out, out=out)
-        out *= self.delta_eV ** 2
-        return out
-
     def kmm_blocks(self) -> List[np.ndarray]:
         """K_MM's diagonal blocks (one per key that has sparse points), in column order.
 
         Keys without sparse points have no columns and no block.
         """
-        return [self._kernel(x, x) for _, x, _ in self._blocks()]
+        return [_se_kernel(x, x, float(self.theta), self.delta_eV) for _, x, _ in self._blocks()]
 
     # ------------------------------------------------------- rows, prediction
-    def _site_chunks(self, lo: int, hi: int, per_site: int):
-        step = max(1, _BLOCK_ELEMENTS // max(per_site, 1))
-        for s in range(lo, hi, step):
-            yield s, min(hi, s + step)
-
     def design_rows(self, descs: Sequence[SiteDescriptor], *, forces: bool, virial: bool,
                     local: bool = False) -> TermRows:
         """Design rows ∂(observable)/∂α for a chunk of frames (see :class:`TermRows`).
@@ -567,14 +607,14 @@ class _SiteTerm(Term):
             if need_grad and not desc.has_gradients:
                 raise ValueError(f"term {self.type}: forces/virial rows need descriptors computed with gradients")
             if need_grad:
-                a0, a1 = self._bond_atoms(desc)
+                a0, a1 = _bond_atoms(desc, self._BONDS)
             for q, X, off in blocks:
                 cols = slice(off, off + len(X))
                 lo_q, hi_q = desc.key_bounds[q], desc.key_bounds[q + 1]
-                for lo, hi in self._site_chunks(lo_q, hi_q, len(X)):
+                for lo, hi in _site_chunks(lo_q, hi_q, len(X)):
                     ns = hi - lo
                     w = desc.w[lo:hi]
-                    K = self._kernel(desc.t[lo:hi], X)
+                    K = _se_kernel(desc.t[lo:hi], X, float(self.theta), self.delta_eV)
                     E[f, cols] += w @ K
                     if local:
                         own = scipy.sparse.csr_matrix((w, (desc.owner[lo:hi], np.arange(ns))), shape=(n, ns))
@@ -586,11 +626,6 @@ class _SiteTerm(Term):
                                    V[f, :, cols] if want_v else dummy_v, forces, want_v, voigt)
         return TermRows(energy=E, gradient=G, virial=V, local=L, atom_start=start)
 
-    def _bond_atoms(self, desc: SiteDescriptor) -> Tuple[np.ndarray, np.ndarray]:
-        """First and second atom of each bond, (S, B) each: ∂L_b/∂r is -L̂_b at the first, +L̂_b at the second."""
-        slots = np.asarray(self._BONDS)
-        return (np.ascontiguousarray(desc.atoms[:, slots[:, 0]]), np.ascontiguousarray(desc.atoms[:, slots[:, 1]]))
-
     def _site_values(self, desc: SiteDescriptor, alpha: np.ndarray, grad: bool):
         """g(t_s) (S,) and, when asked, ∇_t g(t_s) (S, d) with weights alpha, per site."""
         g = np.zeros(desc.n_sites)
@@ -600,8 +635,8 @@ class _SiteTerm(Term):
             a = alpha[off:off + len(X)]
             aX = a[:, None] * X
             lo_q, hi_q = desc.key_bounds[q], desc.key_bounds[q + 1]
-            for lo, hi in self._site_chunks(lo_q, hi_q, len(X)):
-                K = self._kernel(desc.t[lo:hi], X)
+            for lo, hi in _site_chunks(lo_q, hi_q, len(X)):
+                K = _se_kernel(desc.t[lo:hi], X, float(self.theta), self.delta_eV)
                 g[lo:hi] = K @ a
                 if grad:
                     # ∇g = Σ_m α_m k (X_m - t) / θ²
@@ -645,7 +680,7 @@ class _SiteTerm(Term):
         c = desc.dw * g[:, None] + desc.w[:, None] * np.einsum("sab,sa->sb", desc.dt, dg)
         if forces:
             cu = (c / desc.length)[:, :, None] * desc.vec  # (S, B, 3)
-            first, second = (a.ravel() for a in self._bond_atoms(desc))
+            first, second = (a.ravel() for a in _bond_atoms(desc, self._BONDS))
             grad = np.empty((n, 3))
             for x in range(3):
                 cx = cu[:, :, x].ravel()
@@ -686,28 +721,8 @@ class _SiteTerm(Term):
         if forces:
             if not desc.has_gradients:
                 raise ValueError(f"term {self.type}: force variances need descriptors computed with gradients")
-            fvar = dd * self._force_variance(desc, ts, inv, n)
+            fvar = dd * _site_force_variance(desc, self._BONDS, self._DIM, ts, inv)
         return PriorVariance(local_eV2=dd * loc, energy_eV2=float(dd * total), forces_eV2_per_A2=fvar)
-
-    def _force_variance(self, desc: SiteDescriptor, ts: np.ndarray, inv: float, n: int) -> np.ndarray:
-        S, A, B = desc.n_sites, desc.atoms.shape[1], len(self._BONDS)
-        # sign[p, b]: ∂L_b/∂r(slot p) = sign L̂_b
-        sign = np.zeros((A, B))
-        for b, (p0, p1) in enumerate(self._BONDS):
-            sign[p0, b] -= 1.0
-            sign[p1, b] += 1.0
-        u = desc.vec / desc.length[:, :, None]  # (S, B, 3)
-        # per (site, slot): ∂w/∂r_x and ∂t/∂r_x (scaled by 1/θ)
-        ea = np.einsum("pb,sb,sbx->spx", sign, desc.dw, u).reshape(S * A, 3)
-        ev = (np.einsum("pb,sab,sbx->spxa", sign, desc.dt, u) * inv).reshape(S * A, 3, self._DIM)
-        site = np.repeat(np.arange(S), A)
-        atom = desc.atoms.ravel()
-        order = np.lexsort((desc.key[site], atom))
-        bounds = np.searchsorted(atom[order], np.arange(n + 1)).astype(np.int64)
-        s = site[order]
-        return _force_variance(bounds, np.ascontiguousarray(ts[s]), np.ascontiguousarray(desc.w[s]),
-                               np.ascontiguousarray(desc.key[s]), np.ascontiguousarray(ea[order]),
-                               np.ascontiguousarray(ev[order]), n, _PRIOR_CUT2)
 
     # ----------------------------------------------------------- fitted state
     def _array_name(self, key: Tuple[int, ...]) -> str:

@@ -90,6 +90,11 @@ class Soap(Term):
     def n_features(self) -> int:
         return int(self.descriptor.n_features)
 
+    @property
+    def gradient_width(self) -> int:
+        """The descriptor's length: every pair of a chunk holds its gradient of that many features."""
+        return self.n_features
+
     def compute(self, frames, *, gradients: bool, layout: str = "pairs") -> List[FrameDescriptors]:
         if self.backend == "featomic":
             return self.descriptor.compute(frames, gradients=gradients, layout=layout)
@@ -140,6 +145,10 @@ class Soap(Term):
         self.__dict__.update(state)
         if self.species:
             self.bind(self.species)
+
+    def species_without_points(self, species: Sequence[int]) -> List[int]:
+        """The atomic numbers among ``species`` without sparse points: every species needs its own."""
+        return [z for z in species if z not in self.points]
 
     @property
     def blocks(self) -> List[int]:

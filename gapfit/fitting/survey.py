@@ -16,8 +16,10 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from .data import FramesFingerprint, check_structure, get_labels, is_isolated_atom, label_fields, where_of
-from .errors import InputError
+from ..baselines import ZBLBaseline, is_periodic
+from ..data import FramesFingerprint, LabelReader, check_structure, is_isolated_atom, where_of
+from ..errors import InputError
+from ..noise import NoiseModel
 
 
 @dataclass
@@ -75,27 +77,24 @@ class Survey:
             + 6 * bool(self.has_stress[k] and self.periodic[k])
 
 
-def survey(model, source, *, contacts: bool, progress: bool = False) -> Survey:
-    """Check every frame of ``source`` with ``model``'s label keys and noise settings; see :class:`Survey`.
+def survey(source, reader: LabelReader, noise: NoiseModel, *, contacts: bool, progress: bool = False) -> Survey:
+    """Check every frame of ``source`` as the fit will read it (``reader``, ``noise``); see :class:`Survey`.
 
     ``contacts``: also find the shortest distance per species pair (the core
     repulsion's radii come from it).
     """
     from tqdm.auto import tqdm
 
-    from .baselines import ZBLBaseline, is_periodic
     out = Survey()
     for k, atoms in enumerate(tqdm(source.read(0, len(source)), total=len(source), desc="checking frames",
                                    unit="frame", disable=not progress, leave=False, delay=1.0)):
         where = where_of(atoms, k)
         check_structure(atoms, where)
-        lb = get_labels(atoms, where, energy_key=model.energy_key, forces_key=model.forces_key,
-                        stress_key=model.stress_key)
+        lb = reader.read(atoms, where)
         if lb.energy_eV is None and lb.forces_eV_per_A is None and lb.stress_eV_per_A3 is None:
-            names = label_fields(model.energy_key, model.forces_key, model.stress_key)
-            raise InputError(f"{where}: frame has none of the fields {names}; label it, remove it or name "
-                             "the keys its labels are stored under (--energy-key, --forces-key, --stress-key)")
-        sig = model._sigmas(atoms, lb, scaled=False)
+            raise InputError(f"{where}: frame has none of the fields {reader.fields()}; label it, remove it or "
+                             "name the keys its labels are stored under (--energy-key, --forces-key, --stress-key)")
+        sig = noise.sigmas(atoms, lb)
         out.where.append(where)
         out.n_atoms.append(len(atoms))
         out.energy_eV.append(np.nan if lb.energy_eV is None else float(lb.energy_eV))
@@ -111,29 +110,4 @@ def survey(model, source, *, contacts: bool, progress: bool = False) -> Survey:
         out.fingerprint.add(atoms, lb)
         if contacts:
             ZBLBaseline.shortest_contacts([atoms], found=out.contacts, first_index=k)
-    return out
-
-
-def plan_blocks(n_atoms: List[int], indices: List[int], n_blocks: int) -> List[List[int]]:
-    """Split ``indices`` (increasing) into at most ``n_blocks`` consecutive runs of about equal atom counts."""
-    if not indices:
-        return []
-    sizes = np.array([n_atoms[k] for k in indices], dtype=float)
-    cum = np.cumsum(sizes)
-    bounds = np.searchsorted(cum, cum[-1] * np.arange(1, n_blocks) / n_blocks, side="left") + 1
-    cuts = [0] + sorted(set(int(b) for b in bounds if 0 < b < len(indices))) + [len(indices)]
-    return [list(indices[a:b]) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
-
-
-def group_by_atoms(indices: List[int], sizes: List[int], atoms_per_chunk: int) -> List[List[int]]:
-    """Consecutive runs of ``indices`` (with ``sizes`` atoms each) holding about ``atoms_per_chunk`` atoms each."""
-    out, chunk, n = [], [], 0
-    for k, size in zip(indices, sizes):
-        chunk.append(k)
-        n += size
-        if n >= atoms_per_chunk:
-            out.append(chunk)
-            chunk, n = [], 0
-    if chunk:
-        out.append(chunk)
     return out

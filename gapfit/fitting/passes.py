@@ -1,49 +1,33 @@
 """The fit's passes over the data, one block of frames at a time.
 
-Each function takes the model (its state as far as the fit has got), a
-frame source and one block of frames (a contiguous range of global frame
-indices), reads the block chunk by chunk and returns a small, mergeable
-result. They run in the fitting process or on Dask workers
-(:mod:`gapfit.executors`) alike: a worker gets a pickled copy of the model
-(whose terms rebuild their descriptor calculators from their settings) and
-the source's part for its block (paths, or the block's frames).
+Each function takes a :class:`gapfit.fitting.plan.FitPlan` (the fit's
+settings and its state as far as it has got), a frame source and one block
+of frames (a contiguous range of global frame indices), reads the block
+chunk by chunk and returns a small, mergeable result. They run in the
+fitting process or on Dask workers (:mod:`gapfit.executors`) alike: a
+worker gets a pickled copy of the plan (whose terms rebuild their
+descriptor calculators from their settings) and the source's part for its
+block (paths, or the block's frames).
 
 - :func:`sample_block`: descriptors without gradients -> each term's
-  :class:`gapfit.terms.base.CandidateSample`, plus every frame's energy
-  after the baseline's non-e0 parts (what e0 is fitted to).
+  :class:`gapfit.terms.base.CandidateSample`, plus every frame's
+  energy after the baseline's non-e0 parts (what e0 is fitted to).
 - :func:`rows_block`: design rows with gradients -> one QR factor per
   noise group (:class:`gapfit.hyper.GroupedFactors`) and row counts.
 - :func:`hygiene_block`: leverage and leave-one-out residuals per frame.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from ase import Atoms
 
-from . import hyper
-from .data import where_of
-from .survey import group_by_atoms
-
-
-@dataclass
-class Block:
-    """Frames ``lo .. hi-1`` of a source, of which those in ``skip`` are passed over."""
-
-    lo: int
-    hi: int
-    n_atoms: List[int]          # atoms of frames lo .. hi-1
-    skip: Tuple[int, ...] = ()  # global numbers
-    #: global numbers of frames lo .. hi-1 when the source numbers them otherwise
-    #: (the calibration frames, read apart); None: the same
-    numbers: Optional[List[int]] = None
-    #: the survey's total energy of frames lo .. hi-1 (nan: none); what pass 1 needs of the labels
-    energy_eV: Optional[List[float]] = None
-
-    def describe(self, source) -> str:
-        return f"frames {self.lo}..{self.hi - 1} of {source.describe()}"
+from .. import hyper
+from ..data import group_by_atoms, is_isolated_atom, where_of
+from ..hygiene import frame_statistics, summarise
+from .plan import Block, FitPlan
+from .rows import chunk_parts, log_scales, new_counts, residual_labels, stack_parts
 
 
 def _chunks(source, block: Block, atoms_per_chunk: int, progress=None) -> Iterator[Tuple[List[int], List[Atoms]]]:
@@ -60,27 +44,26 @@ def _chunks(source, block: Block, atoms_per_chunk: int, progress=None) -> Iterat
             progress.update(len(idx))
 
 
-def _labelled_chunks(model, source, block: Block, progress=None):
+def _labelled_chunks(plan: FitPlan, source, block: Block, progress=None):
     """(global indices, frames, labels minus the non-e0 baseline) of the block's chunks (frames already surveyed)."""
-    for idx, frames in _chunks(source, block, model._atoms_per_chunk(), progress):
+    for idx, frames in _chunks(source, block, plan.atoms_per_chunk, progress):
         wheres = [where_of(a, k) for k, a in zip(idx, frames)]
-        yield idx, frames, model.residual_labels(frames, model._labels(frames, wheres, check=False))
+        yield idx, frames, residual_labels(plan.residual_baseline, frames, plan.reader.read_all(frames, wheres))
 
 
-def sample_block(model, source, block: Block, limit: Optional[int], sample_skip: Sequence[int] = (), progress=None):
+def sample_block(plan: FitPlan, source, block: Block, limit: Optional[int], sample_skip: Sequence[int] = (),
+                 progress=None):
     """Candidate samples of each term (frames in ``sample_skip`` left out) and every frame's residual energy.
 
-    ``model.state_.baseline`` holds the baseline's parts other than e0 (or
-    None). Returns ``(samples, energies)``: one :class:`CandidateSample`
-    per term; ``{frame: energy eV after those parts}`` for every frame of
-    the block with an energy.
+    Returns ``(samples, energies)``: one candidate sample per term;
+    ``{frame: energy eV after the baseline's non-e0 parts}`` for every
+    frame of the block with an energy.
     """
-    st = model.state_
-    samples = [t.candidate_sample(limit, model.seed + 1000 * k) for k, t in enumerate(st.terms)]
-    base = st.baseline
+    samples = [t.candidate_sample(limit, plan.seed + 1000 * k) for k, t in enumerate(plan.terms)]
+    base = plan.residual_baseline
     no_sample = set(sample_skip)
     energies: Dict[int, float] = {}
-    for idx, frames in _chunks(source, block, model._atoms_per_chunk(), progress):
+    for idx, frames in _chunks(source, block, plan.atoms_per_chunk, progress):
         for k, a in zip(idx, frames):
             e = block.energy_eV[k - block.lo]
             if np.isfinite(e):
@@ -89,13 +72,13 @@ def sample_block(model, source, block: Block, limit: Optional[int], sample_skip:
         if not pick:
             continue
         sub = [frames[j] for j in pick]
-        for t, sample in zip(st.terms, samples):
+        for t, sample in zip(plan.terms, samples):
             for j, d in zip(pick, t.compute(sub, gradients=False)):
                 sample.add(t, d, idx[j])
     return samples, energies
 
 
-def rows_block(model, source, block: Block, names: Sequence[str], delta_start: Sequence[float],
+def rows_block(plan: FitPlan, source, block: Block, names: Sequence[str], delta_start: Sequence[float],
                spool=None, progress=None):
     """The weighted design rows of the block's frames, factorised per noise group.
 
@@ -103,43 +86,37 @@ def rows_block(model, source, block: Block, names: Sequence[str], delta_start: S
     virial observations. ``spool``: a :class:`gapfit.hygiene.RowSpool` that
     also receives the rows (in the fitting process only).
     """
-    counts = {"energy": 0, "forces": 0, "virial": 0}
-    mode = model._sigma_mode()
-    grouped = hyper.GroupedQR(model.state_.n_columns, n_groups_expected=len(names))
+    counts = new_counts()
+    grouped = hyper.GroupedQR(plan.n_columns, n_groups_expected=len(names))
     number = {g: k for k, g in enumerate(names)}
-    x_write = model._log_scales(names, delta_start)
-    from .model import _stack_parts
-    for idx, frames, labels in _labelled_chunks(model, source, block, progress):
-        parts = model._chunk_parts(frames, labels, counts=counts)
-        keys = [hyper.group_key(p.kind, labels[p.frame].config_type, mode) for p in parts]
+    x_write = log_scales(plan.terms, plan.noise_scale, names, delta_start)
+    for idx, frames, labels in _labelled_chunks(plan, source, block, progress):
+        parts = chunk_parts(plan, frames, labels, counts=counts)
+        keys = [plan.noise.group(p.kind, labels[p.frame].config_type) for p in parts]
         for key in sorted(set(keys)):
             sel = [p for p, k in zip(parts, keys) if k == key]
             grouped.add(key, np.vstack([p.A for p in sel]), np.concatenate([p.b for p in sel]),
                         np.concatenate([p.sigma for p in sel]), np.concatenate([p.nominal for p in sel]))
         if spool is not None and parts:
-            spool.add(*_stack_parts(parts, idx),
+            spool.add(*stack_parts(parts, idx),
                       np.concatenate([np.full(len(p.b), number[k]) for p, k in zip(parts, keys)]), x_write)
     return grouped.finish(), counts
 
 
-def hygiene_block(model, source, block: Block, not_fitted: Sequence[int], progress=None):
+def hygiene_block(plan: FitPlan, source, block: Block, not_fitted: Sequence[int], progress=None):
     """Each labelled frame's :class:`gapfit.hygiene.FrameHygiene` under the solved model (rows computed again)."""
-    from .data import is_isolated_atom
-    from .hygiene import frame_statistics, summarise
-    from .model import _stack_parts
-    st = model.state_
     out = []
-    for idx, frames, labels in _labelled_chunks(model, source, block, progress):
-        parts = model._chunk_parts(frames, labels)
+    for idx, frames, labels in _labelled_chunks(plan, source, block, progress):
+        parts = chunk_parts(plan, frames, labels)
         if not parts:
             continue
-        A, b, frame, kind = _stack_parts(parts, idx)
+        A, b, frame, kind = stack_parts(parts, idx)
         pos = {k: j for j, k in enumerate(idx)}
-        for f, stats in frame_statistics(st.R_ab, st.alpha, A, b, frame, kind, not_fitted).items():
+        for f, stats in frame_statistics(plan.R_ab, plan.alpha, A, b, frame, kind, not_fitted).items():
             a, lb = frames[pos[f]], labels[pos[f]]
             if is_isolated_atom(a, lb):
                 continue  # it fixes e0; its leave-one-out energy measures nothing about the data
-            sig_e = model._sigmas(a, lb)["energy"] * np.sqrt(len(a))
+            sig_e = plan.noise.sigmas(a, lb, plan.noise_scale)["energy"] * np.sqrt(len(a))
             out.append(summarise(f, where_of(a, f), lb.config_type, len(a), stats, sig_e))
     return out
 
