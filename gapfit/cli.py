@@ -570,13 +570,13 @@ def _fit_logged(args, params, config_keys, log, model_out, stage) -> None:
 
 def _fit_in(stack, args, params, config_keys, log, model_out, stage) -> None:
     import numpy as np
+    from sklearn.base import clone
 
     from .data import LabelReader, read_frames, where_of
     from .errors import InputError
     from .metrics import error_metrics, format_table, metrics_by_config_type
     from .model import GAP
     from .model_io import model_writer
-
     from .stream import FrameSource, MemorySource
     t0 = time.perf_counter()
     # --search and --drop-outliers refit on subsets: they hold the frames; a plain fit streams them
@@ -628,7 +628,7 @@ def _fit_in(stack, args, params, config_keys, log, model_out, stage) -> None:
             gone = {f.index for f in dropped}
             frames = [a for k, a in enumerate(frames) if k not in gone]
             given = model.state_.training.get("input_frames")
-            model = GAP(**params)
+            model = clone(model)  # the same settings, unfitted
             model.fit(frames, client=client)
             model.state_.training["dropped_frames"] = sorted(gone)
             model.state_.training["input_frames"] = given  # inspect takes all of them, the dropped marked

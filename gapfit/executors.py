@@ -1,4 +1,4 @@
-"""Where the fit's passes (:mod:`gapfit.passes`) run: in this process, or on a Dask cluster.
+"""Where the fit's passes (:mod:`gapfit.fitting.passes`) run: in this process, or on a Dask cluster.
 
 Both executors take one pass function and a list of blocks of frames and
 return the blocks' results in block order, or reduced by a merge function
@@ -7,8 +7,10 @@ fit's blocks depend only on the data and the settings, never on the number
 of workers, so the same data and seed give the same floating-point
 operations, and the same model, on one process or many.
 
-On Dask, the model is sent once to every worker (its terms rebuild their
-descriptor calculators on arrival, see ``Soap.__setstate__``), each block
+On Dask, the fit plan (:class:`gapfit.fitting.plan.FitPlan`: terms, baseline,
+noise model, label reader, chunking, seed; not the estimator) is sent once
+to every worker (its terms rebuild their descriptor calculators on arrival,
+see ``Soap.__setstate__``), each block
 is one task reading its own frames (file paths and an index range: the
 files must be readable from the workers), and the merges run on the workers
 too, so the fitting process receives one result per merged pass. A worker that
@@ -67,7 +69,7 @@ class SerialExecutor:
 
     n_workers = 1
 
-    def run(self, fn: Callable, model, source, blocks: Sequence, *args, what: str = "",
+    def run(self, fn: Callable, plan, source, blocks: Sequence, *args, what: str = "",
             progress: bool = False, reduce: Optional[Callable] = None, **kwargs) -> Any:
         from tqdm.auto import tqdm
         total = sum(b.hi - b.lo for b in blocks)
@@ -75,7 +77,7 @@ class SerialExecutor:
         tree = _StreamingTree(reduce) if reduce is not None else None
         with tqdm(total=total, desc=what, unit="frame", disable=not progress, leave=False) as bar:
             for b in blocks:
-                r = fn(model, source, b, *args, progress=bar, **kwargs)
+                r = fn(plan, source, b, *args, progress=bar, **kwargs)
                 if tree is None:
                     results.append(r)
                 else:
@@ -102,18 +104,18 @@ class DaskExecutor:
     def n_workers(self) -> int:
         return max(1, len(self.client.scheduler_info().get("workers", {})))
 
-    def run(self, fn: Callable, model, source, blocks: Sequence, *args, what: str = "",
+    def run(self, fn: Callable, plan, source, blocks: Sequence, *args, what: str = "",
             progress: bool = False, reduce: Optional[Callable] = None, **kwargs) -> Any:
         from tqdm.auto import tqdm
         client = self.client
         try:
-            model_future = client.scatter(model, broadcast=True, hash=False)
+            plan_future = client.scatter(plan, broadcast=True, hash=False)
         except Exception as exc:  # pickling fails with many types (TypeError, PicklingError, AttributeError)
-            raise InputError(f"the model cannot be sent to the Dask workers ({type(exc).__name__}: {exc}); a "
+            raise InputError(f"the fit cannot be sent to the Dask workers ({type(exc).__name__}: {exc}); a "
                              "Δ-learning baseline calculator must pickle to be used with --workers/--dask: fit "
                              "in one process instead", param="baseline") from None
         tag = f"{what.replace(' ', '-')}-{uuid.uuid4().hex[:8]}"
-        block_futures = [client.submit(fn, model_future, source.part(b.lo, b.hi), b, *args, pure=False,
+        block_futures = [client.submit(fn, plan_future, source.part(b.lo, b.hi), b, *args, pure=False,
                                        key=f"gapfit-{tag}-block-{i}", **kwargs) for i, b in enumerate(blocks)]
         wanted = list(block_futures)
         if reduce is not None:
