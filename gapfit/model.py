@@ -282,6 +282,11 @@ class GAP(BaseEstimator):
     def _check_fitted(self) -> None:
         predictor.check_fitted(getattr(self, "state_", None))
 
+    def __sklearn_is_fitted__(self) -> bool:
+        # what sklearn.utils.validation.check_is_fitted asks: solved weights, not merely a state
+        state = getattr(self, "state_", None)
+        return state is not None and state.alpha is not None
+
     @property
     def species_(self) -> List[int]:
         return self.state_.species

@@ -5,6 +5,8 @@ import inspect
 import numpy as np
 import pytest
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 
 import gapfit
 from gapfit.errors import InputError
@@ -29,6 +31,9 @@ def test_clone_keeps_the_parameters_and_drops_the_fit(cu_train):
     assert copy.config_type_sigma is not model.config_type_sigma  # parameters are copied, not shared
     fitted = gapfit.GAP(terms=SMALL_TERMS, calibration_fraction=0.0, hygiene=False).fit(cu_train[:8])
     assert not hasattr(clone(fitted), "state_")
+    check_is_fitted(fitted)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(clone(fitted))
 
 
 def test_set_params_sets_and_refuses_unknown_names():
@@ -72,3 +77,19 @@ def test_a_failed_refit_leaves_the_previous_model(cu_train, monkeypatch):
         assert p.energy == q.energy and p.energy_std == q.energy_std
         np.testing.assert_array_equal(p.forces, q.forces)
         np.testing.assert_array_equal(p.forces_std, q.forces_std)
+
+
+def test_old_import_paths_still_work(cu_train, tmp_path):
+    from gapfit.model import FittedState
+    from gapfit.model_io import load_model, model_writer, save_model
+    from gapfit.state import FittedState as StateHome
+    assert FittedState is StateHome
+    model = gapfit.GAP(terms=SMALL_TERMS, calibration_fraction=0.0, hygiene=False).fit(cu_train[:8])
+    save_model(model, str(tmp_path / "a.npz"))
+    with open(tmp_path / "b.npz", "wb") as fh:
+        model_writer(model)(fh)
+    for name in ("a.npz", "b.npz"):
+        loaded = load_model(str(tmp_path / name))
+        assert isinstance(loaded, gapfit.GAP) and isinstance(loaded.state_, FittedState)
+        np.testing.assert_array_equal(loaded.alpha_, model.alpha_)
+        assert loaded.predict(cu_train[9])[0].energy == model.predict(cu_train[9])[0].energy
