@@ -58,7 +58,7 @@ class GAPCalculator(Calculator):
         if isinstance(model, str):
             from .model import load
             model = load(model, baseline=baseline)
-        if getattr(model, "state_", None) is None or model.state_.alpha is None:
+        if getattr(model, "state_", None) is None or not model.state_.is_fitted:
             raise CalculatorSetupError("GAPCalculator needs a fitted model: call fit() or gapfit.load(path)")
         self.model = model
         self.committee = None

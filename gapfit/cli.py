@@ -94,26 +94,37 @@ def _subcommand(sub, name: str, **kwargs) -> argparse.ArgumentParser:
     return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of the ``gapfit`` command line: global flags, then one subparser per entry of COMMANDS."""
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser of the ``gapfit`` command line: global flags, then one subparser per entry of COMMANDS.
+
+    ``command``: the subcommand about to be parsed, when known (:func:`main`
+    passes it). The fit flags derived from GAP's signature need
+    :mod:`gapfit.model` and its imports (scikit-learn, scipy, ase: about
+    0.8 s), so they are built only when that is ``fit`` or unknown: ``gapfit
+    --version``, ``--help`` and the other subcommands' parsing start without them.
+    """
     from ._version import __version__
     p = argparse.ArgumentParser(prog="gapfit", description="Fit and use SOAP Gaussian Approximation Potentials.")
     p.add_argument("-T", "--traceback", action="store_true", help="show the full traceback on errors")
     p.add_argument("--version", action="version", version=f"gapfit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for command in COMMANDS.values():
-        command.add_parser(sub)
+    for name, entry in COMMANDS.items():
+        if name == "fit":
+            _add_fit_parser(sub, derived_flags=command in (None, "fit"))
+        else:
+            entry.add_parser(sub)
     return p
 
 
 # -- gapfit fit --------------------------------------------------------------------------------------------
 
-def _add_fit_parser(sub) -> None:
+def _add_fit_parser(sub, derived_flags: bool = True) -> None:
+    """The fit subcommand; ``derived_flags=False`` leaves out the flags read from GAP (see :func:`build_parser`)."""
     f = _subcommand(sub, "fit", help="fit a model to labelled frames",
                     description="Fit a model to frames with energies (and forces, stresses).")
     _fit_input_output_flags(f)
-    _fit_model_flags(f.add_argument_group("model settings (override --config)"))
+    _fit_model_flags(f.add_argument_group("model settings (override --config)"), derived_flags)
     _fit_parallel_flags(f.add_argument_group("parallel and distributed fits (docs/distributed.md)"))
     _fit_hygiene_flags(f.add_argument_group("hyperparameters and data hygiene (docs/hyperparameters.md)"))
 
@@ -131,7 +142,7 @@ def _fit_input_output_flags(f) -> None:
                    help="check the data and settings as a fit would, print a summary, write nothing")
 
 
-def _fit_model_flags(g) -> None:
+def _fit_model_flags(g, derived_flags: bool = True) -> None:
     """The GAP parameters' flags: the dedicated ones, then one per scalar parameter (:func:`fit_options`)."""
     g.add_argument("--gap", dest="terms", default=None, metavar="STRING",
                    help='the terms as gap_fit writes them, e.g. "distance_2b cutoff=5.0 delta=2.0 n_sparse=30 : '
@@ -140,7 +151,7 @@ def _fit_model_flags(g) -> None:
     g.add_argument("--no-core-repulsion", dest="core_repulsion", action="store_const", const=False, default=None,
                    help="no ZBL core repulsion in the baseline (on by default)")
     _baseline_flags(g)
-    for option in fit_options():
+    for option in fit_options() if derived_flags else ():
         g.add_argument(option.flag, dest=option.dest, type=option.type, default=None, help=option.help)
 
 
@@ -337,8 +348,8 @@ def _baseline_calculator(args):
 
 
 def _load_model_for(args):
-    from .model_io import load_model
-    return load_model(args.model, baseline=_baseline_calculator(args))
+    from .model import load
+    return load(args.model, baseline=_baseline_calculator(args))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -354,7 +365,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         command = _command_in(sys.argv[1:] if argv is None else argv)
         try:
             with _interrupt.deferred():  # an interrupt while parsing is raised at its end, inside this try
-                args = build_parser().parse_args(argv)
+                args = build_parser(command).parse_args(argv)
                 command = args.command
             return _run_command(args)
         except KeyboardInterrupt:

@@ -36,6 +36,7 @@ import scipy.linalg
 
 from . import sgp
 from .errors import NumericalError
+from .noise import group_key  # noqa: F401  (its home is now gapfit.noise; kept for old imports)
 
 log = logging.getLogger("gapfit")
 

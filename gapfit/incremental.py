@@ -26,7 +26,7 @@ import numpy as np
 from ase import Atoms
 
 from . import sgp
-from .data import Labels, check_structure, where_of
+from .data import Labels, where_of
 from .model import GAP
 from .state import FittedState
 from .terms import build_terms
@@ -70,7 +70,7 @@ class IncrementalGAP:
         The descriptors of the training frames are needed to add sparse points
         later, so a model file alone is not enough.
         """
-        if getattr(model, "state_", None) is None or model.state_.alpha is None:
+        if getattr(model, "state_", None) is None or not model.state_.is_fitted:
             raise ValueError("from_model needs a fitted model")
         if not frames:
             raise ValueError("from_model needs the model's training frames")
@@ -138,10 +138,8 @@ class IncrementalGAP:
         self.timings[kind] = time.perf_counter() - t0
 
     def _read_labels(self, atoms: Atoms, k: int) -> Labels:
-        m = self.model
-        where = where_of(atoms, k)
-        check_structure(atoms, where)
-        return m.label_reader().read(atoms, where)
+        """The labels of the k-th frame, its structure checked first."""
+        return self.model.label_reader().read_all([atoms], [where_of(atoms, k)], check=True)[0]
 
     def _store(self, atoms: Atoms, residual: Labels, rows: bool = True) -> list:
         """Keep a frame, its residual labels and descriptors (and its rows, when the columns are settled)."""

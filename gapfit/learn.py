@@ -428,7 +428,7 @@ def _initial_model(settings: dict, species: List[int], base_calc) -> Incremental
             params["baseline"] = base_calc
         return IncrementalGAP(params, species)
     from .data import read_frames
-    from .model_io import load_model
+    from .model import load as load_model
     inc = IncrementalGAP.from_model(load_model(initial_model, baseline=base_calc and base_calc.calculator),
                                     read_frames([settings["initial_data"]]))
     missing = set(species) - set(inc.species)

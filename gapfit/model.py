@@ -16,6 +16,8 @@ weights, held with everything else fitted in one :class:`FittedState`.
 """
 from __future__ import annotations
 
+import copy
+import inspect
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -28,9 +30,10 @@ from .errors import InputError, NotFittedError
 from .executors import make_executor
 from .fitting import pipeline
 from .fitting.hygiene_pass import report_of_frames
-from .fitting.plan import FitPlan
+from .fitting.plan import FitPlan, sum_of
 from .fitting.recipe import DEFAULT_THREE_BODY, DEFAULT_TWO_BODY, SOAP_PARAMS, default_terms, make_terms
-from .fitting.rows import chunk_parts, new_counts, residual_labels
+from .fitting.rows import chunk_parts, new_counts, subtract_baseline
+from .fitting.survey import data_summary
 from .noise import NoiseModel
 from .params import check_params
 from .prediction import Prediction
@@ -38,6 +41,11 @@ from .state import FittedState
 from .stream import as_source
 from .terms import Term
 from .terms.base import TermRows
+
+def _state_view(name: str, doc: str) -> property:
+    """A read-only attribute of the estimator that reads ``state_.<name>`` (the fitted views, as in scikit-learn)."""
+    return property(lambda self: getattr(self.state_, name), doc=doc)
+
 
 __all__ = ["GAP", "FittedState", "load", "default_terms", "SOAP_PARAMS", "DEFAULT_TWO_BODY", "DEFAULT_THREE_BODY"]
 
@@ -249,6 +257,28 @@ class GAP(BaseEstimator):
         self.sparse_candidates = sparse_candidates
         self.progress = progress
 
+    def get_params(self, deep: bool = True) -> Dict[str, Any]:
+        """The constructor parameters, as scikit-learn's, in the order of ``__init__``'s signature.
+
+        (scikit-learn sorts them by name; the signature's order keeps the
+        check of :meth:`fit`, the log's settings line and the model file's
+        parameters in the order they are documented.)
+        """
+        params = super().get_params(deep=deep)
+        order = [name for name in inspect.signature(type(self).__init__).parameters if name in params]
+        return {**{name: params[name] for name in order}, **params}
+
+    def __sklearn_clone__(self) -> "GAP":
+        """What ``sklearn.base.clone`` returns: an unfitted GAP with copies of the parameters.
+
+        The Δ-learning calculator (``baseline``) is shared, not copied: a
+        calculator may hold what cannot be copied (a lock, a process, an open
+        file), and it is never changed by a fit.
+        """
+        params = self.get_params(deep=False)
+        calculator = params.pop("baseline")
+        return type(self)(**copy.deepcopy(params), baseline=calculator)
+
     def _validate(self) -> None:
         """Check the parameters (what :meth:`fit` does first)."""
         check_params(self.get_params(deep=False))
@@ -285,36 +315,15 @@ class GAP(BaseEstimator):
     def __sklearn_is_fitted__(self) -> bool:
         # what sklearn.utils.validation.check_is_fitted asks: solved weights, not merely a state
         state = getattr(self, "state_", None)
-        return state is not None and state.alpha is not None
+        return state is not None and state.is_fitted
 
-    @property
-    def species_(self) -> List[int]:
-        return self.state_.species
-
-    @property
-    def e0_(self) -> Dict[int, float]:
-        return self.state_.e0
-
-    @property
-    def terms_(self) -> List[Term]:
-        return self.state_.terms
-
-    @property
-    def alpha_(self) -> np.ndarray:
-        return self.state_.alpha
-
-    @property
-    def calibration_(self) -> Optional[dict]:
-        return self.state_.calibration
-
-    @property
-    def training_summary_(self) -> dict:
-        return self.state_.training
-
-    @property
-    def n_sparse_total_(self) -> int:
-        """Sparse points over all terms."""
-        return self.state_.n_columns
+    species_ = _state_view("species", "Atomic numbers the model knows (list of int).")
+    e0_ = _state_view("e0", "Isolated-atom energy per species, eV ({Z: eV}).")
+    terms_ = _state_view("terms", "The fitted terms, in column order (list of Term).")
+    alpha_ = _state_view("alpha", "Weights of all terms, concatenated (ndarray (M,)).")
+    calibration_ = _state_view("calibration", "Scales of the predicted stds from held-out frames (dict or None).")
+    training_summary_ = _state_view("training", "Summary of the training data and fit (dict).")
+    n_sparse_total_ = _state_view("n_columns", "Sparse points over all terms (int).")
 
     # --------------------------------------------------------------------- fit
     def fit(self, frames, *, client: Any = None) -> "GAP":
@@ -346,7 +355,7 @@ class GAP(BaseEstimator):
         config_type.
         """
         self._validate()
-        return pipeline.data_summary(self.get_params(deep=False), as_source(frames))
+        return data_summary(self.get_params(deep=False), as_source(frames))
 
     def prepare(self, frames: Sequence[Atoms]) -> List[Labels]:
         """Check the data and settings and start a new fitted state (no sparse points, no weights yet).
@@ -361,9 +370,14 @@ class GAP(BaseEstimator):
         self.state_, residual = pipeline.prepare_state(self.get_params(deep=False), list(frames))
         return residual
 
-    def residual_labels(self, frames: Sequence[Atoms], labels: Sequence[Labels]) -> List[Labels]:
-        """Labels minus the baseline's non-e0 parts (core repulsion, tabulated pair, Δ-learning calculator)."""
-        return residual_labels(self._plan().residual_baseline, frames, labels)
+    def residual_labels(self, frames: Sequence[Atoms], labels: Sequence[Labels],
+                        parts: Optional[Sequence] = None) -> List[Labels]:
+        """Labels minus the baseline's non-e0 parts (core repulsion, tabulated pair, Δ-learning calculator).
+
+        ``parts``: those parts (default: the fitted baseline's).
+        """
+        baseline = self._plan().residual_baseline if parts is None else sum_of(parts)
+        return subtract_baseline(baseline, frames, labels)
 
     def _plan(self, *, solved: bool = False) -> FitPlan:
         """The fit plan of this model's state (what a pass over frames needs)."""

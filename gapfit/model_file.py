@@ -27,13 +27,16 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Callable, Dict, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Tuple
 
 import numpy as np
 
 from ._version import __version__
 from .errors import GapfitError, InputError, ModelFormatError
 from .files import atomic_write
+
+if TYPE_CHECKING:  # annotations only: the state module is imported when a file is read
+    from .state import FittedState
 
 FORMAT_NAME = "gapfit-model"
 FORMAT_VERSION = 2
@@ -49,7 +52,7 @@ def _unpack(packed, n: int, lower: bool) -> np.ndarray:
     return out
 
 
-def write(state, params: Dict[str, Any], path: str) -> None:
+def write(state: "FittedState", params: Dict[str, Any], path: str) -> None:
     """Write a fitted state and the estimator parameters it was fitted with to ``path`` atomically."""
     atomic_write(path, state_writer(state, params))
 
@@ -67,7 +70,7 @@ def _json_params(params: Dict[str, Any]) -> Dict[str, Any]:
     return params
 
 
-def state_writer(state, params: Dict[str, Any]) -> Callable:
+def state_writer(state: "FittedState", params: Dict[str, Any]) -> Callable:
     """``write(fileobj)`` that writes the model file of a fitted state and its estimator's parameters."""
     st = state
     terms_meta = []
@@ -203,7 +206,7 @@ def baseline_spec(path: str) -> Any:
     return find(meta.get("baseline"))
 
 
-def read(path: str, baseline: Any = None) -> Tuple[Dict[str, Any], Any]:
+def read(path: str, baseline: Any = None) -> Tuple[Dict[str, Any], "FittedState"]:
     """Read a model file: ``(params, state)``, the estimator's parameters and its :class:`gapfit.state.FittedState`.
 
     Never executes or imports code. ``baseline`` is the ASE calculator of a

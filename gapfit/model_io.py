@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from .model import GAP, load
 from .model_file import FORMAT_NAME, FORMAT_VERSION, baseline_spec, read, state_writer, write
+from .predictor import check_fitted
 
 __all__ = ["load_model", "save_model", "model_writer", "baseline_spec", "read", "write", "FORMAT_NAME",
            "FORMAT_VERSION"]
@@ -30,5 +31,5 @@ def save_model(model: GAP, path: str) -> None:
 
 def model_writer(model: GAP) -> Callable:
     """``write(fileobj)`` that writes the model file of a fitted :class:`gapfit.GAP` (for staged outputs)."""
-    model._check_fitted()
+    check_fitted(getattr(model, "state_", None))
     return state_writer(model.state_, model.get_params(deep=False))

@@ -11,17 +11,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 from ase import Atoms
 
 from .data import SIGMA_INFO_KEYS, Labels
 from .errors import InputError
-
-#: The kinds of observation, in the order rows are written for a frame.
-KINDS = ("energy", "forces", "virial")
-
 
 def group_key(kind: str, config_type: str, mode: str) -> str:
     """Name of the noise group of a row: ``"forces"`` or ``"forces:md_300K"``."""
@@ -79,12 +75,3 @@ class NoiseModel:
         """The noise group of a row of this kind and config_type."""
         return group_key(kind, config_type, self.mode)
 
-    def group_names(self, info) -> List[str]:
-        """Sorted names of the noise groups a survey's labels fall into (the likelihood's order)."""
-        keys = set()
-        for k in range(len(info)):
-            for kind, present in (("energy", info.has_energy(k)), ("forces", info.has_forces[k]),
-                                  ("virial", info.has_stress[k])):
-                if present:
-                    keys.add(self.group(kind, info.config_type[k]))
-        return sorted(keys)

@@ -7,28 +7,30 @@ the QR factor R of the fit (:func:`gapfit.sgp.dtc_variance`).
 """
 from __future__ import annotations
 
-from typing import Any, List, Sequence, Union
+from typing import Any, List, Optional, Sequence, Union
 
 import numpy as np
 from ase import Atoms
 
 from . import sgp
+from .baselines import is_periodic
 from .data import check_structure, group_by_atoms, where_of
 from .errors import InputError, NotFittedError
 from .prediction import Prediction, UncertaintyRequest
+from .state import FittedState
 from .terms.base import VOIGT
 
 #: What ``uncertainty=`` accepts (see :func:`predict`).
 UncertaintyArg = Union[bool, str, Sequence[str], None]
 
 
-def check_fitted(state) -> None:
+def check_fitted(state: Optional[FittedState]) -> None:
     """Raise :class:`gapfit.errors.NotFittedError` unless ``state`` holds solved weights."""
-    if state is None or state.alpha is None:
+    if state is None or not state.is_fitted:
         raise NotFittedError("this GAP model is not fitted yet: call fit(frames) or gapfit.load(path) first")
 
 
-def check_frames(state, frames: Sequence[Atoms]) -> None:
+def check_frames(state: Optional[FittedState], frames: Sequence[Atoms]) -> None:
     """Raise InputError naming the frame and field when a frame cannot be predicted with ``state``."""
     check_fitted(state)
     for k, a in enumerate(frames):
@@ -42,8 +44,8 @@ def check_frames(state, frames: Sequence[Atoms]) -> None:
                              f"{[chemical_symbols[z] for z in state.species]})")
 
 
-def predict(state, frames: Union[Atoms, Sequence[Atoms]], *, forces: bool = True, stress: bool = True,
-            uncertainty: UncertaintyArg = False, calibrated: bool = True,
+def predict(state: Optional[FittedState], frames: Union[Atoms, Sequence[Atoms]], *, forces: bool = True,
+            stress: bool = True, uncertainty: UncertaintyArg = False, calibrated: bool = True,
             progress: bool = False) -> List[Prediction]:
     """Each frame's :class:`gapfit.prediction.Prediction` (see :meth:`gapfit.GAP.predict` for the arguments)."""
     from tqdm.auto import tqdm
@@ -65,7 +67,7 @@ def predict(state, frames: Union[Atoms, Sequence[Atoms]], *, forces: bool = True
     return out
 
 
-def predict_descriptors(state, atoms: Atoms, descriptors: Sequence[Any], *, forces: bool = True,
+def predict_descriptors(state: FittedState, atoms: Atoms, descriptors: Sequence[Any], *, forces: bool = True,
                         stress: bool = True, uncertainty: UncertaintyArg = False,
                         calibrated: bool = True) -> Prediction:
     """One frame's prediction from its descriptors (one entry per term); see :meth:`gapfit.GAP.predict_descriptors`."""
@@ -73,10 +75,10 @@ def predict_descriptors(state, atoms: Atoms, descriptors: Sequence[Any], *, forc
                          UncertaintyRequest.parse(uncertainty), calibrated)[0]
 
 
-def predict_chunk(state, chunk: Sequence[Atoms], descs: List[list], forces: bool, stress: bool,
+def predict_chunk(state: FittedState, chunk: Sequence[Atoms], descs: List[list], forces: bool, stress: bool,
                   request: UncertaintyRequest, calibrated: bool) -> List[Prediction]:
     """Predictions of a chunk of frames from each term's descriptors of them."""
-    periodic = [bool(np.all(a.pbc)) and a.cell.rank == 3 for a in chunk]
+    periodic = [is_periodic(a) for a in chunk]
     keep_rows = (request.local_energy or request.energy) and not request.exact
     # every term's kernels for the whole chunk at once: wide sparse sets are read once, not per frame
     parts = [term.predict_many(d, state.alpha[sl], forces=bool(forces), virial=bool(stress) and any(periodic),
@@ -93,11 +95,12 @@ def predict_chunk(state, chunk: Sequence[Atoms], descs: List[list], forces: bool
             uncertainty(state, out, descs, request, [[tp.local_rows for tp in term_parts] for term_parts in parts])
         if calibrated:
             for p in out:
-                calibrate(state, p)
+                apply_calibration(state, p)
     return out
 
 
-def _frame_prediction(state, atoms: Atoms, term_parts: list, forces: bool, want_virial: bool) -> Prediction:
+def _frame_prediction(state: FittedState, atoms: Atoms, term_parts: list, forces: bool,
+                      want_virial: bool) -> Prediction:
     """One frame's energy, forces and stress: the baseline plus each term's part."""
     base = state.baseline.evaluate(atoms, forces=bool(forces), virial=want_virial)
     local = np.array(base.local_energy_eV, dtype=float)
@@ -117,7 +120,7 @@ def _frame_prediction(state, atoms: Atoms, term_parts: list, forces: bool, want_
     return p
 
 
-def uncertainty(state, preds: List[Prediction], descs: List[list], request: UncertaintyRequest,
+def uncertainty(state: FittedState, preds: List[Prediction], descs: List[list], request: UncertaintyRequest,
                 local_rows: List[list]) -> None:
     """DTC predictive standard deviations of the GP part (latent, noise-free) of a chunk, into ``preds``.
 
@@ -155,7 +158,7 @@ def _atom_bounds(preds: Sequence[Prediction]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum([len(p.energies) for p in preds])])
 
 
-def _energy_stds(state, preds, descs, request, local_rows, priors) -> None:
+def _energy_stds(state: FittedState, preds, descs, request, local_rows, priors) -> None:
     """Local-energy and total-energy stds of a chunk, in one solve (with a wide model, reading R dominates)."""
     n_frames = len(preds)
     bounds = _atom_bounds(preds)
@@ -182,7 +185,7 @@ def _energy_stds(state, preds, descs, request, local_rows, priors) -> None:
             p.energy_std = float(np.sqrt(var[len(var) - n_frames + f]))
 
 
-def uncertainty_exact(state, p: Prediction, ds: list) -> None:
+def uncertainty_exact(state: FittedState, p: Prediction, ds: list) -> None:
     """The reference route: every row from the design rows, every prior in full, all three stds."""
     with_forces = all(getattr(d, "pair_gradients", True) is not None for d in ds)
     rows = state.design_rows([[d] for d in ds], forces=with_forces, virial=False, local=True)
@@ -197,7 +200,7 @@ def uncertainty_exact(state, p: Prediction, ds: list) -> None:
         p.forces_std = np.sqrt(sgp.dtc_variance(rows.gradient, prior_f, state.kmm_chol, state.R_ab)).reshape(-1, 3)
 
 
-def calibrate(state, p: Prediction) -> None:
+def apply_calibration(state: FittedState, p: Prediction) -> None:
     """Scale the computed stds by the fitted calibration (raw values into the ``*_raw`` fields)."""
     cal = state.calibration
     if not cal:

@@ -13,7 +13,7 @@ import numpy as np
 from ase import Atoms
 
 from . import sgp
-from .terms import Term, TermRows, atoms_per_chunk
+from .terms import Term, TermRows, atoms_per_chunk, design_rows
 
 
 @dataclass
@@ -111,7 +111,7 @@ class FittedState:
 
     @property
     def atoms_per_chunk(self) -> int:
-        """Atoms per chunk of descriptor work (bounded memory of pair gradients; see :func:`gapfit.terms.atoms_per_chunk`)."""
+        """Atoms per chunk of descriptor work (pair gradients' memory bounded: :func:`gapfit.terms.atoms_per_chunk`)."""
         return atoms_per_chunk(self.terms)
 
     @property
@@ -129,13 +129,3 @@ class FittedState:
         """Whether the weights are solved (a state being built by a fit is not)."""
         return self.alpha is not None
 
-
-def design_rows(terms: Sequence[Term], descs: List[list], *, forces: bool, virial: bool,
-                local: bool = False) -> TermRows:
-    """The design rows of ``terms`` side by side (columns in term order), from each term's descriptors."""
-    parts = [t.design_rows(d, forces=forces, virial=virial, local=local) for t, d in zip(terms, descs)]
-
-    def cat(name):
-        arrs = [getattr(p, name) for p in parts]
-        return None if arrs[0] is None else np.concatenate(arrs, axis=-1)
-    return TermRows(cat("energy"), cat("gradient"), cat("virial"), cat("local"), parts[0].atom_start)

@@ -36,6 +36,24 @@ def test_clone_keeps_the_parameters_and_drops_the_fit(cu_train):
         check_is_fitted(clone(fitted))
 
 
+def test_clone_shares_the_delta_learning_calculator():
+    """A calculator may hold what cannot be copied (here a lock): clone shares it, as the fit never changes it."""
+    import threading
+
+    from ase.calculators.emt import EMT
+    calc = EMT()
+    calc.lock = threading.Lock()
+    model = gapfit.GAP(baseline=calc, terms=SMALL_TERMS)
+    copy = clone(model)
+    assert copy.baseline is calc
+    assert copy.terms == model.terms and copy.terms is not model.terms
+
+
+def test_parameters_in_signature_order():
+    names = [p for p in inspect.signature(gapfit.GAP.__init__).parameters if p != "self"]
+    assert list(gapfit.GAP().get_params()) == names
+
+
 def test_set_params_sets_and_refuses_unknown_names():
     model = gapfit.GAP()
     assert model.set_params(n_max=5, seed=3) is model

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..baselines import CalculatorBaseline, E0Baseline, SumBaseline, TabulatedPairBaseline, ZBLBaseline
 from ..state import FittedState
+from .plan import sum_of
 from .recipe import make_terms
 
 log = logging.getLogger("gapfit")
@@ -51,7 +52,7 @@ def start_state(s: SimpleNamespace, info, parts: Sequence) -> FittedState:
     for term in terms:
         term.bind(species)
     # until e0 is known the baseline is its other parts (what pass 1 subtracts from the energies)
-    return FittedState(species=species, e0={}, baseline=SumBaseline(list(parts)) if parts else None, terms=terms)
+    return FittedState(species=species, e0={}, baseline=sum_of(parts), terms=terms)
 
 
 def finish_baseline(state: FittedState, e0_given, info, parts: Sequence, energies: Mapping[int, float]) -> None:

@@ -2,13 +2,20 @@
 from __future__ import annotations
 
 import logging
+from typing import Sequence
+
+from ase import Atoms
+
 from ..calibration import describe_scales, fit_scales
+from ..data import Labels
 from ..predictor import predict
+from ..state import FittedState
 
 log = logging.getLogger("gapfit")
 
 
-def calibrate(state, cal_frames, true_labels, *, progress: bool) -> dict:
+def fit_calibration(state: FittedState, cal_frames: Sequence[Atoms], true_labels: Sequence[Labels], *,
+                    progress: bool) -> dict:
     """Fit the scales on the held-out frames with the interim weights of ``state``; returns the calibration record.
 
     ``true_labels``: the held-out frames' labels (with the baseline in; the

@@ -89,7 +89,8 @@ def check_training_frames(training: dict, frames, labels) -> None:
     raise InputError(f"{files}: not the frames the model was fitted to ({why}); {advice}")
 
 
-def report_of_frames(plan, training: dict, frames, not_fitted: Optional[Sequence[int]], progress: bool) -> HygieneReport:
+def report_of_frames(plan, training: dict, frames, not_fitted: Optional[Sequence[int]],
+                     progress: bool) -> HygieneReport:
     """The report of a fitted model on its own training ``frames`` (checked first, then computed again).
 
     ``plan``: the solved model's plan; ``training``: its training summary

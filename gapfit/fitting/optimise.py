@@ -7,11 +7,12 @@ from typing import Any, Mapping, Optional, Tuple
 import numpy as np
 
 from .. import hyper
+from ..state import FittedState
 
 log = logging.getLogger("gapfit")
 
 
-def optimise(state, problem: "hyper.LikelihoodProblem", *, optimize_delta: bool,
+def optimise(state: FittedState, problem: "hyper.LikelihoodProblem", *, optimize_delta: bool,
              sigma_floor: Optional[Mapping[str, float]]) -> Tuple["hyper.LikelihoodProblem", Tuple[Any, Any]]:
     """Maximise the likelihood over δ and σ and set the optimum in ``state`` (δ of its terms, noise scales, K_MM).
 
@@ -38,7 +39,7 @@ def _log_result(state, problem, rebased, res) -> None:
                  rebased.sigma0.get(g, float("nan")), " (its floor)" if g in res.at_floor else "")
 
 
-def summary(state, *, optimized: bool, sigma_mode: str, problem, optimisation) -> dict:
+def hyper_summary(state: FittedState, *, optimized: bool, sigma_mode: str, problem, optimisation) -> dict:
     """The hyperparameters of a fit as the model file's training summary records them."""
     out = {"optimized": bool(optimized), "sigma_mode": sigma_mode,
            "delta_eV": {f"{k + 1}:{t.type}": t.delta_eV for k, t in enumerate(state.terms)},

@@ -27,7 +27,7 @@ from .. import hyper
 from ..data import group_by_atoms, is_isolated_atom, where_of
 from ..hygiene import frame_statistics, summarise
 from .plan import Block, FitPlan
-from .rows import chunk_parts, log_scales, new_counts, residual_labels, stack_parts
+from .rows import chunk_parts, log_scales, new_counts, stack_parts, subtract_baseline
 
 
 def _chunks(source, block: Block, atoms_per_chunk: int, progress=None) -> Iterator[Tuple[List[int], List[Atoms]]]:
@@ -48,7 +48,7 @@ def _labelled_chunks(plan: FitPlan, source, block: Block, progress=None):
     """(global indices, frames, labels minus the non-e0 baseline) of the block's chunks (frames already surveyed)."""
     for idx, frames in _chunks(source, block, plan.atoms_per_chunk, progress):
         wheres = [where_of(a, k) for k, a in zip(idx, frames)]
-        yield idx, frames, residual_labels(plan.residual_baseline, frames, plan.reader.read_all(frames, wheres))
+        yield idx, frames, subtract_baseline(plan.residual_baseline, frames, plan.reader.read_all(frames, wheres))
 
 
 def sample_block(plan: FitPlan, source, block: Block, limit: Optional[int], sample_skip: Sequence[int] = (),

@@ -2,7 +2,8 @@
 
 :func:`fit_state` runs
 
-1. the survey: every frame checked, a few numbers kept per frame;
+1. the survey: every frame checked, a few numbers kept per frame
+   (:func:`.survey.checked_survey`);
 2. the baseline's parts other than e0, fixed from the survey;
 3. pass 1: descriptors without gradients -> candidate sparse points per
    term (held-out calibration frames left out) and the energies e0 is
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -28,77 +30,22 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from .. import hyper
-from ..data import LabelReader, files_of
+from ..data import LabelReader
 from ..errors import InputError
-from ..hygiene import HygieneReport
+from ..hygiene import HygieneReport, RowSpool
 from ..noise import NoiseModel
-from ..params import check_species_settings
 from ..state import FittedState
 from ..stream import MemorySource
+from . import hygiene_pass
 from .baseline import baseline_parts, calculators_cached, finish_baseline, start_state
-from .calibrate import calibrate
-from .hygiene_pass import by_pass, from_spool, open_spool
-from .optimise import optimise, summary
+from .calibrate import fit_calibration
+from .optimise import hyper_summary, optimise
 from .passes import merge_rows, merge_samples, rows_block, sample_block
-from .plan import Block, FitPlan, block_of, calibration_split, fit_blocks, sum_of
-from .recipe import make_terms
-from .rows import new_counts, residual_labels
-from .survey import Survey, survey
+from .plan import Block, FitPlan, block_of, calibration_split, fit_blocks, settings_of, sum_of
+from .rows import new_counts, subtract_baseline
+from .survey import Survey, checked_survey
 
 log = logging.getLogger("gapfit")
-
-
-def settings_of(params: Mapping[str, Any]) -> SimpleNamespace:
-    """The estimator's parameters as attributes (what the steps read)."""
-    return SimpleNamespace(**params)
-
-
-def checked_survey(params: Mapping[str, Any], source) -> Survey:
-    """Check every frame and the settings (already checked by themselves); the facts the fit plans with."""
-    s = settings_of(params)
-    if len(source) == 0:
-        raise InputError("no training frames given")
-    terms = make_terms(params, molecular=False)  # term settings fail now, not after reading everything
-    info = survey(source, LabelReader.of(s), NoiseModel.of(s),
-                  contacts=bool(s.core_repulsion) and s.core_radii == "data", progress=s.progress)
-    _check_energies_present(s, info)
-    check_species_settings(dict(params), info.species, [t.to_dict() for t in terms])
-    unused = sorted(set(s.config_type_sigma or {}) - set(info.config_type))
-    if unused:
-        log.warning("config_type_sigma names config types that no frame has: %s", unused)
-    if all(info.isolated):
-        raise InputError("only isolated-atom frames given; add frames of condensed configurations")
-    log.info("labels: %d energies, %d force sets, %d stresses (%d of %d frames periodic)",
-             sum(info.has_energy(k) for k in range(len(info))), sum(info.has_forces),
-             sum(h and p for h, p in zip(info.has_stress, info.periodic)), sum(info.periodic), len(info))
-    for line in info.missing_labels():
-        log.warning("%s", line)
-    return info
-
-
-def _check_energies_present(s: SimpleNamespace, info: Survey) -> None:
-    """A fit needs total energies: refuse a data set without any, naming the key looked for."""
-    if any(info.has_energy(k) for k in range(len(info))):
-        return
-    files = files_of(info.where)
-    if s.energy_key:
-        raise InputError(f"{files}: none of the {len(info)} frames has field '{s.energy_key}' "
-                         "(energy_key, --energy-key); a fit needs total energies: name the key they are "
-                         "stored under, or leave it unset to use the calculator's 'energy'")
-    raise InputError(f"{files}: none of the {len(info)} frames has field 'energy'; a fit needs total "
-                     "energies (use --energy-key NAME if they are stored under another name)")
-
-
-def data_summary(params: Mapping[str, Any], source) -> dict:
-    """What :meth:`gapfit.GAP.check_data` reports: counts of frames, atoms and labels, species, config types."""
-    from ase.data import chemical_symbols
-    info = checked_survey(params, source)
-    return {"n_frames": len(info), "n_atoms": int(sum(info.n_atoms)),
-            "species": [chemical_symbols[z] for z in info.species],
-            "n_energies": sum(info.has_energy(k) for k in range(len(info))),
-            "n_forces": int(sum(info.has_forces)),
-            "n_stresses": int(sum(info.has_stress)),
-            "config_types": count_of(info.config_type)}
 
 
 def prepare_state(params: Mapping[str, Any], frames: List) -> Tuple[FittedState, List]:
@@ -109,75 +56,80 @@ def prepare_state(params: Mapping[str, Any], frames: List) -> Tuple[FittedState,
     learner starts from; :func:`fit_state` does the same in streamed passes.
     """
     info = checked_survey(params, MemorySource(frames))
-    s = settings_of(params)
-    parts = baseline_parts(s, info)
-    labels = LabelReader.of(s).read_all(frames, check=True)
-    residual = residual_labels(sum_of(parts), frames, labels)
+    settings = settings_of(params)
+    parts = baseline_parts(settings, info)
+    labels = LabelReader.of(settings).read_all(frames, check=True)
+    residual = subtract_baseline(sum_of(parts), frames, labels)
     energies = {k: lb.energy_eV for k, lb in enumerate(residual) if lb.energy_eV is not None}
-    state = start_state(s, info, parts)
-    finish_baseline(state, s.e0, info, parts, energies)
+    state = start_state(settings, info, parts)
+    finish_baseline(state, settings.e0, info, parts, energies)
     return state, residual
 
 
 def fit_state(params: Mapping[str, Any], source, executor) -> Tuple[FittedState, Optional[HygieneReport]]:
     """Fit: the complete state and the hygiene report (None with ``hygiene=False``).
 
-    ``params``: the estimator's parameters (already checked); ``source``: a
-    :class:`gapfit.stream.FrameSource` or :class:`~gapfit.stream.MemorySource`;
-    ``executor``: where the passes run (:mod:`gapfit.executors`).
+    ``params``: the estimator's parameters (already checked by themselves);
+    ``source``: a :class:`gapfit.stream.FrameSource` or
+    :class:`~gapfit.stream.MemorySource`; ``executor``: where the passes run
+    (:mod:`gapfit.executors`).
     """
     t_start = time.perf_counter()
     info = checked_survey(params, source)
-    s = settings_of(params)
-    parts = baseline_parts(s, info)
+    settings = settings_of(params)
+    parts = baseline_parts(settings, info)
     with calculators_cached(parts):
-        run = FitRun(s, source, executor, info, parts)
-        state, hygiene = run.execute()
+        state, hygiene = FitRun(settings, source, executor, info, parts).execute()
     state.training["fit_seconds"] = round(time.perf_counter() - t_start, 3)
     return state, hygiene
 
 
 @dataclass
 class FitRun:
-    """One fit after the survey: the steps 3-6 of the module docstring, each a method."""
+    """One fit after the survey: steps 3-6 of the module docstring, each a method.
 
-    s: SimpleNamespace
+    ``info``: the survey; ``parts``: the baseline's parts other than e0.
+    """
+
+    settings: SimpleNamespace
     source: Any
     executor: Any
     info: Survey
     parts: list
-    state: FittedState = None
+    state: Optional[FittedState] = None
     cal_idx: List[int] = field(default_factory=list)
     blocks: List[Block] = field(default_factory=list)
     counts: Dict[str, int] = field(default_factory=new_counts)
+    reader: LabelReader = field(init=False)
+    noise: NoiseModel = field(init=False)
+    distributed: bool = field(init=False)
+    likelihood: Dict[str, float] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.reader = LabelReader.of(self.s)
-        self.noise = NoiseModel.of(self.s)
+        self.reader = LabelReader.of(self.settings)
+        self.noise = NoiseModel.of(self.settings)
         self.distributed = getattr(self.executor, "client", None) is not None
 
     def plan(self, *, solved: bool = False) -> FitPlan:
-        """What the passes need now (built afresh at each step: δ, e0 and the noise scales change)."""
-        st = self.state
-        return FitPlan(terms=st.terms, reader=self.reader, noise=self.noise, residual_baseline=sum_of(self.parts),
-                       atoms_per_chunk=st.atoms_per_chunk, seed=self.s.seed, e0=st.e0,
-                       noise_scale=st.noise_scale, R_ab=st.R_ab if solved else None,
-                       alpha=st.alpha if solved else None)
+        """What the passes need now (made afresh at each step: δ, e0 and the noise scales change)."""
+        return FitPlan.of_state(self.state, self.reader, self.noise, self.settings.seed, solved=solved,
+                                residual_parts=self.parts)
 
     def execute(self) -> Tuple[FittedState, Optional[HygieneReport]]:
-        self.state = start_state(self.s, self.info, self.parts)
-        self.cal_idx = calibration_split(self.info, self.s.calibration_fraction, self.s.seed)
+        """Steps 3-6: the new state, complete, and the hygiene report (None with ``hygiene=False``)."""
+        self.state = start_state(self.settings, self.info, self.parts)
+        self.cal_idx = calibration_split(self.info, self.settings.calibration_fraction, self.settings.seed)
         # the blocks depend on the data and settings only, not on the workers: same model either way
-        self.blocks = fit_blocks(self.info, self.s.atoms_per_block, self.state.atoms_per_chunk, self.cal_idx)
+        self.blocks = fit_blocks(self.info, self.settings.atoms_per_block, self.state.atoms_per_chunk, self.cal_idx)
         self.choose_sparse_points()
-        spool = open_spool(self.info, self.state.n_columns, self.s.hygiene_spool_gb) \
-            if self.s.hygiene and not self.distributed else None
+        spool = hygiene_pass.open_spool(self.info, self.state.n_columns, self.settings.hygiene_spool_gb) \
+            if self.settings.hygiene and not self.distributed else None
         try:
-            names = self.noise.group_names(self.info)
+            names = self.info.noise_groups(self.noise)
             delta_start = [t.delta_eV for t in self.state.terms]
             problem, optimisation = self.solve(names, delta_start, spool)
             self.record_training(problem, optimisation)
-            hygiene = self.hygiene(spool, names, delta_start) if self.s.hygiene else None
+            hygiene = self.hygiene(spool, names, delta_start) if self.settings.hygiene else None
         finally:
             if spool is not None:
                 spool.close()
@@ -190,11 +142,11 @@ class FitRun:
         # every frame's energy counts for e0 and δ; only the sample leaves the held-out frames out
         samples, energies = self.executor.run(
             sample_block, self.plan(), self.source, [block_of(info, b.lo, b.hi) for b in self.blocks],
-            self.s.sparse_candidates, sample_skip=self.cal_idx, what="sparse candidates",
-            progress=self.s.progress, reduce=merge_samples)
-        finish_baseline(st, self.s.e0, info, self.parts, energies)
+            self.settings.sparse_candidates, sample_skip=self.cal_idx, what="sparse candidates",
+            progress=self.settings.progress, reduce=merge_samples)
+        finish_baseline(st, self.settings.e0, info, self.parts, energies)
         for k, (term, sample) in enumerate(zip(st.terms, samples)):
-            chosen = term.select_from_sample(sample, seed=self.s.seed + 1000 * k)
+            chosen = term.select_from_sample(sample, seed=self.settings.seed + 1000 * k)
             log.info("term %d (%s): δ %.4g eV, sparse points %s", k + 1, term.type, term.delta_eV, chosen)
             missing = term.species_without_points(st.species)
             if missing:
@@ -202,21 +154,21 @@ class FitRun:
                                  "calibration_fraction=0 or add frames containing them")
         log.info("sparse points chosen in %.1f s", time.perf_counter() - t0)
 
-    def solve(self, names: List[str], delta_start: List[float], spool):
+    def solve(self, names: List[str], delta_start: List[float], spool: Optional[RowSpool]):
         """Pass 2 and the solve: grouped factors, optional δ/σ optimisation, calibration, final weights."""
         t0 = time.perf_counter()
         st = self.state
-        st.factor_kmm(self.s.jitter)
-        grouped, c = self.executor.run(rows_block, self.plan(), self.source, self.blocks, names, delta_start,
-                                       what="design rows", progress=self.s.progress, reduce=merge_rows,
-                                       spool=spool)
-        self._add_counts(c)
+        st.factor_kmm(self.settings.jitter)
+        grouped, block_counts = self.executor.run(
+            rows_block, self.plan(), self.source, self.blocks, names, delta_start, what="design rows",
+            progress=self.settings.progress, reduce=merge_rows, spool=spool)
+        self._add_counts(block_counts)
         problem = hyper.LikelihoodProblem.from_groups(grouped, st.kmm_chol, st.block_terms,
                                                       [t.delta_eV for t in st.terms])
         optimisation = None
-        if self.s.optimize:
-            problem, optimisation = optimise(st, problem, optimize_delta=self.s.optimize_delta,
-                                             sigma_floor=self.s.sigma_floor)
+        if self.settings.optimize:
+            problem, optimisation = optimise(st, problem, optimize_delta=self.settings.optimize_delta,
+                                             sigma_floor=self.settings.sigma_floor)
         if self.cal_idx:
             problem = self.calibrate_and_join(problem, names, delta_start, spool)
         R_ab, _, sum_log_sigma, n_rows = problem.assemble(np.zeros(problem.n_params))
@@ -228,13 +180,13 @@ class FitRun:
                  n_rows, st.n_columns, time.perf_counter() - t0, lml)
         return problem, optimisation
 
-    def calibrate_and_join(self, problem, names: List[str], delta_start: List[float], spool):
+    def calibrate_and_join(self, problem, names: List[str], delta_start: List[float], spool: Optional[RowSpool]):
         """Calibrate the stds on the held-out frames with interim weights, then add their rows."""
         st = self.state
         st.set_factor(problem.assemble(np.zeros(problem.n_params))[0])
         cal_frames = self.source.take(self.cal_idx)
         true_labels = self.reader.read_all(cal_frames, [self.info.where[k] for k in self.cal_idx])
-        st.calibration = calibrate(st, cal_frames, true_labels, progress=self.s.progress)
+        st.calibration = fit_calibration(st, cal_frames, true_labels, progress=self.settings.progress)
         # the held-out frames' rows join here, in this process: they are few (at most 200)
         cal_block = Block(0, len(cal_frames), [len(a) for a in cal_frames], numbers=list(self.cal_idx))
         cal_rows, cal_counts = rows_block(self.plan(), MemorySource(cal_frames), cal_block, names, delta_start,
@@ -252,33 +204,27 @@ class FitRun:
         st.training = {
             "n_frames": len(info), "n_train_frames": len(info),
             "n_atoms": int(sum(info.n_atoms)),
-            "n_observations": self.counts, "config_types": count_of(info.config_type),
+            "n_observations": self.counts, "config_types": dict(Counter(info.config_type)),
             # what inspect checks its frames against (the frames given, in order)
             "input_frames": {"n_frames": len(info), "n_atoms": int(sum(info.n_atoms)),
                              "sha256": info.fingerprint.hexdigest()},
             "species": st.species, "fit_seconds": None,
             "likelihood": self.likelihood,
-            "hyperparameters": summary(st, optimized=bool(self.s.optimize), sigma_mode=self.noise.mode,
-                                       problem=problem, optimisation=optimisation),
+            "hyperparameters": hyper_summary(st, optimized=bool(self.settings.optimize), sigma_mode=self.noise.mode,
+                                             problem=problem, optimisation=optimisation),
         }
         if self.distributed:
             st.training["workers"] = self.executor.n_workers
 
-    def hygiene(self, spool, names: List[str], delta_start: List[float]) -> HygieneReport:
+    def hygiene(self, spool: Optional[RowSpool], names: List[str], delta_start: List[float]) -> HygieneReport:
         """Each training frame's leverage and leave-one-out z-scores, from the spool or a pass of its own."""
         t1 = time.perf_counter()
         if spool is not None:
-            report = from_spool(spool, self.state, self.info, self.noise, names, delta_start)
+            report = hygiene_pass.from_spool(spool, self.state, self.info, self.noise, names, delta_start)
         else:
-            report = by_pass(self.executor, self.plan(solved=True), self.source,
-                             [block_of(self.info, b.lo, b.hi) for b in self.blocks], (), self.s.progress)
+            report = hygiene_pass.by_pass(self.executor, self.plan(solved=True), self.source,
+                                          [block_of(self.info, b.lo, b.hi) for b in self.blocks], (),
+                                          self.settings.progress)
         log.info("hygiene (leverage, leave-one-out z) of %d frames in %.1f s; worst:\n%s",
                  len(report), time.perf_counter() - t1, report.table(5))
         return report
-
-
-def count_of(items) -> Dict[str, int]:
-    out: Dict[str, int] = {}
-    for it in items:
-        out[it] = out.get(it, 0) + 1
-    return out

@@ -10,13 +10,19 @@ the number of workers, so the same data and seed give the same model.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from types import SimpleNamespace
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..data import LabelReader
 from ..noise import NoiseModel
 from ..terms import Term
+
+
+def settings_of(params: Mapping[str, Any]) -> SimpleNamespace:
+    """An estimator's parameters as attributes (``settings.seed``): what the fit's steps read."""
+    return SimpleNamespace(**params)
 
 
 @dataclass
@@ -32,7 +38,7 @@ class FitPlan:
     terms: List[Term]
     reader: LabelReader
     noise: NoiseModel
-    residual_baseline: object
+    residual_baseline: Optional[Any]
     atoms_per_chunk: int
     seed: int
     e0: Dict[int, float] = field(default_factory=dict)
@@ -42,13 +48,18 @@ class FitPlan:
 
     @property
     def n_columns(self) -> int:
+        """Columns of the design rows: sparse points over all terms."""
         return int(sum(t.n_columns for t in self.terms))
 
     @classmethod
-    def of_state(cls, state, reader: LabelReader, noise: NoiseModel, seed: int, *,
-                 solved: bool = False) -> "FitPlan":
-        """The plan of a state whose baseline is complete (its first part e0); ``solved``: with R and α."""
-        parts = state.baseline.parts[1:]
+    def of_state(cls, state, reader: LabelReader, noise: NoiseModel, seed: int, *, solved: bool = False,
+                 residual_parts: Optional[Sequence] = None) -> "FitPlan":
+        """The plan of a fitted state (or one being fitted); ``solved``: with R and α.
+
+        ``residual_parts``: the baseline's parts other than e0; None: those
+        of the state's baseline, which must then be complete (e0 first).
+        """
+        parts = state.baseline.parts[1:] if residual_parts is None else residual_parts
         return cls(terms=state.terms, reader=reader, noise=noise, residual_baseline=sum_of(parts),
                    atoms_per_chunk=state.atoms_per_chunk, seed=seed, e0=state.e0,
                    noise_scale=state.noise_scale, R_ab=state.R_ab if solved else None,
@@ -76,6 +87,7 @@ class Block:
     energy_eV: Optional[List[float]] = None
 
     def describe(self, source) -> str:
+        """The block's frames, for a message."""
         return f"frames {self.lo}..{self.hi - 1} of {source.describe()}"
 
 

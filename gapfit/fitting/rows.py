@@ -1,14 +1,14 @@
 """The weighted rows of the training system: each observation's design row and target divided by its σ.
 
 Energies get e0 subtracted here (the other baseline parts are already out
-of the labels: :func:`residual_labels`), forces are −∇E, virials are
+of the labels: :func:`subtract_baseline`), forces are −∇E, virials are
 stress × volume; σ comes from the noise model, scaled by the noise factors
 the fit has found so far.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -16,7 +16,10 @@ from ase import Atoms
 from ..baselines import residual_labels as _residual_of_frame
 from ..data import Labels
 from ..hygiene import KIND_CODES
-from ..state import design_rows
+from ..terms import design_rows
+
+if TYPE_CHECKING:  # annotations only
+    from .plan import FitPlan
 
 
 def new_counts() -> Dict[str, int]:
@@ -43,14 +46,15 @@ def stack_parts(parts: Sequence[RowPart], chunk_idx: Sequence[int]):
             np.concatenate([np.full(len(p.b), KIND_CODES[p.kind]) for p in parts]))
 
 
-def residual_labels(baseline, frames: Sequence[Atoms], labels: Sequence[Labels]) -> List[Labels]:
-    """Labels minus ``baseline`` (the baseline's parts other than e0; None: the labels as they are)."""
+def subtract_baseline(baseline, frames: Sequence[Atoms], labels: Sequence[Labels]) -> List[Labels]:
+    """Each frame's labels minus ``baseline`` (the baseline's parts other than e0; None: the labels as they are)."""
     if baseline is None:
         return list(labels)
     return [_residual_of_frame(baseline, a, lb) for a, lb in zip(frames, labels)]
 
 
-def weighted_parts(plan, chunk: Sequence[Atoms], lbs: Sequence[Labels], rows, counts: Dict[str, int]) -> List[RowPart]:
+def weighted_parts(plan: "FitPlan", chunk: Sequence[Atoms], lbs: Sequence[Labels], rows,
+                   counts: Dict[str, int]) -> List[RowPart]:
     """The weighted rows of a chunk from its design ``rows``, one part per frame and kind; adds to ``counts``."""
     e0 = plan.e0
     parts = []
@@ -78,7 +82,7 @@ def weighted_parts(plan, chunk: Sequence[Atoms], lbs: Sequence[Labels], rows, co
     return parts
 
 
-def chunk_parts(plan, frames: Sequence[Atoms], labels: Sequence[Labels], descs: Optional[List[list]] = None,
+def chunk_parts(plan: "FitPlan", frames: Sequence[Atoms], labels: Sequence[Labels], descs: Optional[List[list]] = None,
                 counts: Optional[Dict[str, int]] = None) -> List[RowPart]:
     """The weighted rows of a chunk of frames (descriptors computed here unless given)."""
     need_grad = any(lb.forces_eV_per_A is not None or lb.stress_eV_per_A3 is not None for lb in labels)

@@ -11,15 +11,22 @@ million-atom data set costs a few MB here.
 """
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Mapping, Tuple
 
 import numpy as np
 
 from ..baselines import ZBLBaseline, is_periodic
-from ..data import FramesFingerprint, LabelReader, check_structure, is_isolated_atom, where_of
+from ..data import FramesFingerprint, LabelReader, check_structure, files_of, is_isolated_atom, where_of
 from ..errors import InputError
 from ..noise import NoiseModel
+from ..params import check_species_settings
+from .plan import settings_of
+from .recipe import make_terms
+
+log = logging.getLogger("gapfit")
 
 
 @dataclass
@@ -50,6 +57,21 @@ class Survey:
 
     def has_energy(self, k: int) -> bool:
         return bool(np.isfinite(self.energy_eV[k]))
+
+    @property
+    def n_energies(self) -> int:
+        """Frames with a total energy."""
+        return sum(self.has_energy(k) for k in range(len(self)))
+
+    def noise_groups(self, noise: NoiseModel) -> List[str]:
+        """Sorted names of the noise groups the labels fall into (the likelihood's order)."""
+        keys = set()
+        for k in range(len(self)):
+            for kind, present in (("energy", self.has_energy(k)), ("forces", self.has_forces[k]),
+                                  ("virial", self.has_stress[k])):
+                if present:
+                    keys.add(noise.group(kind, self.config_type[k]))
+        return sorted(keys)
 
     def missing_labels(self) -> List[str]:
         """Sentences on the labels some frames lack while others have them (empty when the set is uniform).
@@ -111,3 +133,56 @@ def survey(source, reader: LabelReader, noise: NoiseModel, *, contacts: bool, pr
         if contacts:
             ZBLBaseline.shortest_contacts([atoms], found=out.contacts, first_index=k)
     return out
+
+
+def checked_survey(params: Mapping[str, Any], source) -> Survey:
+    """The survey of ``source`` with the settings' checks that need the data; logs what the labels hold.
+
+    ``params``: the estimator's parameters (already checked by themselves).
+    Raises :class:`gapfit.errors.InputError` naming the setting, or the
+    file, frame and field, at fault.
+    """
+    settings = settings_of(params)
+    if len(source) == 0:
+        raise InputError("no training frames given")
+    terms = make_terms(params, molecular=False)  # term settings fail now, not after reading everything
+    info = survey(source, LabelReader.of(settings), NoiseModel.of(settings),
+                  contacts=bool(settings.core_repulsion) and settings.core_radii == "data", progress=settings.progress)
+    _check_energies_present(settings.energy_key, info)
+    check_species_settings(dict(params), info.species, [t.to_dict() for t in terms])
+    unused = sorted(set(settings.config_type_sigma or {}) - set(info.config_type))
+    if unused:
+        log.warning("config_type_sigma names config types that no frame has: %s", unused)
+    if all(info.isolated):
+        raise InputError("only isolated-atom frames given; add frames of condensed configurations")
+    log.info("labels: %d energies, %d force sets, %d stresses (%d of %d frames periodic)",
+             info.n_energies, sum(info.has_forces),
+             sum(h and p for h, p in zip(info.has_stress, info.periodic)), sum(info.periodic), len(info))
+    for line in info.missing_labels():
+        log.warning("%s", line)
+    return info
+
+
+def _check_energies_present(energy_key, info: Survey) -> None:
+    """A fit needs total energies: refuse a data set without any, naming the key looked for."""
+    if info.n_energies:
+        return
+    files = files_of(info.where)
+    if energy_key:
+        raise InputError(f"{files}: none of the {len(info)} frames has field '{energy_key}' "
+                         "(energy_key, --energy-key); a fit needs total energies: name the key they are "
+                         "stored under, or leave it unset to use the calculator's 'energy'")
+    raise InputError(f"{files}: none of the {len(info)} frames has field 'energy'; a fit needs total "
+                     "energies (use --energy-key NAME if they are stored under another name)")
+
+
+def data_summary(params: Mapping[str, Any], source) -> dict:
+    """What :meth:`gapfit.GAP.check_data` reports: counts of frames, atoms and labels, species, config types."""
+    from ase.data import chemical_symbols
+    info = checked_survey(params, source)
+    return {"n_frames": len(info), "n_atoms": int(sum(info.n_atoms)),
+            "species": [chemical_symbols[z] for z in info.species],
+            "n_energies": info.n_energies,
+            "n_forces": int(sum(info.has_forces)),
+            "n_stresses": int(sum(info.has_stress)),
+            "config_types": dict(Counter(info.config_type))}

@@ -75,3 +75,14 @@ def atoms_per_chunk(terms: Sequence[Term]) -> int:
 
 __all__ = ["Term", "TermRows", "TermPrediction", "PriorVariance", "Soap", "atoms_per_chunk", "build_terms",
            "term_types"]
+
+
+def design_rows(terms: Sequence[Term], descs: List[list], *, forces: bool, virial: bool,
+                local: bool = False) -> TermRows:
+    """The design rows of ``terms`` side by side (columns in term order), from each term's descriptors."""
+    parts = [t.design_rows(d, forces=forces, virial=virial, local=local) for t, d in zip(terms, descs)]
+
+    def cat(name):
+        arrs = [getattr(p, name) for p in parts]
+        return None if arrs[0] is None else np.concatenate(arrs, axis=-1)
+    return TermRows(cat("energy"), cat("gradient"), cat("virial"), cat("local"), parts[0].atom_start)
