@@ -23,7 +23,8 @@ from ._version import __version__  # noqa: E402
 # The public names are imported on first use (PEP 562): ``import gapfit`` (and
 # so the ``gapfit`` command) starts without numpy, scipy, ase and featomic, and
 # the command takes its Ctrl-C handler before they load (gapfit._interrupt).
-_LAZY = {"GAP": "model", "GAPCalculator": "calculator", "Prediction": "prediction", "GapfitError": "errors",
+_LAZY = {"GAP": "model", "GAPCalculator": "calculator", "Coulomb": "coulomb", "Prediction": "prediction",
+         "GapfitError": "errors",
          "InputError": "errors", "ModelFormatError": "errors", "NotFittedError": "errors"}
 
 
@@ -55,5 +56,5 @@ def load(path: str, baseline=None) -> "GAP":
     return _load(path, baseline=baseline)
 
 
-__all__ = ["GAP", "GAPCalculator", "Prediction", "load", "GapfitError", "InputError", "ModelFormatError",
+__all__ = ["GAP", "GAPCalculator", "Coulomb", "Prediction", "load", "GapfitError", "InputError", "ModelFormatError",
            "NotFittedError", "__version__"]

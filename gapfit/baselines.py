@@ -22,6 +22,11 @@ Baselines
     ``r_outer``; :meth:`ZBLBaseline.from_frames` puts ``r_outer`` at the
     shortest distance of each pair in the training data, so that it is zero on
     every training frame and only acts where the data do not reach.
+:class:`CoulombBaseline`
+    Electrostatic energy of charges fixed per species or read from each
+    frame's ``initial_charges``: Ewald sum in 3D-periodic cells, direct sum
+    in finite systems, point or Gaussian charges, optional short-range
+    screening (:mod:`gapfit.electrostatics` computes it).
 :class:`TabulatedPairBaseline`
     A pair potential tabulated per species pair (gap_fit's
     ``core_param_file`` role) read from the plain-text format documented in
@@ -519,6 +524,310 @@ class ZBLBaseline(Baseline):
         """E.g. ``ZBL baseline, switched off between r_inner and r_outer (A): Si-Si 1.76-2.35``."""
         return "ZBL baseline, switched off between r_inner and r_outer (A): " + ", ".join(
             f"{_pair_name(p)} {ri:.4g}-{ro:.4g}" for p, (ri, ro) in sorted(self.radii.items()))
+
+
+# --------------------------------------------------------------------------- #
+# Coulomb
+# --------------------------------------------------------------------------- #
+
+#: ``charges`` of a :class:`CoulombBaseline` that reads each frame's per-atom ``initial_charges`` array.
+CHARGES_FROM_FRAMES = "initial_charges"
+#: Default accuracy of the Ewald sum (:func:`gapfit.electrostatics.coulomb`: relative error of the energy).
+COULOMB_ACCURACY = 1e-6
+#: Accuracy parameters accepted: [COULOMB_ACCURACY_MIN, COULOMB_ACCURACY_MAX).
+COULOMB_ACCURACY_MIN = 1e-15
+COULOMB_ACCURACY_MAX = 0.1
+#: Longest Gaussian width or screening radius accepted (Å): beyond it the value is a typo.
+COULOMB_MAX_LENGTH_A = 50.0
+#: The keys of :meth:`CoulombBaseline.to_dict`.
+_COULOMB_FIELDS = ("type", "charges_e", "widths_A", "accuracy", "screening_A", "source")
+
+
+def _is_number(v) -> bool:
+    """A finite real number, not a bool (JSON ``true`` is not a charge)."""
+    return (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+            and math.isfinite(float(v)))
+
+
+def _where(atoms: Atoms) -> str:
+    src = atoms.info.get("gapfit_source") if isinstance(atoms.info, dict) else None
+    return str(src) if src else "frame"
+
+
+class CoulombBaseline(Baseline):
+    """Electrostatic energy of fixed charges: Ewald sum in 3D-periodic cells, direct sum in finite systems.
+
+    The energy is ``E = ½ Σ_{i≠j} q_i q_j φ_ij(r_ij)`` in units of
+    ``e²/(4π ε0) = 14.399645 eV·Å``, over all periodic images (Ewald sum;
+    a cell that is not neutral sits in a uniform neutralising background),
+    plus for Gaussian charges each cloud's self-energy ``q_i²/(2√π σ_i)``
+    (a constant per atom for fixed charges, which e0 absorbs). It is
+    computed by :func:`gapfit.electrostatics.coulomb` (conventions there):
+    per-atom energies, analytic forces and the analytic virial. ``φ(r) =
+    1/r`` for point charges; for Gaussian charges ``φ_ij(r) = erf(r / (√2
+    γ_ij)) / r``, ``γ_ij = sqrt(σ_i² + σ_j²)``, finite at ``r = 0``.
+    ``screening`` multiplies ``φ`` by a switch that is 0 below ``r_in`` and
+    1 beyond ``r_out`` (C2 in between), so that the baseline carries the
+    long-range tail while the local terms learn what is near. Frames
+    periodic along some axes only (slabs, wires) are refused.
+
+    The charges are fixed per species, or read at every evaluation from the
+    frame's ``initial_charges`` array (``charges="initial_charges"``): then
+    every frame the model fits *or predicts* must carry them.
+
+    Parameters
+    ----------
+    charges : dict {Z or symbol: float} or "initial_charges"
+        Charge per species, in units of the elementary charge e, or
+        ``"initial_charges"``: each frame's per-atom charges.
+    widths : dict {Z or symbol: float}, float or None
+        Gaussian width σ in Å per species (a number: the same for every
+        species); the charge density of an atom is ``q exp(-r²/2σ²) /
+        (2πσ²)^{3/2}``. None: point charges.
+    accuracy : float
+        Target error of a periodic frame's energy relative to ``e²/(4π ε0)
+        Σ q_i² / (2a)``, ``a`` the mean interatomic spacing (see
+        :func:`gapfit.electrostatics.coulomb`), in [1e-15, 0.1); default
+        1e-6. Finite frames are summed exactly.
+    screening : (float, float) or None
+        ``(r_in, r_out)`` in Å, ``0 <= r_in < r_out``: the short-range
+        screening of :func:`gapfit.electrostatics.coulomb`. None: none.
+    source : str, optional
+        Where the charges came from (e.g. learned from the data), for the log.
+    """
+
+    type: ClassVar[str] = "coulomb"
+
+    def __init__(self, charges: Union[Mapping[Union[int, str], float], str],
+                 widths: Union[Mapping[Union[int, str], float], float, None] = None, *,
+                 accuracy: float = COULOMB_ACCURACY, screening: Optional[Sequence[float]] = None,
+                 source: Optional[str] = None):
+        where = "coulomb baseline"
+        if isinstance(charges, str):
+            if charges != CHARGES_FROM_FRAMES:
+                raise InputError(f"{where}: charges {charges!r}: expected a mapping {{species: charge in e}} or "
+                                 f"{CHARGES_FROM_FRAMES!r}", param="charges")
+            self.charges: Union[Dict[int, float], str] = CHARGES_FROM_FRAMES
+        else:
+            self.charges = _per_species_numbers(charges, f"{where}: charges", "charge in e", "charges",
+                                                positive=False)
+        if widths is None:
+            self.widths: Union[Dict[int, float], float, None] = None
+        elif isinstance(widths, Mapping):
+            self.widths = _per_species_numbers(widths, f"{where}: widths", "Gaussian width in Å", "coulomb",
+                                               positive=True)
+        else:
+            if not (_is_number(widths) and 0.0 < float(widths) <= COULOMB_MAX_LENGTH_A):
+                raise InputError(f"{where}: width {widths!r} is not a length in (0, {COULOMB_MAX_LENGTH_A:g}] Å",
+                                 param="coulomb")
+            self.widths = float(widths)
+        if not (_is_number(accuracy) and COULOMB_ACCURACY_MIN <= float(accuracy) < COULOMB_ACCURACY_MAX):
+            raise InputError(f"{where}: accuracy {accuracy!r} is not a number in [{COULOMB_ACCURACY_MIN:g}, "
+                             f"{COULOMB_ACCURACY_MAX:g})", param="coulomb")
+        self.accuracy = float(accuracy)
+        self.screening: Optional[Tuple[float, float]] = None
+        if screening is not None:
+            try:
+                r_in, r_out = screening
+            except (TypeError, ValueError):
+                raise InputError(f"{where}: screening {screening!r} is not two radii [r_in, r_out] in Å",
+                                 param="coulomb") from None
+            if not (_is_number(r_in) and _is_number(r_out)
+                    and 0.0 <= float(r_in) < float(r_out) <= COULOMB_MAX_LENGTH_A):
+                raise InputError(f"{where}: screening radii r_in={r_in!r}, r_out={r_out!r}; need "
+                                 f"0 <= r_in < r_out <= {COULOMB_MAX_LENGTH_A:g} Å", param="coulomb")
+            self.screening = (float(r_in), float(r_out))
+        if source is not None and not isinstance(source, str):
+            raise InputError(f"{where}: source {source!r} is not text", param="coulomb")
+        self.source = source
+
+    @classmethod
+    def from_settings(cls, charges: Union[Mapping[Union[int, str], float], str],
+                      coulomb: Optional[Mapping[str, object]] = None, *,
+                      source: Optional[str] = None) -> "CoulombBaseline":
+        """The baseline of the GAP parameters ``charges`` and ``coulomb`` (see :class:`gapfit.GAP`).
+
+        ``charges``: ``{species: e}`` or ``"initial_charges"`` (learned
+        charges are passed here as a mapping once known); ``coulomb``:
+        ``{"width": ..., "accuracy": ..., "screening": [r_in, r_out]}``,
+        every key optional.
+        """
+        settings = dict(coulomb or {})
+        unknown = sorted(set(settings) - {"width", "accuracy", "screening"})
+        if unknown:
+            raise InputError(f"coulomb: unknown key(s) {unknown}; known: width, accuracy, screening",
+                             param="coulomb")
+        accuracy = settings.get("accuracy")
+        return cls(charges, settings.get("width"), accuracy=COULOMB_ACCURACY if accuracy is None else accuracy,
+                   screening=settings.get("screening"), source=source)
+
+    # ------------------------------------------------------------- per atom
+    def charges_of(self, atoms: Atoms) -> np.ndarray:
+        """Per-atom charges (e) of ``atoms``: from the species, or the frame's ``initial_charges``."""
+        n = len(atoms)
+        if self.charges == CHARGES_FROM_FRAMES:
+            if "initial_charges" not in atoms.arrays:
+                raise InputError(f"{_where(atoms)}: no per-atom 'initial_charges'; this Coulomb baseline reads "
+                                 "each frame's charges (charges='initial_charges'), so every frame fitted or "
+                                 "predicted must carry them (an initial_charges column in extended XYZ, or "
+                                 "atoms.set_initial_charges(q) in Python)", param="charges")
+            q = np.asarray(atoms.arrays["initial_charges"], dtype=float)
+            if q.shape != (n,) or not np.all(np.isfinite(q)):
+                raise InputError(f"{_where(atoms)}: 'initial_charges' must be one finite number per atom, got "
+                                 f"shape {q.shape}" + ("" if q.shape != (n,) else " with values not finite"),
+                                 param="charges")
+            return q.copy()
+        return self._per_atom(atoms, self.charges, "charge", "charges",
+                              "give it one: charges {{{s}: e}} in the config, or --coulomb '{s}=...'")
+
+    def widths_of(self, atoms: Atoms) -> Optional[np.ndarray]:
+        """Per-atom Gaussian widths (Å) of ``atoms``, or None for point charges."""
+        if self.widths is None:
+            return None
+        if isinstance(self.widths, float):
+            return np.full(len(atoms), self.widths)
+        return self._per_atom(atoms, self.widths, "Gaussian width", "coulomb",
+                              "give it one: coulomb: {{width: {{{s}: A}}}} in the config")
+
+    @staticmethod
+    def _per_atom(atoms: Atoms, table: Mapping[int, float], what: str, param: str, fix: str) -> np.ndarray:
+        numbers = atoms.numbers
+        missing = sorted(set(numbers.tolist()) - set(table))
+        if missing:
+            names = ", ".join(chemical_symbols[z] for z in missing)
+            raise InputError(f"{_where(atoms)}: the Coulomb baseline has no {what} for {names} (it has "
+                             f"{', '.join(chemical_symbols[z] for z in sorted(table))}); "
+                             + fix.format(s=chemical_symbols[missing[0]]), param=param)
+        return np.array([table[z] for z in numbers.tolist()], dtype=float)
+
+    def evaluate(self, atoms: Atoms, *, forces: bool = True, virial: bool = True) -> BaselineResult:
+        """Electrostatic energy, per-atom energies, analytic forces and virial (see :meth:`Baseline.evaluate`).
+
+        Raises :class:`gapfit.errors.InputError` for a frame periodic along
+        some axes only, a species without a charge (or width), or, with
+        ``charges="initial_charges"``, a frame without them.
+        """
+        n = len(atoms)
+        periodic = is_periodic(atoms)
+        q = self.charges_of(atoms) if n else np.zeros(0)
+        if not np.any(q):
+            # no charge, no energy: skip the Ewald sum (frames of neutral species only)
+            return _zero_result(n, forces, virial, periodic)
+        # imported here: the electrostatics (and its compiled loops) load only for models that have charges
+        from .electrostatics import coulomb
+
+        res = coulomb(atoms, q, self.widths_of(atoms), accuracy=self.accuracy, screening_A=self.screening,
+                      forces=bool(forces), virial=bool(virial and periodic))
+        f = np.array(res.forces_eV_per_A, dtype=float) if forces else None
+        w = None
+        if virial and periodic:
+            w = np.asarray(res.virial_eV, dtype=float)
+            w = 0.5 * (w + w.T)  # symmetric by construction; this removes the round-off
+        return BaselineResult(float(res.energy_eV), np.array(res.energies_eV, dtype=float), f, w)
+
+    # ---------------------------------------------------------------- files
+    def to_dict(self) -> dict:
+        """``{"type": "coulomb", "charges_e", "widths_A", "accuracy", "screening_A", "source"}``, plain JSON.
+
+        ``charges_e`` is ``{"Z": e}`` or ``"initial_charges"``; ``widths_A``
+        ``{"Z": Å}``, one number or None; ``screening_A`` ``[r_in, r_out]``
+        or None.
+        """
+        charges = self.charges if isinstance(self.charges, str) else \
+            {str(z): v for z, v in sorted(self.charges.items())}
+        widths = {str(z): v for z, v in sorted(self.widths.items())} if isinstance(self.widths, dict) \
+            else self.widths
+        return {"type": self.type, "charges_e": charges, "widths_A": widths, "accuracy": self.accuracy,
+                "screening_A": None if self.screening is None else list(self.screening), "source": self.source}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "CoulombBaseline":
+        """Rebuild from :meth:`to_dict`, checking every field; a ValueError names the field at fault."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"expected an object, got {type(d).__name__}")
+        unknown = sorted(set(d) - set(_COULOMB_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown field(s) {unknown}; a coulomb baseline has {list(_COULOMB_FIELDS[1:])}")
+        if d.get("type") != cls.type:
+            raise ValueError(f"type {d.get('type')!r} is not {cls.type!r}")
+        if "charges_e" not in d:
+            raise ValueError("field 'charges_e' is missing")
+        charges = d["charges_e"]
+        if isinstance(charges, str):
+            if charges != CHARGES_FROM_FRAMES:
+                raise ValueError(f"charges_e {charges!r} is neither a mapping nor {CHARGES_FROM_FRAMES!r}")
+        else:
+            charges = _stored_per_species(charges, "charges_e", positive=False)
+        widths = d.get("widths_A")
+        if isinstance(widths, Mapping):
+            widths = _stored_per_species(widths, "widths_A", positive=True)
+        elif widths is not None and not (_is_number(widths) and widths > 0):
+            raise ValueError(f"widths_A {widths!r} is not a mapping, a positive number or null")
+        accuracy = d.get("accuracy", COULOMB_ACCURACY)
+        if not (_is_number(accuracy) and COULOMB_ACCURACY_MIN <= accuracy < COULOMB_ACCURACY_MAX):
+            raise ValueError(f"accuracy {accuracy!r} is not a number in [{COULOMB_ACCURACY_MIN:g}, "
+                             f"{COULOMB_ACCURACY_MAX:g})")
+        screening = d.get("screening_A")
+        if screening is not None:
+            if not (isinstance(screening, list) and len(screening) == 2 and all(_is_number(r) for r in screening)
+                    and 0 <= screening[0] < screening[1]):
+                raise ValueError(f"screening_A {screening!r} is not null or [r_in, r_out] with 0 <= r_in < r_out")
+        source = d.get("source")
+        if source is not None and not isinstance(source, str):
+            raise ValueError(f"source {source!r} is not text or null")
+        return cls(charges, widths, accuracy=accuracy, screening=screening, source=source)
+
+    def describe(self) -> str:
+        """E.g. ``Coulomb baseline: charges (e) Na +1, Cl -1; point charges; Ewald accuracy 1e-06; no screening``."""
+        if isinstance(self.charges, str):
+            charges = "charges from each frame's initial_charges"
+        else:
+            charges = "charges (e) " + ", ".join(f"{chemical_symbols[z]} {v:+.6g}"
+                                                  for z, v in sorted(self.charges.items()))
+        if self.widths is None:
+            widths = "point charges"
+        elif isinstance(self.widths, float):
+            widths = f"Gaussian width {self.widths:.4g} A"
+        else:
+            widths = "Gaussian widths (A) " + ", ".join(f"{chemical_symbols[z]} {v:.4g}"
+                                                       for z, v in sorted(self.widths.items()))
+        screening = "no screening" if self.screening is None else \
+            f"screened: switched on between {self.screening[0]:.4g} and {self.screening[1]:.4g} A"
+        source = f" ({self.source})" if self.source else ""
+        return f"Coulomb baseline: {charges}{source}; {widths}; Ewald accuracy {self.accuracy:.3g}; {screening}"
+
+
+def _per_species_numbers(table, where: str, what: str, param: str, *, positive: bool) -> Dict[int, float]:
+    """``{Z: float}`` from a user's ``{species: number}`` mapping (InputError naming ``where``)."""
+    if not isinstance(table, Mapping) or not table:
+        raise InputError(f"{where}: expected a non-empty mapping {{species: {what}}}, got {table!r:.80}", param=param)
+    out: Dict[int, float] = {}
+    for key, value in table.items():
+        z = _species_number(key, where)
+        if not _is_number(value):
+            raise InputError(f"{where}: {what} of {chemical_symbols[z]} is {value!r}, not a finite number",
+                             param=param)
+        if positive and not 0.0 < float(value) <= COULOMB_MAX_LENGTH_A:
+            raise InputError(f"{where}: {what} of {chemical_symbols[z]} is {value}; need (0, "
+                             f"{COULOMB_MAX_LENGTH_A:g}]", param=param)
+        if z in out:
+            raise InputError(f"{where}: {chemical_symbols[z]} given twice", param=param)
+        out[z] = float(value)
+    return out
+
+
+def _stored_per_species(table, field: str, *, positive: bool) -> Dict[int, float]:
+    """``{Z: float}`` from a model file's ``{"Z": number}`` (ValueError naming ``field``)."""
+    if not isinstance(table, Mapping) or not table:
+        raise ValueError(f"{field} {table!r:.80} is not a non-empty mapping of atomic numbers to numbers")
+    out: Dict[int, float] = {}
+    for key, value in table.items():
+        if not (isinstance(key, str) and key.isdigit() and 1 <= int(key) < len(chemical_symbols)):
+            raise ValueError(f"{field}: key {key!r} is not an atomic number")
+        if not _is_number(value) or (positive and not value > 0):
+            raise ValueError(f"{field}[{key!r}] = {value!r} is not a {'positive' if positive else 'finite'} number")
+        out[int(key)] = float(value)
+    return out
 
 
 # --------------------------------------------------------------------------- #
@@ -1053,7 +1362,7 @@ class SumBaseline(Baseline):
 def baseline_from_dict(d: dict, calculator=None, *, check_path: bool = True) -> Baseline:
     """Rebuild a baseline from :meth:`Baseline.to_dict`, importing nothing.
 
-    E0, ZBL, tabulated and sum baselines are rebuilt from the JSON alone. A
+    E0, ZBL, Coulomb, tabulated and sum baselines are rebuilt from the JSON alone. A
     calculator entry needs the caller's calculator: a saved model never
     imports code.
 
@@ -1093,6 +1402,8 @@ def baseline_from_dict(d: dict, calculator=None, *, check_path: bool = True) -> 
                 radii = {tuple(int(z) for z in e["z"]): (e["r_inner_A"], e["r_outer_A"]) for e in node["radii"]}
                 sources = {tuple(int(z) for z in e["z"]): e.get("source", "") for e in node["radii"]}
                 return ZBLBaseline(radii, sources)
+            if kind == "coulomb":
+                return CoulombBaseline.from_dict(node)
             if kind == "tabulated_pair":
                 tables = {tuple(int(z) for z in e["z"]): (e["r_A"], e["energy_eV"]) for e in node["tables"]}
                 return TabulatedPairBaseline(tables, source=node.get("source"))
@@ -1118,8 +1429,8 @@ def baseline_from_dict(d: dict, calculator=None, *, check_path: bool = True) -> 
 
 
 #: Baseline classes by their ``type``.
-BASELINE_TYPES = {c.type: c for c in (E0Baseline, ZBLBaseline, TabulatedPairBaseline, CalculatorBaseline,
-                                      SumBaseline)}
+BASELINE_TYPES = {c.type: c for c in (E0Baseline, ZBLBaseline, CoulombBaseline, TabulatedPairBaseline,
+                                      CalculatorBaseline, SumBaseline)}
 
 
 def _voigt_from_3x3(m: np.ndarray) -> np.ndarray:
@@ -1181,6 +1492,6 @@ def residual_labels(baseline: Baseline, atoms: Atoms, labels):
                    stress_eV_per_A3=s if want_w else labels.stress_eV_per_A3)
 
 
-__all__ = ["BaselineResult", "Baseline", "E0Baseline", "ZBLBaseline", "TabulatedPairBaseline",
+__all__ = ["BaselineResult", "Baseline", "E0Baseline", "ZBLBaseline", "CoulombBaseline", "TabulatedPairBaseline",
            "CalculatorBaseline", "SumBaseline", "import_calculator", "baseline_from_dict", "subtract",
            "residual_labels", "zbl_energy", "smooth_switch", "is_periodic", "class_path", "BASELINE_TYPES"]

@@ -26,6 +26,7 @@ DEDICATED_FIT_FLAGS = {
     "terms": "--gap",
     "baseline": "--baseline",
     "core_repulsion": "--no-core-repulsion",
+    "charges": "--coulomb",
     "optimize": "--optimize",
     "optimize_delta": "--no-optimize-delta",
     "hygiene": "--no-hygiene",
@@ -33,7 +34,10 @@ DEDICATED_FIT_FLAGS = {
 }
 #: GAP parameters that only the --config YAML file sets (mappings). ``n_sparse`` has a flag for one number
 #: for every species; its per-species mapping, too, is given in the config file.
-CONFIG_ONLY = {"config_type_sigma", "e0", "sigma_floor"}
+CONFIG_ONLY = {"config_type_sigma", "e0", "sigma_floor", "coulomb"}
+#: What ``--coulomb`` takes, for its help and its errors.
+COULOMB_SPEC_FORM = ('"learn", "initial_charges", or SPECIES=CHARGE pairs in e such as "Na=1 Cl=-1 O=-0.834 '
+                     'H=0.417"')
 
 # (flag, learn() argument, type, help) of the settings a learning run stores and --resume restores.
 LEARN_OPTIONS = [
@@ -57,6 +61,46 @@ LEARN_OPTIONS = [
 
 class CLIError(Exception):
     """A user error the CLI reports in one line."""
+
+
+def parse_coulomb_spec(text: str):
+    """The ``charges`` parameter of ``--coulomb TEXT``: ``{symbol: e}``, ``"learn"`` or ``"initial_charges"``.
+
+    ``TEXT`` is ``"learn"``, ``"initial_charges"`` or whitespace- (or
+    comma-) separated ``SPECIES=CHARGE`` pairs, ``SPECIES`` a chemical
+    symbol or an atomic number and ``CHARGE`` in units of e:
+    ``"Na=1 Cl=-1 O=-0.834 H=0.417"``. Raises :class:`CLIError` naming the
+    flag, the part at fault and the expected form.
+    """
+    import math
+
+    from ase.data import chemical_symbols
+
+    from .params import CHARGE_MODES, species_number
+    spec = " ".join(str(text).replace(",", " ").split())
+    if spec in CHARGE_MODES:
+        return spec
+    if not spec:
+        raise CLIError(f"--coulomb: empty; expected {COULOMB_SPEC_FORM}")
+    charges: Dict[str, float] = {}
+    for item in spec.split():
+        name, sep, value = item.partition("=")
+        z = species_number(name)
+        if not sep or z is None:
+            what = f"{name!r} is not a chemical element" if sep else f"{item!r} is not SPECIES=CHARGE"
+            raise CLIError(f"--coulomb {text!r}: {what}; expected {COULOMB_SPEC_FORM}")
+        try:
+            q = float(value)
+        except ValueError:
+            q = math.nan
+        if not math.isfinite(q):
+            raise CLIError(f"--coulomb {text!r}: charge {value!r} of {name} is not a finite number; expected "
+                           f"{COULOMB_SPEC_FORM}")
+        symbol = chemical_symbols[z]
+        if symbol in charges:
+            raise CLIError(f"--coulomb {text!r}: {symbol} is given twice; expected {COULOMB_SPEC_FORM}")
+        charges[symbol] = q
+    return charges
 
 
 def fit_options() -> List[ScalarFlag]:
@@ -150,6 +194,11 @@ def _fit_model_flags(g, derived_flags: bool = True) -> None:
                         'default: the default recipe')
     g.add_argument("--no-core-repulsion", dest="core_repulsion", action="store_const", const=False, default=None,
                    help="no ZBL core repulsion in the baseline (on by default)")
+    g.add_argument("--coulomb", dest="charges", default=None, metavar="SPEC",
+                   help="add a Coulomb baseline (Ewald in periodic cells, direct sum in molecules) with these "
+                        f"charges: {COULOMB_SPEC_FORM}; its settings (Gaussian widths, accuracy, screening) go in "
+                        "--config as coulomb: {width: .., accuracy: .., screening: [r_in, r_out]} "
+                        "(docs/electrostatics.md)")
     _baseline_flags(g)
     for option in fit_options() if derived_flags else ():
         g.add_argument(option.flag, dest=option.dest, type=option.type, default=None, help=option.help)
@@ -489,7 +538,7 @@ def _model_params(args, config_keys) -> dict:
     for dest in dests + [option.dest for option in fit_options()]:
         value = getattr(args, dest)
         if value is not None:
-            params[dest] = value
+            params[dest] = parse_coulomb_spec(value) if dest == "charges" else value
             config_keys.discard(dest)
     return params
 

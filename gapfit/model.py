@@ -130,6 +130,29 @@ class GAP(BaseEstimator):
         "data": the training data's shortest distance per species pair;
         "covalent": 0.75 × the sum of covalent radii (what the on-the-fly
         learner uses, since its first frame is no guide).
+    charges : dict {Z or symbol: e}, {"initial_charges", "learn"} or None, default=None
+        Charges of a Coulomb baseline (long-range electrostatics): per species, from the frames, or learned.
+        A mapping fixes the charge of every species of the data, in units
+        of e (``{"Na": 1.0, "Cl": -1.0}``); ``"initial_charges"`` reads each
+        frame's per-atom ``initial_charges`` array, which every frame the
+        model fits or predicts must then carry; ``"learn"`` learns one charge
+        per species from the energies and forces, constrained by each frame's
+        total charge (``charge`` in its info, 0 when absent). The baseline is
+        an Ewald sum in 3D-periodic cells and a direct sum in finite systems
+        (slabs are refused); see docs/electrostatics.md. None: no Coulomb
+        baseline. On the command line: ``--coulomb "Na=1 Cl=-1"``,
+        ``--coulomb initial_charges`` or ``--coulomb learn``.
+    coulomb : dict or None, default=None
+        Settings of the Coulomb baseline: Gaussian widths, Ewald accuracy and short-range screening.
+        Written ``{"width": Å or {species: Å} or None, "accuracy": 1e-6,
+        "screening": [r_in, r_out] or None}``, every key optional: ``width``
+        smears each charge into a Gaussian of that standard deviation (None:
+        point charges); ``accuracy`` is the target error of the Ewald sum,
+        relative to the energy scale of the charges (default 1e-6; finite
+        systems are summed exactly); ``screening`` takes the Coulomb
+        interaction away below ``r_in`` and switches it on smoothly up to
+        ``r_out`` (Å), so that the local terms learn what is near. Needs
+        ``charges``.
     core_file : str or None, default=None
         Tabulated pair potential file added to the baseline, in gap_fit's ``core_param_file`` role.
         The file's format is in :mod:`gapfit.baselines`.
@@ -212,6 +235,7 @@ class GAP(BaseEstimator):
                  sigma_energy: float = 0.003, sigma_forces: float = 0.05,
                  sigma_virial: float = 0.05, config_type_sigma: Optional[Mapping] = None,
                  e0: Optional[Mapping] = None, core_repulsion: bool = True, core_radii: str = "data",
+                 charges: Union[Mapping, str, None] = None, coulomb: Optional[Mapping] = None,
                  core_file: Optional[str] = None,
                  baseline: Any = None, jitter: float = 1e-8, seed: int = 0,
                  calibration_fraction: float = 0.1,
@@ -240,6 +264,8 @@ class GAP(BaseEstimator):
         self.e0 = e0
         self.core_repulsion = core_repulsion
         self.core_radii = core_radii
+        self.charges = charges
+        self.coulomb = coulomb
         self.core_file = core_file
         self.baseline = baseline
         self.jitter = jitter

@@ -5,7 +5,9 @@
 reader both call it, so a wrong value is reported with the parameter's name
 (and, on the command line, the file it came from) instead of failing deep
 inside a fit. :func:`check_species_settings` then rejects per-species entries
-for species that the data do not contain, which would otherwise be ignored.
+for species that the data do not contain, which would otherwise be ignored,
+and per-species settings (the Coulomb baseline's charges) that miss a
+species the data contain.
 
 The parameters themselves are declared once, in the signature of
 ``GAP.__init__`` and the numpydoc "Parameters" section of the class
@@ -183,6 +185,86 @@ def _flag(name: str, value: Any) -> None:
         raise InputError(f"{name} must be true or false, got {_describe(value)}", param=name)
 
 
+#: The ``charges`` that are not a mapping: per-atom charges read from each frame, or learned by the fit.
+CHARGE_MODES = ("initial_charges", "learn")
+#: Keys of the ``coulomb`` settings.
+COULOMB_KEYS = ("width", "accuracy", "screening")
+#: Accuracies of the Ewald sum accepted: [MIN_COULOMB_ACCURACY, MAX_COULOMB_ACCURACY) (relative error).
+MIN_COULOMB_ACCURACY = 1e-15
+MAX_COULOMB_ACCURACY = 0.1
+
+
+def _yaml_hint(value: Any) -> str:
+    """A hint for numbers that a YAML file turned into text (PyYAML reads 1e-6 as a string; 1.0e-6 is a number)."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return " (in YAML write it with a decimal point, e.g. 1.0e-6: PyYAML reads 1e-6 as text)"
+    return ""
+
+
+def _charges(name: str, value: Any) -> None:
+    if value is None or (isinstance(value, str) and value in CHARGE_MODES):
+        return
+    if isinstance(value, Mapping):
+        if not value:
+            raise InputError(f"{name} is empty: give a charge (in e) per species, e.g. {{Na: 1.0, Cl: -1.0}}",
+                             param=name)
+        for key, v in value.items():
+            if species_number(key) is None:
+                raise InputError(f"{name}: {key!r} is not a chemical element (use a symbol such as 'Na' or an "
+                                 "atomic number)", param=name)
+            if not _is_real(v):
+                raise InputError(f"{name}[{key!r}] must be a finite number (charge in e), got {_describe(v)}"
+                                 + _yaml_hint(v), param=name)
+        return
+    raise InputError(f"{name} must be a mapping {{species: charge in e}} (e.g. {{Na: 1.0, Cl: -1.0}}), "
+                     f"\"initial_charges\" (each frame's per-atom charges) or \"learn\" (learned from the data), "
+                     f"got {_describe(value)}", param=name)
+
+
+def _coulomb(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, Mapping):
+        raise InputError(f"{name} must be a mapping with keys among {list(COULOMB_KEYS)} (e.g. {{width: 0.5, "
+                         f"accuracy: 1.0e-6, screening: [1.0, 3.0]}}), got {_describe(value)}", param=name)
+    unknown = [k for k in value if k not in COULOMB_KEYS]
+    if unknown:
+        raise InputError(f"{name}: unknown key {unknown[0]!r}; use {', '.join(COULOMB_KEYS)}", param=name)
+    width = value.get("width")
+    if isinstance(width, Mapping):
+        for key, w in width.items():
+            if species_number(key) is None:
+                raise InputError(f"{name}['width']: {key!r} is not a chemical element (use a symbol such as 'Na' "
+                                 "or an atomic number)", param=name)
+            if not (_is_real(w) and 0 < w <= MAX_CUTOFF_A):
+                raise InputError(f"{name}['width'][{key!r}] must be a Gaussian width in (0, {MAX_CUTOFF_A:g}] Å, "
+                                 f"got {_describe(w)}" + _yaml_hint(w), param=name)
+    elif width is not None and not (_is_real(width) and 0 < width <= MAX_CUTOFF_A):
+        raise InputError(f"{name}['width'] must be a Gaussian width in (0, {MAX_CUTOFF_A:g}] Å for every species, "
+                         f"a mapping {{species: width}} or null (point charges), got {_describe(width)}"
+                         + _yaml_hint(width), param=name)
+    accuracy = value.get("accuracy")
+    if "accuracy" in value and not (_is_real(accuracy) and MIN_COULOMB_ACCURACY <= accuracy < MAX_COULOMB_ACCURACY):
+        raise InputError(f"{name}['accuracy'] must be a number in [{MIN_COULOMB_ACCURACY:g}, "
+                         f"{MAX_COULOMB_ACCURACY:g}) (the relative error of the Ewald sum; default 1.0e-6), "
+                         f"got {_describe(accuracy)}" + _yaml_hint(accuracy), param=name)
+    screening = value.get("screening")
+    if screening is not None:
+        ok = (isinstance(screening, Sequence) and not isinstance(screening, str) and len(screening) == 2
+              and all(_is_real(r) for r in screening))
+        if not ok:
+            raise InputError(f"{name}['screening'] must be two radii [r_in, r_out] in Å or null, got "
+                             f"{_describe(screening)}", param=name)
+        r_in, r_out = screening
+        if not 0 <= r_in < r_out <= MAX_CUTOFF_A:
+            raise InputError(f"{name}['screening'] = [{r_in}, {r_out}]: need 0 <= r_in < r_out <= "
+                             f"{MAX_CUTOFF_A:g} Å", param=name)
+
+
 #: Every GAP parameter and its check (the same names as ``GAP.__init__``).
 CHECKS: Dict[str, Callable[[str, Any], None]] = {
     "cutoff": _length,
@@ -219,6 +301,8 @@ CHECKS: Dict[str, Callable[[str, Any], None]] = {
     "core_repulsion": _flag,
     "core_radii": _one_of("data", "covalent"),
     "core_file": _optional(_text),
+    "charges": _charges,
+    "coulomb": _coulomb,
     "baseline": lambda name, value: None,  # an ASE calculator object, checked by gapfit.baselines
 }
 
@@ -238,14 +322,21 @@ def check_params(params: Mapping[str, Any]) -> None:
 
 def check_species_settings(params: Mapping[str, Any], species: Iterable[int],
                            terms: Sequence[Mapping[str, Any]] = ()) -> None:
-    """Reject per-species entries (``n_sparse``, ``e0``, a term's ``n_sparse``) for species absent from the data.
+    """Check the per-species settings against the species of the data.
 
-    ``terms``: the terms' settings (``Term.to_dict()``), checked as given
-    (a misspelt or absent species would otherwise fall back to the default).
+    Rejects per-species entries (``n_sparse``, ``e0``, ``charges``, the
+    Coulomb ``width``, a term's ``n_sparse``) for species absent from the
+    data, and requires a charge (fixed charges) and a width (per-species
+    widths) for every species present; ``coulomb`` settings without
+    ``charges`` are refused (they would have no effect). ``terms``: the
+    terms' settings (``Term.to_dict()``), checked as given (a misspelt or
+    absent species would otherwise fall back to the default).
     """
     from ase.data import chemical_symbols
     present = sorted(set(int(z) for z in species))
-    given = [(name, params.get(name)) for name in ("n_sparse", "e0")]
+    _check_coulomb_species(params, present)
+    given = [(name, params.get(name)) for name in ("n_sparse", "e0", "charges")]
+    given.append(("coulomb width", (params.get("coulomb") or {}).get("width")))
     given += [(f"terms[{k}] ({t.get('type')}) n_sparse", t.get("n_sparse")) for k, t in enumerate(terms)]
     for name, value in given:
         if not isinstance(value, Mapping):
@@ -255,6 +346,34 @@ def check_species_settings(params: Mapping[str, Any], species: Iterable[int],
             raise InputError(f"{name} has entries for {[str(k) for k in absent]}, which the data do not contain "
                              f"(species: {[chemical_symbols[z] for z in present]}); remove them or check the "
                              "data files", param=name.split(" ")[0].split("[")[0])
+
+
+def _check_coulomb_species(params: Mapping[str, Any], present: Sequence[int]) -> None:
+    """Every species of the data has a fixed charge and a width where they are given per species."""
+    from ase.data import chemical_symbols
+    charges, coulomb = params.get("charges"), params.get("coulomb")
+    if charges is None:
+        if coulomb is not None:
+            raise InputError("coulomb settings are given but no charges, so there is no Coulomb baseline for "
+                             "them to set: add charges ({species: e}, \"initial_charges\" or \"learn\"; "
+                             "--coulomb on the command line) or remove coulomb", param="coulomb")
+        return
+    names = [chemical_symbols[z] for z in present]
+    if isinstance(charges, Mapping):
+        missing = [chemical_symbols[z] for z in present if z not in {species_number(k) for k in charges}]
+        if missing:
+            example = " ".join(f"{s}=..." for s in missing)
+            raise InputError(f"charges has no charge for {', '.join(missing)}, which the data contain (species: "
+                             f"{names}); give every species a charge in e: add {', '.join(missing)} to charges "
+                             f"in the config, or to --coulomb (e.g. --coulomb \"... {example}\"); 0 for a "
+                             "neutral species", param="charges")
+    width = (coulomb or {}).get("width")
+    if isinstance(width, Mapping):
+        missing = [chemical_symbols[z] for z in present if z not in {species_number(k) for k in width}]
+        if missing:
+            raise InputError(f"coulomb width has no Gaussian width for {', '.join(missing)}, which the data "
+                             f"contain (species: {names}); give every species a width in Å, or one number for "
+                             "all", param="coulomb")
 
 
 # -- parameters declared by a signature and a numpydoc docstring -------------------------------------------

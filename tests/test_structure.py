@@ -32,14 +32,14 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     ("foundations", ("errors", "_version", "_interrupt", "_loops", "kernels", "sgp", "sparsify", "files",
                      "prediction", "executors", "md_io")),
     ("data and descriptors", ("data", "params", "stream", "sampling", "noise", "descriptors", "gapstring")),
-    ("terms and baselines", ("terms", "baselines")),
+    ("terms and baselines", ("terms", "baselines", "electrostatics")),
     ("fitted state and its statistics", ("state", "hyper", "hygiene", "calibration", "metrics")),
     ("fit and prediction", ("fitting", "predictor", "model_file")),
     ("the estimator", ("model",)),
     # the package's own __init__ (named "" here) gathers the public names and may import anything
     # model_io keeps the whole-model names of earlier versions (load_model, save_model) over model_file
-    ("faces", ("model_io", "calculator", "committee", "incremental", "search", "md", "learn", "cli", "validation",
-               "", "__main__")),
+    ("faces", ("model_io", "calculator", "coulomb", "committee", "incremental", "search", "md", "learn", "cli",
+               "validation", "", "__main__")),
 ]
 
 #: (importer, imported) pairs allowed to reach a higher layer: forwards kept so that old user

@@ -8,7 +8,8 @@ from typing import Dict, Iterator, List, Mapping, Sequence
 
 import numpy as np
 
-from ..baselines import CalculatorBaseline, E0Baseline, SumBaseline, TabulatedPairBaseline, ZBLBaseline
+from ..baselines import (CalculatorBaseline, CoulombBaseline, E0Baseline, SumBaseline, TabulatedPairBaseline,
+                         ZBLBaseline)
 from ..state import FittedState
 from .plan import sum_of
 from .recipe import make_terms
@@ -17,7 +18,11 @@ log = logging.getLogger("gapfit")
 
 
 def baseline_parts(s: SimpleNamespace, info) -> list:
-    """The baseline's parts other than e0, fixed from the survey (``s``: the estimator's settings)."""
+    """The baseline's parts other than e0, fixed from the survey (``s``: the estimator's settings).
+
+    In order: core repulsion (ZBL), Coulomb, tabulated pair, Δ-learning
+    calculator.
+    """
     parts = []
     if s.core_repulsion:
         # "covalent": radii from covalent radii, for fits that start from too few frames
@@ -25,6 +30,13 @@ def baseline_parts(s: SimpleNamespace, info) -> list:
         contacts = info.contacts if s.core_radii == "data" else {}
         seen = info.species if s.core_radii == "data" else []
         parts.append(ZBLBaseline.from_contacts(contacts, seen, info.species))
+    charges = getattr(s, "charges", None)
+    if charges is not None and not (isinstance(charges, str) and charges == "learn"):
+        # fixed per species, or "initial_charges" (read from each frame when evaluated)
+        parts.append(CoulombBaseline.from_settings(charges, getattr(s, "coulomb", None)))
+    # charges="learn": no Coulomb part here. Its charges are what the fit learns, with the other parts
+    # subtracted (gapfit.fitting.charges); the pipeline then sets s.charges to the learned mapping and
+    # calls this again, which adds the Coulomb part with those charges fixed.
     if s.core_file:
         parts.append(TabulatedPairBaseline.from_file(s.core_file))
     if s.baseline is not None:

@@ -28,6 +28,7 @@ from types import SimpleNamespace
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
+from ase.data import chemical_symbols
 
 from .. import hyper
 from ..data import LabelReader
@@ -39,6 +40,7 @@ from ..stream import MemorySource
 from . import hygiene_pass
 from .baseline import baseline_parts, calculators_cached, finish_baseline, start_state
 from .calibrate import fit_calibration
+from .charges import LearnedCharges, PairSettings, learn_charges
 from .optimise import hyper_summary, optimise
 from .passes import merge_rows, merge_samples, rows_block, sample_block
 from .plan import Block, FitPlan, block_of, calibration_split, fit_blocks, settings_of, sum_of
@@ -77,11 +79,46 @@ def fit_state(params: Mapping[str, Any], source, executor) -> Tuple[FittedState,
     t_start = time.perf_counter()
     info = checked_survey(params, source)
     settings = settings_of(params)
+    learned = None
+    if getattr(settings, "charges", None) == "learn":
+        learned = learn_charges_first(settings, source, executor, info)
+        # then the fit itself, over the learned charges held fixed
+        settings.charges = {chemical_symbols[z]: q for z, q in learned.charges_e.items()}
     parts = baseline_parts(settings, info)
     with calculators_cached(parts):
         state, hygiene = FitRun(settings, source, executor, info, parts).execute()
+    if learned is not None:
+        state.training["charges"] = learned.summary()
     state.training["fit_seconds"] = round(time.perf_counter() - t_start, 3)
     return state, hygiene
+
+
+def learn_charges_first(settings: SimpleNamespace, source, executor, info: Survey) -> LearnedCharges:
+    """The charges of ``charges="learn"``: sparse points and K_MM without a Coulomb part, then one pass (see
+    :mod:`.charges`)."""
+    parts = baseline_parts(settings, info)  # no Coulomb part: its charges are what is learned
+    with calculators_cached(parts):
+        run = FitRun(settings, source, executor, info, parts)
+        run.start()
+        run.choose_sparse_points()
+        run.state.factor_kmm(settings.jitter)
+        return learn_charges(run, pair_settings_of(settings, info.species))
+
+
+def pair_settings_of(settings: SimpleNamespace, species: List[int]) -> PairSettings:
+    """The Coulomb settings (``coulomb`` parameter: width, accuracy, screening) for the pair parts."""
+    from ..params import species_number
+    coulomb = dict(settings.coulomb or {})
+    width = coulomb.get("width")
+    if width is None:
+        widths = {}
+    elif isinstance(width, Mapping):
+        widths = {species_number(k): float(v) for k, v in width.items()}
+    else:
+        widths = {z: float(width) for z in species}
+    screening = coulomb.get("screening")
+    return PairSettings(tuple(species), widths, float(coulomb.get("accuracy", 1e-6)),
+                        tuple(float(r) for r in screening) if screening else None)
 
 
 @dataclass
@@ -115,12 +152,16 @@ class FitRun:
         return FitPlan.of_state(self.state, self.reader, self.noise, self.settings.seed, solved=solved,
                                 residual_parts=self.parts)
 
-    def execute(self) -> Tuple[FittedState, Optional[HygieneReport]]:
-        """Steps 3-6: the new state, complete, and the hygiene report (None with ``hygiene=False``)."""
+    def start(self) -> None:
+        """A new state (terms bound), the held-out calibration frames and the blocks of work."""
         self.state = start_state(self.settings, self.info, self.parts)
         self.cal_idx = calibration_split(self.info, self.settings.calibration_fraction, self.settings.seed)
         # the blocks depend on the data and settings only, not on the workers: same model either way
         self.blocks = fit_blocks(self.info, self.settings.atoms_per_block, self.state.atoms_per_chunk, self.cal_idx)
+
+    def execute(self) -> Tuple[FittedState, Optional[HygieneReport]]:
+        """Steps 3-6: the new state, complete, and the hygiene report (None with ``hygiene=False``)."""
+        self.start()
         self.choose_sparse_points()
         spool = hygiene_pass.open_spool(self.info, self.state.n_columns, self.settings.hygiene_spool_gb) \
             if self.settings.hygiene and not self.distributed else None

@@ -45,6 +45,8 @@ class Survey:
     #: (energy eV/atom, forces eV/Å, virial eV/atom) as set, before any optimised noise scale
     sigma: List[Tuple[float, float, float]] = field(default_factory=list)
     composition: List[Dict[int, int]] = field(default_factory=list)
+    #: total charge of each frame (e): its info's ``charge``, 0 when absent
+    charge: List[float] = field(default_factory=list)
     contacts: Dict[Tuple[int, int], Tuple[float, str]] = field(default_factory=dict)
     fingerprint: FramesFingerprint = field(default_factory=FramesFingerprint)
 
@@ -129,10 +131,23 @@ def survey(source, reader: LabelReader, noise: NoiseModel, *, contacts: bool, pr
         out.sigma.append((sig["energy"], sig["forces"], sig["virial"]))
         zs, n = np.unique(atoms.numbers, return_counts=True)
         out.composition.append({int(z): int(c) for z, c in zip(zs, n)})
+        out.charge.append(_total_charge(atoms, where))
         out.fingerprint.add(atoms, lb)
         if contacts:
             ZBLBaseline.shortest_contacts([atoms], found=out.contacts, first_index=k)
     return out
+
+
+def _total_charge(atoms, where: str) -> float:
+    """The frame's total charge in e (``charge`` in its info; 0 when absent)."""
+    value = atoms.info.get("charge", 0.0)
+    try:
+        q = float(np.asarray(value, dtype=float).reshape(()))
+    except (TypeError, ValueError):
+        q = float("nan")
+    if not np.isfinite(q):
+        raise InputError(f"{where}: field 'charge' (the frame's total charge, e) must be a number, got {value!r}")
+    return q
 
 
 def checked_survey(params: Mapping[str, Any], source) -> Survey:

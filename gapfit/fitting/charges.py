@@ -1,0 +1,229 @@
+"""Charges learned from energies, forces and virials: the ``charges="learn"`` step of a fit.
+
+The Coulomb baseline of per-species charges q is a quadratic form in q: for
+every energy, force component and virial component of a frame,
+
+    E_C(q) = Σ_{a≤b} q_a q_b P_ab
+
+with P_ab the part of species pair (a, b)
+(:func:`gapfit.electrostatics.species_pair_parts`), computed once per frame.
+The fit's targets are the labels minus the baseline, so the σ-weighted
+target column is b(q) = b₀ − C w(q), C holding the weighted pair parts as
+columns and w(q) = (q_a q_b)_{a≤b}. One streamed QR of the stacked system
+[prior rows; A | b₀ | C] (the design rows A do not change) gives, in its last
+1 + P rows T, the data-fit term of the sparse GP's log marginal likelihood
+for any q: −½‖T (1, −w(q))‖². The charges maximise it (δ and σ held at
+their settings), under the linear constraints Σ_a n_fa q_a = Q_f of each
+frame's composition n_f and total charge Q_f (``charge`` in the frame's
+info, 0 when absent). Their posterior standard deviations come from the
+Gauss–Newton Hessian of that term (a Laplace approximation at fixed δ, σ).
+
+The energy is even in q: with neutral frames only, q and −q explain the
+data equally, and the sign is fixed by making the most electronegative
+species (Pauling) negative. The fit then runs again with the learned
+charges fixed (:func:`gapfit.fitting.pipeline.fit_state`), which costs about
+one more pass of design rows.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import scipy.linalg
+import scipy.optimize
+
+from .. import sgp
+from ..errors import InputError
+from .passes import _labelled_chunks
+from .plan import Block, FitPlan, block_of
+from .rows import chunk_parts
+
+log = logging.getLogger("gapfit")
+
+#: Pauling electronegativities of the species whose sign convention matters most (others: none, sign by Z).
+_PAULING = {1: 2.20, 3: 0.98, 6: 2.55, 7: 3.04, 8: 3.44, 9: 3.98, 11: 0.93, 12: 1.31, 13: 1.61, 14: 1.90,
+            15: 2.19, 16: 2.58, 17: 3.16, 19: 0.82, 20: 1.00, 35: 2.96, 53: 2.66, 55: 0.79}
+
+
+@dataclass(frozen=True)
+class PairSettings:
+    """The Coulomb settings the pair parts are computed with (picklable: Dask workers receive it)."""
+
+    species: Tuple[int, ...]
+    widths_A: Dict[int, float] = field(default_factory=dict)
+    accuracy: float = 1e-6
+    screening_A: Optional[Tuple[float, float]] = None
+
+    @property
+    def pairs(self) -> List[Tuple[int, int]]:
+        """Species pairs (a ≤ b) in column order."""
+        s = self.species
+        return [(s[i], s[j]) for i in range(len(s)) for j in range(i, len(s))]
+
+
+def _frame_pair_parts(atoms, kinds: Sequence[str], pair_settings: PairSettings) -> dict:
+    """The species-pair parts of one frame, with forces and virial where its rows need them."""
+    from ..electrostatics import species_pair_parts
+    return species_pair_parts(atoms, list(pair_settings.species), pair_settings.widths_A or None,
+                              accuracy=pair_settings.accuracy, screening_A=pair_settings.screening_A,
+                              forces="forces" in kinds, virial="virial" in kinds)
+
+
+def _pair_columns(parts: dict, kind: str, pair_settings: PairSettings) -> np.ndarray:
+    """Each species pair's contribution to one kind of observation of a frame: (rows, P), as the rows lie."""
+    cols = []
+    for pair in pair_settings.pairs:
+        r = parts[pair]
+        if kind == "energy":
+            cols.append(np.array([r.energy_eV]))
+        elif kind == "forces":
+            cols.append(np.asarray(r.forces_eV_per_A, dtype=float).ravel())
+        else:
+            v = r.virial_eV
+            cols.append(np.array([v[0, 0], v[1, 1], v[2, 2], v[1, 2], v[0, 2], v[0, 1]]))
+    return np.stack(cols, axis=1)
+
+
+def charge_rows_block(plan: FitPlan, source, block: Block, pair_settings: PairSettings, progress=None):
+    """The compact QR factor of the block's rows [A | b₀ | C] (see the module docstring)."""
+    P = len(pair_settings.pairs)
+    acc = sgp.QRAccumulator(plan.n_columns + P)
+    for idx, frames, labels in _labelled_chunks(plan, source, block, progress):
+        parts = chunk_parts(plan, frames, labels)
+        kinds: Dict[int, List[str]] = {}
+        for p in parts:
+            kinds.setdefault(p.frame, []).append(p.kind)
+        pair_parts = {f: _frame_pair_parts(frames[f], k, pair_settings) for f, k in kinds.items()}
+        for p in parts:
+            C = _pair_columns(pair_parts[p.frame], p.kind, pair_settings)
+            if len(C) != len(p.b):
+                raise ValueError(f"pair parts give {len(C)} rows for {p.kind}, the design rows {len(p.b)}")
+            stacked = np.hstack([p.A, p.b[:, None], C / p.sigma[:, None]])
+            acc.add(stacked[:, :-1], stacked[:, -1])
+    return acc.compact()
+
+
+def merge_charge_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Merge two :func:`charge_rows_block` results."""
+    return sgp.stack_factors(a, b)
+
+
+@dataclass
+class LearnedCharges:
+    """Per-species charges learned by the fit, with their posterior standard deviations (e)."""
+
+    charges_e: Dict[int, float]
+    std_e: Dict[int, float]
+    data_fit: float          #: −½‖T(1, −w)‖² at the optimum (the likelihood's data term)
+    data_fit_zero: float     #: the same without charges
+    seconds: float
+
+    def summary(self) -> dict:
+        """The record the training summary keeps (JSON)."""
+        from ase.data import chemical_symbols
+        return {"learned_e": {chemical_symbols[z]: q for z, q in self.charges_e.items()},
+                "std_e": {chemical_symbols[z]: s for z, s in self.std_e.items()},
+                "data_fit": self.data_fit, "data_fit_without_charges": self.data_fit_zero,
+                "seconds": round(self.seconds, 3),
+                "method": "maximum of the marginal likelihood over per-species charges at fixed δ and σ, "
+                          "under each frame's total charge; std from its Gauss-Newton Hessian"}
+
+
+def charge_constraints(info) -> Tuple[np.ndarray, np.ndarray]:
+    """(N, Q): the distinct (composition, total charge) rows of the frames, species in sorted order."""
+    species = info.species
+    rows = {}
+    for comp, q in zip(info.composition, info.charge):
+        key = tuple(comp.get(z, 0) for z in species)
+        if key in rows and abs(rows[key] - q) > 1e-9:
+            raise InputError(f"frames of the same composition {dict(zip(species, key))} carry different total "
+                             f"charges ({rows[key]:g} and {q:g}): per-species charges cannot hold both; fix the "
+                             "'charge' of those frames, or give per-atom charges (initial_charges)")
+        rows[key] = q
+    return np.array(list(rows), dtype=float), np.array(list(rows.values()), dtype=float)
+
+
+def solve_charges(T: np.ndarray, species: Sequence[int], pairs: Sequence[Tuple[int, int]], N: np.ndarray,
+                  Q: np.ndarray, seed: int) -> Tuple[np.ndarray, np.ndarray, float]:
+    """Charges maximising −½‖T (1, −w(q))‖² under N q = Q; returns (q, std of q, the maximum)."""
+    S = len(species)
+    pos = {z: i for i, z in enumerate(species)}
+    q_p, *_ = np.linalg.lstsq(N, Q, rcond=None)
+    if np.linalg.norm(N @ q_p - Q) > 1e-8 * max(1.0, np.linalg.norm(Q)):
+        raise InputError("the frames' total charges cannot all hold with one charge per species "
+                         f"(compositions {N.astype(int).tolist()}, charges {Q.tolist()}); check their 'charge'")
+    Z = scipy.linalg.null_space(N) if len(N) else np.eye(S)
+    if Z.shape[1] == 0:
+        raise InputError("the frames' compositions and total charges fix every species' charge: nothing to learn "
+                         "from the energies; give the charges instead (charges={...})")
+    ia = np.array([pos[a] for a, _ in pairs])
+    ib = np.array([pos[b] for _, b in pairs])
+
+    def charges(z):
+        return q_p + Z @ z
+
+    def residual(z):
+        q = charges(z)
+        return T @ np.concatenate([[1.0], -q[ia] * q[ib]])
+
+    def jacobian(z):
+        q = charges(z)
+        dw = np.zeros((len(pairs), S))  # d(q_a q_b)/dq
+        np.add.at(dw, (np.arange(len(pairs)), ia), q[ib])
+        np.add.at(dw, (np.arange(len(pairs)), ib), q[ia])
+        return T @ np.vstack([np.zeros((1, S)), -dw]) @ Z
+
+    rng = np.random.default_rng(seed + 4649)
+    # q = 0 is a stationary point (the energy is quadratic in q): start from seeded charges of order 1
+    starts = [rng.uniform(-1.5, 1.5, Z.shape[1]) for _ in range(8)]
+    best = min((scipy.optimize.least_squares(residual, z0, jac=jacobian, method="lm", xtol=1e-12, ftol=1e-14)
+                for z0 in starts), key=lambda r: r.cost)
+    q = charges(best.x)
+    J = jacobian(best.x)
+    cov_z = np.linalg.pinv(J.T @ J)
+    std = np.sqrt(np.clip(np.einsum("ij,jk,ik->i", Z, cov_z, Z), 0, None))
+    return q, std, -float(best.cost)
+
+
+def fix_sign(q: np.ndarray, species: Sequence[int], Q: np.ndarray) -> np.ndarray:
+    """With neutral frames only, the sign that makes the most electronegative species negative."""
+    if np.any(np.abs(Q) > 1e-12):
+        return q  # a charged frame fixes the sign
+    most = max(range(len(species)), key=lambda i: (_PAULING.get(species[i], 0.0), species[i]))
+    return -q if q[most] > 0 else q
+
+
+def learn_charges(run, pair_settings: PairSettings) -> LearnedCharges:
+    """Learn the charges from a fit run whose sparse points are chosen and K_MM factored (``run``: a FitRun)."""
+    t0 = time.perf_counter()
+    st, info = run.state, run.info
+    # every frame, the held-out calibration frames too: the charges are fitted before any calibration
+    blocks = [block_of(info, b.lo, b.hi) for b in run.blocks]
+    factors = run.executor.run(charge_rows_block, run.plan(), run.source, blocks, pair_settings,
+                               what="charge rows", progress=run.settings.progress, reduce=merge_charge_rows)
+    P = len(pair_settings.pairs)
+    M = st.n_columns
+    prior = np.hstack([st.prior_rows(), np.zeros((M, 1 + P))])
+    R = sgp.merge_factors([prior, factors]) if len(factors) else sgp.qr_r(prior)
+    T = R[M:, M:]
+    species = list(pair_settings.species)
+    N, Q = charge_constraints(info)
+    q, std, data_fit = solve_charges(T, species, pair_settings.pairs, N, Q, run.settings.seed)
+    q = fix_sign(q, species, Q)
+    zero = -0.5 * float(T[0, 0] ** 2)
+    out = LearnedCharges({z: float(v) for z, v in zip(species, q)}, {z: float(s) for z, s in zip(species, std)},
+                         data_fit, zero, time.perf_counter() - t0)
+    log.info("charges learned in %.1f s (likelihood data term %.6g -> %.6g): %s", out.seconds, zero, data_fit,
+             ", ".join(f"{_symbol(z)} {out.charges_e[z]:+.4f} ± {out.std_e[z]:.4f} e" for z in species))
+    return out
+
+
+def _symbol(z: int) -> str:
+    from ase.data import chemical_symbols
+    return chemical_symbols[z]
+
+
+__all__ = ["learn_charges", "LearnedCharges", "PairSettings", "charge_constraints", "solve_charges", "fix_sign"]
