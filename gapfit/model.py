@@ -50,7 +50,41 @@ def _state_view(name: str, doc: str) -> property:
 __all__ = ["GAP", "FittedState", "load", "default_terms", "SOAP_PARAMS", "DEFAULT_TWO_BODY", "DEFAULT_THREE_BODY"]
 
 
-class GAP(BaseEstimator):
+class _EstimatorContract(BaseEstimator):
+    """scikit-learn's estimator contract as GAP keeps it: parameters in signature order, clone, check_is_fitted."""
+
+    #: parameters that ``clone`` shares rather than deep-copies
+    _shared_params: tuple = ()
+
+    def get_params(self, deep: bool = True) -> Dict[str, Any]:
+        """The constructor parameters, as scikit-learn's, in the order of ``__init__``'s signature.
+
+        (scikit-learn sorts them by name; the signature's order keeps the
+        check of :meth:`fit`, the log's settings line and the model file's
+        parameters in the order they are documented.)
+        """
+        params = super().get_params(deep=deep)
+        order = [name for name in inspect.signature(type(self).__init__).parameters if name in params]
+        return {**{name: params[name] for name in order}, **params}
+
+    def __sklearn_clone__(self) -> "_EstimatorContract":
+        """What ``sklearn.base.clone`` returns: an unfitted estimator with copies of the parameters.
+
+        The parameters of ``_shared_params`` are shared, not copied: GAP's
+        Δ-learning calculator (``baseline``) may hold what cannot be copied (a
+        lock, a process, an open file), and a fit never changes it.
+        """
+        params = self.get_params(deep=False)
+        shared = {name: params.pop(name) for name in self._shared_params}
+        return type(self)(**copy.deepcopy(params), **shared)
+
+    def __sklearn_is_fitted__(self) -> bool:
+        # what sklearn.utils.validation.check_is_fitted asks: solved weights, not merely a state
+        state = getattr(self, "state_", None)
+        return state is not None and state.is_fitted
+
+
+class GAP(_EstimatorContract):
     """Gaussian Approximation Potential: a fixed baseline plus a sum of terms in one sparse GP.
 
     All parameters are keyword-only, stored as given and checked in
@@ -226,6 +260,8 @@ class GAP(BaseEstimator):
         leave-one-out z-scores, worst first.
     """
 
+    _shared_params = ("baseline",)
+
     def __init__(self, *, terms: Union[str, Sequence, None] = None,
                  cutoff: float = 5.0, cutoff_transition_width: float = 1.0,
                  n_max: int = 8, l_max: int = 8, atom_sigma: float = 0.5,
@@ -283,28 +319,6 @@ class GAP(BaseEstimator):
         self.sparse_candidates = sparse_candidates
         self.progress = progress
 
-    def get_params(self, deep: bool = True) -> Dict[str, Any]:
-        """The constructor parameters, as scikit-learn's, in the order of ``__init__``'s signature.
-
-        (scikit-learn sorts them by name; the signature's order keeps the
-        check of :meth:`fit`, the log's settings line and the model file's
-        parameters in the order they are documented.)
-        """
-        params = super().get_params(deep=deep)
-        order = [name for name in inspect.signature(type(self).__init__).parameters if name in params]
-        return {**{name: params[name] for name in order}, **params}
-
-    def __sklearn_clone__(self) -> "GAP":
-        """What ``sklearn.base.clone`` returns: an unfitted GAP with copies of the parameters.
-
-        The Δ-learning calculator (``baseline``) is shared, not copied: a
-        calculator may hold what cannot be copied (a lock, a process, an open
-        file), and it is never changed by a fit.
-        """
-        params = self.get_params(deep=False)
-        calculator = params.pop("baseline")
-        return type(self)(**copy.deepcopy(params), baseline=calculator)
-
     def _validate(self) -> None:
         """Check the parameters (what :meth:`fit` does first)."""
         check_params(self.get_params(deep=False))
@@ -337,11 +351,6 @@ class GAP(BaseEstimator):
     # ----------------------------------------------------- fitted state views
     def _check_fitted(self) -> None:
         predictor.check_fitted(getattr(self, "state_", None))
-
-    def __sklearn_is_fitted__(self) -> bool:
-        # what sklearn.utils.validation.check_is_fitted asks: solved weights, not merely a state
-        state = getattr(self, "state_", None)
-        return state is not None and state.is_fitted
 
     species_ = _state_view("species", "Atomic numbers the model knows (list of int).")
     e0_ = _state_view("e0", "Isolated-atom energy per species, eV ({Z: eV}).")
