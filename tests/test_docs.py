@@ -124,7 +124,7 @@ NOT_RUN: Dict[str, str] = {
     "docs/electrostatics.md: gapfit fit nacl_water_train.xyz -o nacl_coulomb.npz --cou...":
         "needs ../shared/data/ions/nacl_water_train.xyz (759 frames: a fit of minutes); bench/nacl_water.py "
         "runs the same fits",
-    "docs/index.md: faces cli · learn · md · validation/ · calculator · commi...":
+    "docs/index.md: faces cli · learn · md · validation/ · calculator · coulo...":
         "a drawing of the package's layers, not code (tests/test_structure.py checks the layers)",
     "docs/index.md: before after": "a drawing of the package's structure before and after 0.2.1, not code",
     'README.md: pip install ".[test]" && python -m pytest -q tests':
