@@ -121,3 +121,16 @@ def test_a_fit_learns_the_charges_the_data_were_made_with():
     ref = gapfit.Coulomb(charges={"Na": learned["learned_e"]["Na"], "Cl": learned["learned_e"]["Cl"]})
     assert coulomb[0].evaluate(test, forces=False, virial=False).energy_eV == \
         pytest.approx(ref.get_potential_energy(test), rel=1e-9)
+
+
+def test_frames_without_initial_charges_are_refused_by_the_survey():
+    """With charges read from the frames, a frame without them fails before any pass, naming the field."""
+    import gapfit
+    frames = _ionic_frames(4)
+    for a in frames[:3]:
+        a.set_initial_charges(np.where(a.numbers == 11, 0.8, -0.8))
+    frames[3].arrays.pop("initial_charges", None)
+    with pytest.raises(InputError, match="initial_charges"):
+        gapfit.GAP(charges="initial_charges").check_data(frames)
+    frames[3].set_initial_charges(np.where(frames[3].numbers == 11, 0.8, -0.8))
+    assert gapfit.GAP(charges="initial_charges").check_data(frames)["n_frames"] == 4

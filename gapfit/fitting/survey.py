@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Mapping, Tuple
 
 import numpy as np
 
-from ..baselines import ZBLBaseline, is_periodic
+from ..baselines import CHARGES_FROM_FRAMES, CoulombBaseline, ZBLBaseline, is_periodic
 from ..data import FramesFingerprint, LabelReader, check_structure, files_of, is_isolated_atom, where_of
 from ..errors import InputError
 from ..noise import NoiseModel
@@ -101,8 +101,12 @@ class Survey:
             + 6 * bool(self.has_stress[k] and self.periodic[k])
 
 
-def survey(source, reader: LabelReader, noise: NoiseModel, *, contacts: bool, progress: bool = False) -> Survey:
+def survey(source, reader: LabelReader, noise: NoiseModel, *, contacts: bool, progress: bool = False,
+           charges_from_frames: bool = False) -> Survey:
     """Check every frame of ``source`` as the fit will read it (``reader``, ``noise``); see :class:`Survey`.
+
+    ``charges_from_frames``: the Coulomb baseline reads each frame's
+    ``initial_charges``: a frame without them fails here, before any pass.
 
     ``contacts``: also find the shortest distance per species pair (the core
     repulsion's radii come from it).
@@ -110,6 +114,7 @@ def survey(source, reader: LabelReader, noise: NoiseModel, *, contacts: bool, pr
     from tqdm.auto import tqdm
 
     out = Survey()
+    frame_charges = CoulombBaseline(CHARGES_FROM_FRAMES) if charges_from_frames else None
     for k, atoms in enumerate(tqdm(source.read(0, len(source)), total=len(source), desc="checking frames",
                                    unit="frame", disable=not progress, leave=False, delay=1.0)):
         where = where_of(atoms, k)
@@ -132,6 +137,8 @@ def survey(source, reader: LabelReader, noise: NoiseModel, *, contacts: bool, pr
         zs, n = np.unique(atoms.numbers, return_counts=True)
         out.composition.append({int(z): int(c) for z, c in zip(zs, n)})
         out.charge.append(_total_charge(atoms, where))
+        if frame_charges is not None:
+            frame_charges.charges_of(atoms)
         out.fingerprint.add(atoms, lb)
         if contacts:
             ZBLBaseline.shortest_contacts([atoms], found=out.contacts, first_index=k)
@@ -162,7 +169,8 @@ def checked_survey(params: Mapping[str, Any], source) -> Survey:
         raise InputError("no training frames given")
     terms = make_terms(params, molecular=False)  # term settings fail now, not after reading everything
     info = survey(source, LabelReader.of(settings), NoiseModel.of(settings),
-                  contacts=bool(settings.core_repulsion) and settings.core_radii == "data", progress=settings.progress)
+                  contacts=bool(settings.core_repulsion) and settings.core_radii == "data", progress=settings.progress,
+                  charges_from_frames=getattr(settings, "charges", None) == CHARGES_FROM_FRAMES)
     _check_energies_present(settings.energy_key, info)
     check_species_settings(dict(params), info.species, [t.to_dict() for t in terms])
     unused = sorted(set(settings.config_type_sigma or {}) - set(info.config_type))
