@@ -106,19 +106,16 @@ def learn_charges_first(settings: SimpleNamespace, source, executor, info: Surve
 
 
 def pair_settings_of(settings: SimpleNamespace, species: List[int]) -> PairSettings:
-    """The Coulomb settings (``coulomb`` parameter: width, accuracy, screening) for the pair parts."""
-    from ..params import species_number
-    coulomb = dict(settings.coulomb or {})
-    width = coulomb.get("width")
-    if width is None:
-        widths = {}
-    elif isinstance(width, Mapping):
-        widths = {species_number(k): float(v) for k, v in width.items()}
-    else:
-        widths = {z: float(width) for z in species}
-    screening = coulomb.get("screening")
-    return PairSettings(tuple(species), widths, float(coulomb.get("accuracy", 1e-6)),
-                        tuple(float(r) for r in screening) if screening else None)
+    """The Coulomb settings (``coulomb`` parameter: width, accuracy, screening) for the pair parts.
+
+    Read by the baseline's own parser (:meth:`gapfit.baselines.CoulombBaseline.from_settings`), so the
+    charges are learned with exactly the widths, accuracy and screening the fitted baseline then uses.
+    """
+    from ..baselines import CoulombBaseline
+    base = CoulombBaseline.from_settings({z: 0.0 for z in species}, settings.coulomb)
+    widths = base.widths if isinstance(base.widths, dict) else \
+        ({} if base.widths is None else {z: base.widths for z in species})
+    return PairSettings(tuple(species), widths, base.accuracy, base.screening)
 
 
 @dataclass
