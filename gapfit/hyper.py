@@ -165,6 +165,11 @@ class LikelihoodProblem:
         The initial δ of each term.
     sigma0 : {group: float}
         The nominal initial noise level of each group (for reports; units of the kind).
+    n_targets : int
+        Target columns after the M design columns: 1, or several whose fixed
+        combination is the target (the learned charges' ``[b₀ | C]``,
+        :mod:`gapfit.fitting.charges`); such a problem is rescaled and
+        rebased as any other, and evaluated through :meth:`with_targets`.
     """
 
     factors: Dict[str, np.ndarray]
@@ -174,6 +179,7 @@ class LikelihoodProblem:
     block_term: List[int]
     delta0_eV: np.ndarray
     sigma0: Dict[str, float] = field(default_factory=dict)
+    n_targets: int = 1
 
     def __post_init__(self):
         self.groups = sorted(self.factors)
@@ -185,17 +191,48 @@ class LikelihoodProblem:
 
     @classmethod
     def from_groups(cls, grouped: GroupedQR, kmm_chol: Sequence[np.ndarray], block_term: Sequence[int],
-                    delta0_eV: Sequence[float]) -> "LikelihoodProblem":
+                    delta0_eV: Sequence[float], n_targets: int = 1) -> "LikelihoodProblem":
         """The problem of a fit's grouped factors and K_MM factor blocks."""
         return cls(factors=grouped.factors(), n_rows=dict(grouped.n_rows), log_sigma=dict(grouped.log_sigma),
                    kmm_chol=list(kmm_chol), block_term=list(block_term), delta0_eV=np.array(delta0_eV, dtype=float),
-                   sigma0=grouped.nominal_sigma())
+                   sigma0=grouped.nominal_sigma(), n_targets=n_targets)
+
+    def with_targets(self, combination: np.ndarray) -> "LikelihoodProblem":
+        """The one-target problem whose target column is ``[targets] @ combination`` (length :attr:`n_targets`).
+
+        Exact: each group's factor F has FᵀF = [A | B]ᵀ[A | B], so the rows
+        F·diag(I, combination) have the Gram matrix of [A | B·combination].
+        """
+        combination = np.asarray(combination, dtype=float)
+        if combination.shape != (self.n_targets,):
+            raise ValueError(f"combination of {combination.shape} for {self.n_targets} target columns")
+        M = self.M
+        factors = {}
+        for g, F in self.factors.items():
+            rows = np.hstack([F[:, :M], (F[:, M:] @ combination)[:, None]])
+            # a triangle of M + n_targets rows becomes M + n_targets rows of M + 1 columns: triangular again
+            factors[g] = sgp.qr_r(rows) if len(rows) > M + 1 else rows
+        return LikelihoodProblem(factors=factors, n_rows=dict(self.n_rows), log_sigma=dict(self.log_sigma),
+                                 kmm_chol=list(self.kmm_chol), block_term=list(self.block_term),
+                                 delta0_eV=self.delta0_eV.copy(), sigma0=dict(self.sigma0))
+
+    def target_factor(self) -> np.ndarray:
+        """The last :attr:`n_targets` rows and columns of the factor of the stacked system at this problem's base.
+
+        T with ‖T·combination‖² the weighted squared residual of the least-squares solve for any target
+        combination (the prior's rows included): what the charges are fitted to.
+        """
+        M = self.M
+        prior = np.zeros((M, M + self.n_targets))
+        prior[:, :M] = sgp.prior_rows(self.kmm_chol)
+        R = sgp.merge_factors([prior] + [self.factors[g] for g in self.groups])
+        return R[M:, M:]
 
     def _scaled(self, x: np.ndarray):
         """Group factors and K_MM factor blocks at log scales ``x``, with the σ log scales and δ factors."""
         log_c, log_s = self.split(x)
         c = np.exp(log_c)
-        col2 = np.append(c[self.column_term] ** 2, 1.0)
+        col2 = np.concatenate([c[self.column_term] ** 2, np.ones(self.n_targets)])
         factors = {g: self.factors[g] * (col2 / np.exp(log_s[g]))[None, :] for g in self.groups}
         chol = [L * c[t] for L, t in zip(self.kmm_chol, self.block_term)]
         return factors, chol, log_s, c
@@ -207,7 +244,8 @@ class LikelihoodProblem:
             factors=factors, n_rows=dict(self.n_rows),
             log_sigma={g: self.log_sigma[g] + self.n_rows[g] * log_s[g] for g in self.groups},
             kmm_chol=chol, block_term=list(self.block_term), delta0_eV=self.delta0_eV * c,
-            sigma0={g: v * float(np.exp(log_s.get(g, 0.0))) for g, v in self.sigma0.items()})
+            sigma0={g: v * float(np.exp(log_s.get(g, 0.0))) for g, v in self.sigma0.items()},
+            n_targets=self.n_targets)
 
     def merged(self, grouped: GroupedQR) -> "LikelihoodProblem":
         """This problem with more rows (weighted at this problem's starting hyperparameters) merged in."""
@@ -234,6 +272,8 @@ class LikelihoodProblem:
 
     def assemble(self, x: np.ndarray) -> Tuple[np.ndarray, List[np.ndarray], float, int]:
         """(R_ab, K_MM factor blocks, Σ log σ, n_rows) at log scales ``x`` (δ per term, σ per group)."""
+        if self.n_targets != 1:
+            raise ValueError("a problem of several target columns is evaluated through with_targets()")
         factors, chol, log_s, _ = self._scaled(x)
         M = self.M
         prior = np.zeros((M + 1, M + 1))

@@ -134,3 +134,26 @@ def test_frames_without_initial_charges_are_refused_by_the_survey():
         gapfit.GAP(charges="initial_charges").check_data(frames)
     frames[3].set_initial_charges(np.where(frames[3].numbers == 11, 0.8, -0.8))
     assert gapfit.GAP(charges="initial_charges").check_data(frames)["n_frames"] == 4
+
+
+def test_with_optimize_the_charges_delta_and_sigma_are_one_joint_maximum():
+    """optimize=True: the charges are learned with δ and σ, and the result is a joint stationary point: the
+    refit over the learned charges, optimising δ and σ again from the defaults, lands where the joint search
+    did, and log p never fell on the way."""
+    import gapfit
+    frames = _ionic_frames()
+    model = gapfit.GAP(terms=[{"type": "distance_2b", "cutoff": 4.5, "n_sparse": 20}], charges="learn",
+                       optimize=True, calibration_fraction=0.0, hygiene=False).fit(frames)
+    learned = model.training_summary_["charges"]
+    joint = learned["joint"]
+    assert joint["rounds"] >= 1
+    lml = np.array(joint["log_marginal_likelihood"])
+    assert np.all(np.diff(lml) > -1e-6 * np.abs(lml[1:]))  # block-coordinate ascent: never down
+    assert learned["learned_e"]["Na"] == pytest.approx(0.8, rel=0.05)
+    assert learned["learned_e"]["Cl"] == pytest.approx(-learned["learned_e"]["Na"], rel=1e-9)
+    hyper = model.training_summary_["hyperparameters"]
+    # the charges were learned against the targets the refit has (its e0 moves with them), so the refit's
+    # own optimum of δ and σ at the learned charges is the joint one
+    assert list(hyper["delta_eV"].values()) == pytest.approx(joint["delta_eV"], rel=1e-3)
+    for group, sigma in joint["sigma"].items():
+        assert hyper["sigma"][group] == pytest.approx(sigma, rel=1e-3)
