@@ -9,7 +9,8 @@ Si prints two tables (ms/atom, medians): each step of the prediction as a
 ratio to the terms' descriptors alone; then energy + forces + stress with
 each selection of uncertainties as a ratio to the prediction alone, the
 selections timed in turn within each round so that a busy machine slows
-them all alike. Aspirin prints the prediction against featomic's SOAP with
+them all alike; last, the ASE calculator's energy + forces + stress (by
+default no std) against ``model.predict`` of the same. Aspirin prints the prediction against featomic's SOAP with
 position gradients alone for the same frames, and what the uncertainty
 selections add.
 """
@@ -75,6 +76,21 @@ def uncertainty_table(model, frames, n_atoms: int, rounds: int, selections=SELEC
         print(f"| {name} | {1e3 * sec / n_atoms:.3f} | {sec / base:.2f} |")
 
 
+def calculator_table(model, atoms, rounds: int) -> None:
+    """The ASE calculator's energy + forces + stress against ``model.predict`` of the same (no stds)."""
+    from ase.calculators.calculator import all_changes
+    calc = gapfit.GAPCalculator(model)  # the default: no std
+    wanted = ["energy", "forces", "stress"]
+    t = interleaved({"model.predict (energy, forces, stress)": lambda: model.predict([atoms]),
+                     "GAPCalculator(model) (default, no std)": lambda: calc.calculate(atoms, wanted, all_changes)},
+                    rounds)
+    base = t["model.predict (energy, forces, stress)"]
+    print(f"\n| E+F+S through (median of {rounds} interleaved rounds) | ms/atom | ratio to model.predict |")
+    print("|---|---|---|")
+    for name, sec in t.items():
+        print(f"| {name} | {1e3 * sec / len(atoms):.3f} | {sec / base:.3f} |")
+
+
 def si(path: str, rounds: int) -> None:
     model = gapfit.load(path)
     atoms = bulk("Si", "diamond", 5.43, cubic=True).repeat((4, 4, 4))
@@ -107,6 +123,7 @@ def si(path: str, rounds: int) -> None:
     for name, t in rows:
         print(f"| {name} | {1e3 * t / n:.3f} | {t / t_desc_total:.2f} |")
     uncertainty_table(model, [atoms], n, rounds)
+    calculator_table(model, atoms, rounds)
 
 
 def aspirin(path: str, rounds: int, n_frames: int = 100) -> None:

@@ -28,12 +28,15 @@ class GAPCalculator(Calculator):
     ``energy_std`` (eV), ``local_energy_std`` (eV, per atom) and
     ``forces_std`` (eV/Å, per atom and component), computed from the same
     descriptors as the energy (one descriptor evaluation per structure).
-    ``uncertainty`` says which: True (the default) all three, False none
-    (for speed in production MD), or a selection as in
+    ``uncertainty`` says which each calculation computes: False (the
+    default) none, so energy, forces and stress cost what the prediction
+    alone costs; True all three; or a selection as in
     :meth:`gapfit.GAP.predict` (``"local_energy"``, ``("local_energy",
     "forces")``, ...: each costs only when asked; the local-energy std is
-    the cheap one). A std asked for with ``get_property`` is computed even
-    when not selected (with the other two, so one evaluation answers all). ``prediction`` holds the last
+    the cheap one, the force std the dear one). A std asked for with
+    ``get_property`` is computed even when not selected (with the other
+    two, so one more evaluation answers all); ``gapfit md`` and ``learn``
+    ask for them at the steps they check. ``prediction`` holds the last
     :class:`gapfit.prediction.Prediction`.
 
     ``baseline``: the ASE calculator of a Δ-learning model, when ``model`` is
@@ -48,9 +51,9 @@ class GAPCalculator(Calculator):
 
     implemented_properties = (("energy", "free_energy", "energies", "forces", "stress") + UNCERTAINTY_PROPERTIES
                               + COMMITTEE_PROPERTIES)
-    default_parameters = {"uncertainty": True, "committee": 0, "committee_seed": 0}
+    default_parameters = {"uncertainty": False, "committee": 0, "committee_seed": 0}
 
-    def __init__(self, model: Union["GAP", str], *, uncertainty: Union[bool, str, Sequence[str]] = True,
+    def __init__(self, model: Union["GAP", str], *, uncertainty: Union[bool, str, Sequence[str]] = False,
                  baseline: Any = None,
                  committee: int = 0, committee_seed: int = 0, **kwargs):
         UncertaintyRequest.parse(uncertainty)  # a bad selection fails here, not at the first step

@@ -22,7 +22,7 @@ def _cell(seed=0):
 
 def test_results_and_uncertainties(cu_model):
     a = _cell()
-    a.calc = gapfit.GAPCalculator(cu_model)
+    a.calc = gapfit.GAPCalculator(cu_model, uncertainty=True)
     e = a.get_potential_energy()
     assert a.get_forces().shape == (len(a), 3)
     assert a.get_stress().shape == (6,)
@@ -31,6 +31,18 @@ def test_results_and_uncertainties(cu_model):
     assert r["forces_std"].shape == (len(a), 3) and r["local_energy_std"].shape == (len(a),)
     assert r["energy_std"] > 0
     assert a.calc.implemented_properties == gapfit.GAPCalculator.implemented_properties
+
+
+def test_by_default_no_std_is_computed_until_one_is_asked_for(cu_model):
+    """The default calculator computes energy, forces and stress only (the prediction's cost); a std asked
+    for by name is then computed, equal to the model's."""
+    a = _cell()
+    a.calc = gapfit.GAPCalculator(cu_model)
+    a.get_forces()
+    assert not any(k in a.calc.results for k in ("energy_std", "local_energy_std", "forces_std"))
+    assert a.calc.prediction.forces_std is None
+    np.testing.assert_allclose(a.calc.get_property("forces_std", a),
+                               cu_model.predict(a, uncertainty=True)[0].forces_std, rtol=1e-10)
 
 
 def test_uncertainties_are_declared_properties(cu_model):
