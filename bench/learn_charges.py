@@ -9,6 +9,14 @@ learned from the data (``charges="learn"``). The test cells (214 to 512
 atoms) are larger than any training cell (at most 96 atoms), so the local
 model cannot have seen the Coulomb interactions beyond its cutoff. Prints the
 learned charges against the truth, test energy and force MAE, and fit times.
+
+Measured (2 shared cores, other jobs alongside):
+
+| model | E MAE meV/atom | F MAE meV/Å | fit s | charges (e) |
+|---|---|---|---|---|
+| local | 0.443 | 38.63 | 60.4 | |
+| fixed true charges | 0.022 | 1.00 | 25.4 | |
+| learned | 0.022 | 1.07 | 36.7 | Na +0.9933 ± 0.0050, Cl -0.9933 ± 0.0050 |
 """
 from __future__ import annotations
 
