@@ -107,6 +107,13 @@ class BaselineResult:
     local_energy_spread : bool
         True when ``local_energy_eV`` is the total spread evenly rather than a
         real per-atom decomposition.
+    atom_virial_eV : numpy.ndarray, shape (n, 3, 3), or None
+        Per-atom virials (eV, ASE sign like ``virial_eV``, symmetric), set
+        only by :meth:`Baseline.evaluate_atoms`; they sum to the virial
+        (periodic frames) or to ``Σ_j r_j ⊗ dE/dr_j`` (finite frames).
+    atom_virial_split : bool
+        True when ``atom_virial_eV`` is that sum split evenly over the atoms
+        rather than a real per-atom decomposition.
     """
 
     energy_eV: float
@@ -114,6 +121,8 @@ class BaselineResult:
     forces_eV_per_A: Optional[np.ndarray]
     virial_eV: Optional[np.ndarray]
     local_energy_spread: bool = False
+    atom_virial_eV: Optional[np.ndarray] = None
+    atom_virial_split: bool = False
 
 
 def is_periodic(atoms: Atoms) -> bool:
@@ -144,6 +153,28 @@ class Baseline(ABC):
             Compute the virial (else, and on non-periodic frames,
             ``virial_eV`` is None).
         """
+
+    def evaluate_atoms(self, atoms: Atoms) -> BaselineResult:
+        """:meth:`evaluate` with forces, virial and per-atom virials (``atom_virial_eV``), for MD codes.
+
+        The per-atom virials sum to the virial on periodic frames and to
+        ``Σ_j r_j ⊗ dE/dr_j`` on finite ones (origin-free when the forces sum
+        to zero). Pair baselines split each pair's virial half and half
+        between its atoms, E0's are zero; other baselines (Coulomb, an ASE
+        calculator) split their total evenly over the atoms
+        (``atom_virial_split`` True): right for the global virial and the
+        pressure, not a local stress.
+        """
+        r = self.evaluate(atoms, forces=True, virial=True)
+        n = len(atoms)
+        if r.virial_eV is not None:
+            total = np.asarray(r.virial_eV, dtype=float)
+        else:
+            total = -atoms.positions.T @ np.asarray(r.forces_eV_per_A, dtype=float)
+            total = 0.5 * (total + total.T)
+        r.atom_virial_eV = np.repeat((total / max(n, 1))[None], n, axis=0)
+        r.atom_virial_split = True
+        return r
 
     @abstractmethod
     def to_dict(self) -> dict:
@@ -229,6 +260,20 @@ def _pair_result(atoms: Atoms, i, j, d, D, e_pair, de_pair, forces: bool, virial
     return BaselineResult(energy, local, f, w)
 
 
+def _pair_result_atoms(atoms: Atoms, i, j, d, D, e_pair, de_pair) -> BaselineResult:
+    """:func:`_pair_result` with forces, virial and per-atom virials: each pair's virial half to each atom.
+
+    The ordered pair i→j gives atom i ½ dE/dr D ⊗ D / r; its twin j→i gives j the same.
+    """
+    n = len(atoms)
+    res = _pair_result(atoms, i, j, d, D, e_pair, de_pair, True, True)
+    g = (de_pair / np.where(d > 0, d, 1.0))[:, None] * D
+    per_pair = 0.5 * (D[:, :, None] * g[:, None, :]).reshape(-1, 9)
+    w = np.stack([np.bincount(i, weights=per_pair[:, k], minlength=n) for k in range(9)], axis=1).reshape(n, 3, 3)
+    res.atom_virial_eV = 0.5 * (w + w.transpose(0, 2, 1))
+    return res
+
+
 # --------------------------------------------------------------------------- #
 # E0
 # --------------------------------------------------------------------------- #
@@ -271,6 +316,12 @@ class E0Baseline(Baseline):
         res = _zero_result(len(atoms), forces, virial, is_periodic(atoms))
         res.local_energy_eV = local
         res.energy_eV = float(local.sum())
+        return res
+
+    def evaluate_atoms(self, atoms: Atoms) -> BaselineResult:
+        """:meth:`evaluate` with zero per-atom virials (see :meth:`Baseline.evaluate_atoms`)."""
+        res = self.evaluate(atoms, forces=True, virial=True)
+        res.atom_virial_eV = np.zeros((len(atoms), 3, 3))
         return res
 
     def to_dict(self) -> dict:
@@ -505,6 +556,16 @@ class ZBLBaseline(Baseline):
         n = len(atoms)
         if n == 0:
             return _zero_result(0, forces, virial, is_periodic(atoms))
+        return _pair_result(atoms, *self._pairs(atoms), forces, virial)
+
+    def evaluate_atoms(self, atoms: Atoms) -> BaselineResult:
+        """:meth:`evaluate` with per-atom virials, each pair's half and half (see :meth:`Baseline.evaluate_atoms`)."""
+        if len(atoms) == 0:
+            return super().evaluate_atoms(atoms)
+        return _pair_result_atoms(atoms, *self._pairs(atoms))
+
+    def _pairs(self, atoms: Atoms):
+        """Ordered pairs closer than their r_outer: i, j, d, D and the switched ZBL energy and dE/dr of each."""
         zs, rin, rout = self._pair_params(atoms.numbers)
         i, j, d, D = _pair_arrays(atoms, self.cutoff)
         sidx = np.searchsorted(zs, atoms.numbers)
@@ -514,7 +575,7 @@ class ZBLBaseline(Baseline):
         i, j, d, D, si, sj = i[keep], j[keep], d[keep], D[keep], si[keep], sj[keep]
         e0, de0 = zbl_energy(d, zs[si], zs[sj])
         s, ds = smooth_switch(d, rin[si, sj], rout[si, sj])
-        return _pair_result(atoms, i, j, d, D, e0 * s, de0 * s + e0 * ds, forces, virial)
+        return i, j, d, D, e0 * s, de0 * s + e0 * ds
 
     def to_dict(self) -> dict:
         """``{"type": "zbl", "radii": radii_table()}``."""
@@ -1009,6 +1070,16 @@ class TabulatedPairBaseline(Baseline):
         n = len(atoms)
         if n == 0:
             return _zero_result(0, forces, virial, is_periodic(atoms))
+        return _pair_result(atoms, *self._pairs(atoms), forces, virial)
+
+    def evaluate_atoms(self, atoms: Atoms) -> BaselineResult:
+        """:meth:`evaluate` with per-atom virials, each pair's half and half (see :meth:`Baseline.evaluate_atoms`)."""
+        if len(atoms) == 0:
+            return super().evaluate_atoms(atoms)
+        return _pair_result_atoms(atoms, *self._pairs(atoms))
+
+    def _pairs(self, atoms: Atoms):
+        """Ordered pairs within the cutoff: i, j, d, D and the tabulated energy and dE/dr of each."""
         i, j, d, D = _pair_arrays(atoms, self.cutoff)
         zi, zj = atoms.numbers[i], atoms.numbers[j]
         lo, hi = np.minimum(zi, zj), np.maximum(zi, zj)
@@ -1018,7 +1089,7 @@ class TabulatedPairBaseline(Baseline):
             m = (lo == z1) & (hi == z2)
             if np.any(m):
                 e[m], de[m] = table(d[m])
-        return _pair_result(atoms, i, j, d, D, e, de, forces, virial)
+        return i, j, d, D, e, de
 
     def to_dict(self) -> dict:
         """``{"type": "tabulated_pair", "source": path or None, "tables": [...]}``.
@@ -1349,6 +1420,16 @@ class SumBaseline(Baseline):
         return BaselineResult(float(sum(r.energy_eV for r in results)),
                               sum(r.local_energy_eV for r in results), f, w,
                               local_energy_spread=any(r.local_energy_spread for r in results))
+
+    def evaluate_atoms(self, atoms: Atoms) -> BaselineResult:
+        """Sum of the parts' :meth:`Baseline.evaluate_atoms` (each part's own per-atom virials)."""
+        results = [p.evaluate_atoms(atoms) for p in self.parts]
+        w = sum(r.virial_eV for r in results) if is_periodic(atoms) else None
+        return BaselineResult(float(sum(r.energy_eV for r in results)),
+                              sum(r.local_energy_eV for r in results), sum(r.forces_eV_per_A for r in results), w,
+                              local_energy_spread=any(r.local_energy_spread for r in results),
+                              atom_virial_eV=sum(r.atom_virial_eV for r in results),
+                              atom_virial_split=any(r.atom_virial_split for r in results))
 
     def to_dict(self) -> dict:
         """``{"type": "sum", "parts": [part.to_dict(), ...]}``."""

@@ -99,3 +99,58 @@ class UncertaintyRequest:
             names = list(UNCERTAINTY_QUANTITIES)
         return cls(energy="energy" in names, local_energy="local_energy" in names, forces="forces" in names,
                    exact=exact)
+
+
+@dataclass
+class SharePrediction:
+    """The part of one frame's prediction that comes from the local energies of some of its atoms.
+
+    Made by :func:`gapfit.predictor.predict_share` for a set of atoms (the
+    *centres*, e.g. an MPI rank's own atoms). The shares of a partition of a
+    frame's atoms, with the baseline in exactly one of them, sum to the
+    whole prediction (energies, forces, virial) to round-off. Every array is
+    full length N (the frame's atoms); units eV, Å.
+
+    Attributes
+    ----------
+    centres : ndarray (n_c,)
+        The centres, ascending atom indices.
+    energies_eV : ndarray (N,)
+        The centres' local energies (0 at other atoms), plus the baseline's
+        per-atom energies of every atom when the share has the baseline.
+    forces_eV_per_A : ndarray (N, 3)
+        ``-∂(Σ energies_eV)/∂r`` on every atom (also off the centres: a
+        centre's energy moves with its neighbours).
+    virial_eV : ndarray (3, 3)
+        The share's part of the virial ``W = -Σ_j r_j ⊗ ∂E/∂r_j`` (periodic
+        images included), the sign of MD codes (LAMMPS): ``W = -stress ×
+        volume`` in ASE's terms. Symmetric; also for finite frames. None
+        when not asked (``virial=False``).
+    atom_virial_eV : ndarray (N, 3, 3)
+        Per-atom virials, same sign, summing to ``virial_eV``: the centres'
+        ``W_i = -Σ_j (r_j - r_i) ⊗ ∂ε_i/∂r_j`` (0 at other atoms), plus the
+        baseline's of every atom when the share has it (see
+        ``baseline_atom_virial_split``). None when not asked.
+    local_energy_std_eV : ndarray (N,) or None
+        Predictive std of the centres' local energies (0 elsewhere), when asked.
+    forces_std_eV_per_A : ndarray (N,) or None
+        Norm of each atom's force std, of the whole frame (every atom), when asked.
+    baseline_atom_virial_split : bool
+        True when the baseline's per-atom virials are its total split evenly
+        over the atoms (a Coulomb or ASE-calculator baseline), not a local
+        decomposition (:meth:`gapfit.baselines.Baseline.evaluate_atoms`).
+    """
+
+    centres: np.ndarray
+    energies_eV: np.ndarray
+    forces_eV_per_A: np.ndarray
+    virial_eV: Optional[np.ndarray] = None
+    atom_virial_eV: Optional[np.ndarray] = None
+    local_energy_std_eV: Optional[np.ndarray] = None
+    forces_std_eV_per_A: Optional[np.ndarray] = None
+    baseline_atom_virial_split: bool = False
+
+    @property
+    def energy_eV(self) -> float:
+        """The share's energy (eV): the sum of ``energies_eV``."""
+        return float(self.energies_eV.sum())

@@ -16,7 +16,7 @@ from . import sgp
 from .baselines import is_periodic
 from .data import check_structure, group_by_atoms, where_of
 from .errors import InputError, NotFittedError
-from .prediction import Prediction, UncertaintyRequest
+from .prediction import Prediction, SharePrediction, UncertaintyRequest
 from .state import FittedState
 from .terms.base import VOIGT
 
@@ -118,6 +118,126 @@ def _frame_prediction(state: FittedState, atoms: Atoms, term_parts: list, forces
     if virial is not None:
         p.stress = np.array([virial[i, j] for i, j in VOIGT]) / atoms.get_volume()
     return p
+
+
+def predict_share(state: Optional[FittedState], atoms: Atoms, centres: Union[Sequence[int], np.ndarray], *,
+                  baseline: bool, uncertainty: Union[str, Sequence[str], None] = None, virial: bool = True,
+                  calibrated: bool = True) -> SharePrediction:
+    """The part of ``atoms``' prediction that comes from the local energies of the atoms ``centres``.
+
+    The division of a frame's work (e.g. over MPI ranks, each with its own
+    atoms as centres): every term computes the environments (descriptors,
+    kernels) of the centres only, and gives their local energies, the
+    forces those energies exert on every atom and their per-atom virials
+    (:class:`gapfit.prediction.SharePrediction`). Summing the shares of a
+    partition of ``range(len(atoms))``, with ``baseline=True`` in exactly
+    one of them, gives :func:`predict`'s energies, forces and virial
+    (``-stress × volume``) to round-off.
+
+    Parameters
+    ----------
+    state : FittedState
+        A fitted model's state (``GAP.state_``).
+    atoms : ase.Atoms
+        The whole frame (positions in Å), periodic or finite.
+    centres : sequence of int
+        Distinct atom indices (any order; may be empty).
+    baseline : bool
+        Add the model's baseline (E0, ZBL, tabulated pair, Coulomb, an ASE
+        calculator), evaluated for the whole frame: its per-atom energies,
+        forces and per-atom virials of every atom
+        (:meth:`gapfit.baselines.Baseline.evaluate_atoms`).
+    uncertainty : None, "local_energy", "forces" or a sequence of them
+        ``"local_energy"``: the predictive std of the centres' local
+        energies (eV). ``"forces"``: the norm of each atom's force std
+        (eV/Å), computed for the whole frame (the same for every share: ask
+        it in one share only). The total-energy std is not a sum over
+        shares and is not offered here.
+    virial : bool
+        Compute ``virial_eV`` and ``atom_virial_eV`` (needs the strain
+        gradients of periodic frames: skip them on MD steps without pressure).
+    calibrated : bool
+        Scale the stds by the model's fitted calibration, as :func:`predict` does.
+
+    Raises
+    ------
+    gapfit.errors.InputError
+        For centres out of range, repeated or not integers, a bad
+        ``uncertainty``, or a frame the model cannot predict.
+    """
+    check_frames(state, [atoms])
+    n = len(atoms)
+    centres = share_centres(centres, n)
+    request = _share_request(uncertainty)
+    energies = np.zeros(n)
+    grad = np.zeros((n, 3))
+    W = np.zeros((n, 3, 3)) if virial else None
+    rows, priors = [], []
+    if len(centres):
+        for term, sl in zip(state.terms, state.column_slices):
+            desc = term.compute([atoms], gradients=True, layout="blocks", centres=[centres])[0]
+            part = term.predict_share(desc, atoms, state.alpha[sl], virial=virial, local_rows=request.local_energy)
+            energies[centres] += part.local_energy_eV
+            grad += part.gradient_eV_per_A
+            if W is not None:
+                W[centres] -= part.atom_virial_eV  # ∂ε/∂ε (ASE's sign) to the MD codes' virial
+            if request.local_energy:
+                rows.append(part.local_rows)
+                priors.append(part.local_prior_eV2)
+    split = False
+    if baseline:
+        base = state.baseline.evaluate_atoms(atoms)
+        energies += base.local_energy_eV
+        grad -= base.forces_eV_per_A
+        if W is not None:
+            W -= base.atom_virial_eV
+        split = bool(base.atom_virial_split)
+    out = SharePrediction(centres=centres, energies_eV=energies, forces_eV_per_A=-grad,
+                          virial_eV=None if W is None else W.sum(axis=0), atom_virial_eV=W,
+                          baseline_atom_virial_split=split)
+    if request.local_energy:
+        std = np.zeros(n)
+        if len(centres):
+            var = sgp.dtc_variance(np.hstack(rows), sum(priors), state.kmm_chol, state.R_ab)
+            scale = (state.calibration or {}).get("energy_scale") if calibrated else None
+            std[centres] = np.sqrt(var) * (1.0 if scale is None else scale)
+        out.local_energy_std_eV = std
+    if request.forces:
+        p = predict(state, atoms, forces=True, stress=False, uncertainty="forces", calibrated=calibrated)[0]
+        out.forces_std_eV_per_A = np.linalg.norm(p.forces_std, axis=1)
+    return out
+
+
+def share_centres(centres: Union[Sequence[int], np.ndarray], n_atoms: int) -> np.ndarray:
+    """``centres`` as sorted distinct int64 atom indices, or InputError naming the bad entry and the fix."""
+    c = np.asarray(centres)
+    if c.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if c.ndim != 1 or not np.issubdtype(c.dtype, np.integer):
+        raise InputError(f"centres must be a 1-D list of atom indices (integers), got an array of shape {c.shape} "
+                         f"and type {c.dtype}")
+    bad = c[(c < 0) | (c >= n_atoms)]
+    if len(bad):
+        raise InputError(f"centres: atom index {int(bad[0])} is outside the frame's {n_atoms} atoms "
+                         f"(indices run from 0 to {n_atoms - 1})")
+    out = np.unique(c).astype(np.int64)
+    if len(out) != len(c):
+        vals, counts = np.unique(c, return_counts=True)
+        raise InputError(f"centres: atom index {int(vals[counts > 1][0])} is given more than once; each atom "
+                         "belongs to one share")
+    return out
+
+
+def _share_request(spec) -> UncertaintyRequest:
+    """The stds a share can give (local energies, forces), or InputError naming the one it cannot."""
+    try:
+        req = UncertaintyRequest.parse(spec)
+    except ValueError as exc:
+        raise InputError(f"predict_share: {exc}") from None
+    if req.energy or req.exact:
+        raise InputError(f"predict_share: uncertainty {spec!r} asks for the total-energy std (or the exact "
+                         "route), which is not a sum over shares; ask for 'local_energy' and/or 'forces'")
+    return req
 
 
 def uncertainty(state: FittedState, preds: List[Prediction], descs: List[list], request: UncertaintyRequest,

@@ -11,7 +11,7 @@ the chain rule.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Optional
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -105,6 +105,14 @@ class FrameDescriptors:
         prediction): ``(centre, neighbour, first feature, feature scale,
         values (n, 3, n_block_features))`` with ``d q_i / d r_j`` of the
         block's features = values · scale.
+    centres : ndarray of shape (n_rows,), int, or None
+        None (the default): the rows are the frame's atoms, in order. Else
+        the descriptors of a *share* of the frame (see ``centres=`` of the
+        backends' ``compute``): row k is the environment of atom
+        ``centres[k]`` (ascending); ``numbers``, ``values``, ``norms``,
+        ``strain_gradients`` and ``pair_centre`` count rows, while
+        ``pair_neighbour`` (and the neighbours of ``gradient_blocks``) are
+        atom indices of the whole frame.
 
     The gradients stay those of the *raw* q (see :func:`normalise`).
     """
@@ -120,9 +128,11 @@ class FrameDescriptors:
     strain_projection: Optional[np.ndarray] = None
     gradient_blocks: Optional[list] = None
     normalised: bool = field(default=False)
+    centres: Optional[np.ndarray] = None
 
     @property
     def n_atoms(self) -> int:
+        """Rows: the frame's atoms, or the centres of a share."""
         return len(self.numbers)
 
     @property
@@ -173,3 +183,16 @@ def normalised_strain_gradients(desc: FrameDescriptors) -> np.ndarray:
     """d q̂_i / d ε_ab, (n_atoms, 3, 3, D)."""
     g = desc.strain_gradients - desc.strain_projection[..., None] * desc.values[:, None, None, :]
     return g / desc.norms[:, None, None, None]
+
+
+def check_centres(centres: Optional[Sequence], n_frames: int) -> Optional[List[np.ndarray]]:
+    """``centres=`` of a backend's ``compute``: None, or one sorted array of distinct atom indices per frame."""
+    if centres is None:
+        return None
+    centres = [np.asarray(c, dtype=np.int64).ravel() for c in centres]
+    if len(centres) != n_frames:
+        raise ValueError(f"centres: {len(centres)} entries for {n_frames} frames; give one index array per frame")
+    for c in centres:
+        if len(c) and np.any(np.diff(c) <= 0):
+            raise ValueError("centres must be sorted distinct atom indices")
+    return centres

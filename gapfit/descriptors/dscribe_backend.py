@@ -45,7 +45,7 @@ sphere is weighted by the polynomial above.
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -53,7 +53,7 @@ from ase.geometry.cell import complete_cell
 from scipy.spatial import cKDTree
 
 from ..errors import InputError
-from .base import FrameDescriptors, SoapSettings, normalise
+from .base import FrameDescriptors, SoapSettings, check_centres, normalise
 
 __all__ = ["DscribeSOAP"]
 
@@ -135,7 +135,8 @@ class DscribeSOAP:
                 f"chunk_size={self.chunk_size})")
 
     # ------------------------------------------------------------------ API
-    def compute(self, frames: List[Atoms], *, gradients: bool = False) -> List[FrameDescriptors]:
+    def compute(self, frames: List[Atoms], *, gradients: bool = False,
+                centres: Optional[Sequence[np.ndarray]] = None) -> List[FrameDescriptors]:
         """Normalised SOAP descriptors of each frame.
 
         Parameters
@@ -148,6 +149,11 @@ class DscribeSOAP:
             Also compute position gradients (sparse, per centre-neighbour
             pair, periodic images folded onto their owner, self term
             included) and, for fully periodic frames, strain gradients.
+        centres : list of ndarray or None
+            One sorted array of distinct atom indices per frame: only these
+            atoms' environments are computed (the neighbour search still
+            covers the frame; clusters are built around the centres only),
+            one row per centre (:attr:`FrameDescriptors.centres`). None: all atoms.
 
         Returns
         -------
@@ -156,11 +162,14 @@ class DscribeSOAP:
         """
         if isinstance(frames, Atoms):
             raise TypeError("compute expects a list of ase.Atoms, got a single Atoms")
-        return [normalise(self._compute_frame(atoms, gradients)) for atoms in frames]
+        centres = check_centres(centres, len(frames))
+        if centres is None:
+            return [normalise(self._compute_frame(atoms, gradients)) for atoms in frames]
+        return [normalise(self._compute_frame(atoms, gradients, c)) for atoms, c in zip(frames, centres)]
 
     # ------------------------------------------------------------ internals
-    def _compute_frame(self, atoms: Atoms, gradients: bool) -> FrameDescriptors:
-        """Raw (not normalised) descriptors of one frame."""
+    def _compute_frame(self, atoms: Atoms, gradients: bool, only: Optional[np.ndarray] = None) -> FrameDescriptors:
+        """Raw (not normalised) descriptors of one frame (of the atoms ``only`` when given)."""
         numbers = np.asarray(atoms.get_atomic_numbers(), dtype=np.int64)
         unknown = sorted(set(numbers.tolist()) - set(self.species))
         if unknown:
@@ -181,23 +190,27 @@ class DscribeSOAP:
 
         # All (centre, neighbour, image shift) triples within the radius,
         # sorted by centre, then by distance.
-        pi, pj, ps, pd = _neighbour_pairs(positions, cell_c, pbc, self.radius + _RADIUS_MARGIN)
+        pi, pj, ps, pd = _neighbour_pairs(positions, cell_c, pbc, self.radius + _RADIUS_MARGIN, only)
         starts = np.searchsorted(pi, np.arange(n_atoms + 1))
+        # rows of the result: every atom, or the atoms ``only`` (row[i] of atom i)
+        computed = np.arange(n_atoms, dtype=np.int64) if only is None else only
+        row = np.full(n_atoms, -1, dtype=np.int64)
+        row[computed] = np.arange(len(computed))
 
         D = self.n_features
-        values = np.empty((n_atoms, D), dtype=np.float64)
-        strain = np.empty((n_atoms, 3, 3, D), dtype=np.float64) if with_strain else None
+        values = np.empty((len(computed), D), dtype=np.float64)
+        strain = np.empty((len(computed), 3, 3, D), dtype=np.float64) if with_strain else None
         if gradients:
             # Stored pairs: every owner j with an image in range of i, plus
             # i itself, sorted by (i, j). Preallocated, filled per centre.
             pair_keys = np.unique(np.concatenate(
-                [np.arange(n_atoms, dtype=np.int64) * (n_atoms + 1),
+                [computed * (n_atoms + 1),
                  pi.astype(np.int64) * n_atoms + pj]))
             pair_centre, pair_neighbour = np.divmod(pair_keys, n_atoms)
             ptr = np.searchsorted(pair_centre, np.arange(n_atoms + 1))
             pair_gradients = np.empty((len(pair_keys), 3, D), dtype=np.float64)
 
-        for members, shifts in self._chunks(n_atoms, pj, ps, starts):
+        for members, shifts in self._chunks(n_atoms, pj, ps, starts, only):
             nc = len(members)
             # Cluster keys (owner, shift): centres first, then neighbours.
             keys = [np.column_stack([members, shifts])]
@@ -227,13 +240,13 @@ class DscribeSOAP:
             centres = list(range(nc))
 
             if not gradients:
-                values[members] = self._soap.create(cluster, centers=centres)
+                values[row[members]] = self._soap.create(cluster, centers=centres)
                 continue
 
             deriv, q = self._soap.derivatives(
                 cluster, centers=centres, attach=True, method=self._method,
                 return_descriptor=True)
-            values[members] = q
+            values[row[members]] = q
             offset = nc
             for c in range(nc):
                 i = members[c]
@@ -252,25 +265,31 @@ class DscribeSOAP:
                 pair_gradients[lo:hi] = np.add.reduceat(g, bounds, axis=0)
                 if with_strain:
                     rel = cpos[ks] - cpos[c]
-                    strain[i] = np.einsum("ka,kbd->abd", rel, g)
+                    strain[row[i]] = np.einsum("ka,kbd->abd", rel, g)
 
-        desc = FrameDescriptors(numbers=numbers, values=values)
+        desc = FrameDescriptors(numbers=numbers if only is None else numbers[only], values=values)
+        if only is not None:
+            desc.centres = only
         if gradients:
-            desc.pair_centre = pair_centre
+            desc.pair_centre = pair_centre if only is None else row[pair_centre]
             desc.pair_neighbour = pair_neighbour
             desc.pair_gradients = pair_gradients
             desc.strain_gradients = strain
         return desc
 
-    def _chunks(self, n_atoms, pj, ps, starts):
+    def _chunks(self, n_atoms, pj, ps, starts, only=None):
         """Group centres into spatially compact chunks.
 
         Each chunk starts from the lowest-numbered unassigned atom and adds
         its nearest unassigned neighbours, each at the image closest to the
         seed, so that the chunk's cluster stays small. Yields
         ``(members, shifts)``: frame indices and integer lattice shifts.
+        With ``only``, only those atoms are assigned to chunks.
         """
         assigned = np.zeros(n_atoms, dtype=bool)
+        if only is not None:
+            assigned[:] = True
+            assigned[only] = False
         for seed in range(n_atoms):
             if assigned[seed]:
                 continue
@@ -287,7 +306,7 @@ class DscribeSOAP:
             yield np.asarray(members, dtype=np.int64), np.asarray(shifts, dtype=np.int64)
 
 
-def _neighbour_pairs(positions, cell, pbc, radius):
+def _neighbour_pairs(positions, cell, pbc, radius, centres=None):
     """All pairs within ``radius``, periodic images included.
 
     Parameters
@@ -298,6 +317,8 @@ def _neighbour_pairs(positions, cell, pbc, radius):
         Complete (non-singular) cell, lattice vectors as rows.
     pbc : ndarray of shape (3,), bool
     radius : float
+    centres : ndarray of int or None
+        Only pairs whose centre ``i`` is one of these (None: all atoms).
 
     Returns
     -------
@@ -329,9 +350,12 @@ def _neighbour_pairs(positions, cell, pbc, radius):
     keep = np.all(~pbc | ((img_frac >= -reach - tol) & (img_frac <= 1 + reach + tol)), axis=-1)
     t_idx, owner = np.nonzero(keep)
     img_pos = wrapped[owner] + T[t_idx] @ cell
-    res = cKDTree(wrapped).sparse_distance_matrix(cKDTree(img_pos), radius,
-                                                  output_type="ndarray")
+    query = wrapped if centres is None else wrapped[centres]
+    res = cKDTree(query).sparse_distance_matrix(cKDTree(img_pos), radius,
+                                                output_type="ndarray")
     i = res["i"].astype(np.int64)
+    if centres is not None:
+        i = np.asarray(centres, dtype=np.int64)[i]
     k = res["j"].astype(np.int64)
     j = owner[k]
     shift = T[t_idx[k]] - off[j] + off[i]

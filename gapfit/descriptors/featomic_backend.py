@@ -12,14 +12,14 @@ value, is identical to the full spectrum's, with about 45 % fewer features.
 from __future__ import annotations
 
 import warnings
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 from ase import Atoms
 
 from .._loops import scale_inplace, scatter_scaled
 from ..errors import InputError
-from .base import FrameDescriptors, SoapSettings, normalise
+from .base import FrameDescriptors, SoapSettings, check_centres, normalise
 
 # featomic parallelises over systems; a batch bounds the memory of one call.
 _ATOMS_PER_CALL = 3000
@@ -89,8 +89,8 @@ class FeatomicSOAP:
         self._offsets = np.concatenate([[0], np.cumsum([len(x) for x in scale])])
         self.n_features = len(self._scale)
 
-    def compute(self, frames: Sequence[Atoms], *, gradients: bool = False,
-                layout: str = "pairs") -> List[FrameDescriptors]:
+    def compute(self, frames: Sequence[Atoms], *, gradients: bool = False, layout: str = "pairs",
+                centres: Optional[Sequence[np.ndarray]] = None) -> List[FrameDescriptors]:
         """Normalised descriptors (and, if asked, gradients) for each frame.
 
         ``layout="pairs"``: position gradients as one (pairs, 3, D) array per
@@ -99,23 +99,33 @@ class FeatomicSOAP:
         computed in :attr:`FrameDescriptors.gradient_blocks`, for prediction:
         with several species, assembling the per-pair array costs as much
         as featomic itself, and the force contraction does not need it.
+
+        ``centres`` (one sorted array of distinct atom indices per frame, or
+        None for all atoms): featomic computes only these atoms'
+        environments (its ``selected_samples``), with their gradients with
+        respect to every neighbour and their strain gradients; the result
+        holds one row per centre (:attr:`FrameDescriptors.centres`).
         """
         if layout not in ("pairs", "blocks"):
             raise ValueError(f"layout must be 'pairs' or 'blocks', got {layout!r}")
+        centres = check_centres(centres, len(frames))
         out: List[FrameDescriptors] = []
         batch: list = []
         n_in_batch = 0
-        for atoms in frames:
-            batch.append(atoms)
-            n_in_batch += len(atoms)
+        for k, atoms in enumerate(frames):
+            batch.append(k)
+            n_in_batch += len(atoms) if centres is None else len(centres[k])
             if n_in_batch >= _ATOMS_PER_CALL:
-                out.extend(self._compute_batch(batch, gradients, layout))
+                out.extend(self._compute_batch([frames[b] for b in batch], gradients, layout,
+                                               None if centres is None else [centres[b] for b in batch]))
                 batch, n_in_batch = [], 0
         if batch:
-            out.extend(self._compute_batch(batch, gradients, layout))
+            out.extend(self._compute_batch([frames[b] for b in batch], gradients, layout,
+                                           None if centres is None else [centres[b] for b in batch]))
         return out
 
-    def _compute_batch(self, frames: Sequence[Atoms], gradients: bool, layout: str) -> List[FrameDescriptors]:
+    def _compute_batch(self, frames: Sequence[Atoms], gradients: bool, layout: str,
+                       centres: Optional[List[np.ndarray]] = None) -> List[FrameDescriptors]:
         # Strain gradients only exist for fully periodic frames: compute the
         # two kinds separately and put the results back in order.
         periodic = [bool(np.all(a.pbc)) for a in frames]
@@ -127,26 +137,42 @@ class FeatomicSOAP:
             grads = []
             if gradients:
                 grads = ["positions", "strain"] if want_periodic else ["positions"]
-            descs = self._run([frames[k] for k in idx], grads, layout)
+            descs = self._run([frames[k] for k in idx], grads, layout,
+                              None if centres is None else [centres[k] for k in idx])
             for k, d in zip(idx, descs):
                 result[k] = normalise(d)
         return result
 
-    def _run(self, frames: Sequence[Atoms], grads: list, layout: str = "pairs") -> List[FrameDescriptors]:
+    def _run(self, frames: Sequence[Atoms], grads: list, layout: str = "pairs",
+             centres: Optional[List[np.ndarray]] = None) -> List[FrameDescriptors]:
         unknown = set(int(z) for a in frames for z in a.numbers) - set(self.species)
         if unknown:
             raise ValueError(f"species {sorted(unknown)} are not in this descriptor's species {self.species}")
+        selected = None
+        if centres is not None:
+            from metatensor import Labels
+            # only these (system, atom) samples are computed, in every block
+            selected = Labels(["system", "atom"], np.array(
+                [[s, i] for s, c in enumerate(centres) for i in c], dtype=np.int32).reshape(-1, 2))
         with warnings.catch_warnings():
             # featomic warns that it ignores the cell of a non-periodic frame: expected here.
             warnings.filterwarnings("ignore", message="periodic boundary conditions are disabled")
             tmap = self._calc.compute(list(frames), gradients=grads, selected_keys=self._keys,
-                                      selected_properties=self._selection)
+                                      selected_properties=self._selection, selected_samples=selected)
         n_per = np.array([len(a) for a in frames], dtype=np.int64)
         start = np.concatenate([[0], np.cumsum(n_per)])
         n_tot = int(start[-1])
+        # rows: one per atom, or one per centre (row_of maps a global atom number to its row)
+        rstart, row_of = start, None
+        if centres is not None:
+            rstart = np.concatenate([[0], np.cumsum([len(c) for c in centres])]).astype(np.int64)
+            row_of = np.full(n_tot, -1, dtype=np.int64)
+            for s, c in enumerate(centres):
+                row_of[start[s] + c] = rstart[s] + np.arange(len(c))
+        n_rows = int(rstart[-1])
         D = self.n_features
-        values = np.zeros((n_tot, D))
-        strain = np.zeros((n_tot, 3, 3, D)) if "strain" in grads else None
+        values = np.zeros((n_rows, D))
+        strain = np.zeros((n_rows, 3, 3, D)) if "strain" in grads else None
         pair_parts = []  # (global centre row, global neighbour row, property slice, values)
         blocks_layout = layout == "blocks"
         for key, block in tmap.items():
@@ -156,6 +182,8 @@ class FeatomicSOAP:
             sc = self._scale[sl]
             smp = block.samples.values
             rows = start[smp[:, 0]] + smp[:, 1]
+            if row_of is not None:
+                rows = row_of[rows]
             values[rows, sl] = np.asarray(block.values) * sc
             if "positions" in grads:
                 g = block.gradient("positions")
@@ -187,29 +215,33 @@ class FeatomicSOAP:
                                    np.ascontiguousarray(gv, dtype=np.float64), self._scale[sl])
                     pos += len(ci)
             centre_row, nb_row = uniq // n_tot, uniq % n_tot
-            frame_of_pair = np.searchsorted(start, centre_row, side="right") - 1
+            frame_of_pair = np.searchsorted(rstart, centre_row, side="right") - 1
             bounds = np.searchsorted(frame_of_pair, np.arange(len(frames) + 1))
             pairs = (centre_row, nb_row, grad, bounds)
 
         out = []
         for s, atoms in enumerate(frames):
-            lo, hi = start[s], start[s + 1]
-            d = FrameDescriptors(numbers=np.asarray(atoms.numbers, dtype=np.int64),
-                                 values=values[lo:hi])
+            lo = start[s]
+            rlo, rhi = rstart[s], rstart[s + 1]  # the frame's rows: its atoms, or its centres
+            numbers = np.asarray(atoms.numbers, dtype=np.int64)
+            d = FrameDescriptors(numbers=numbers if centres is None else numbers[centres[s]],
+                                 values=values[rlo:rhi])
+            if centres is not None:
+                d.centres = centres[s]
             if pair_parts and blocks_layout:
                 d.gradient_blocks = []
                 for ci, nj, sl, gv in pair_parts:
-                    a, b = np.searchsorted(ci, [lo, hi])
+                    a, b = np.searchsorted(ci, [rlo, rhi])
                     if b > a:
-                        d.gradient_blocks.append((ci[a:b] - lo, nj[a:b] - lo, sl.start, self._scale[sl],
+                        d.gradient_blocks.append((ci[a:b] - rlo, nj[a:b] - lo, sl.start, self._scale[sl],
                                                   np.asarray(gv[a:b])))
             if pairs is not None:
                 centre_row, nb_row, grad, bounds = pairs
                 ps = slice(bounds[s], bounds[s + 1])
-                d.pair_centre = centre_row[ps] - lo
+                d.pair_centre = centre_row[ps] - rlo
                 d.pair_neighbour = nb_row[ps] - lo
                 d.pair_gradients = grad[ps]
             if strain is not None:
-                d.strain_gradients = strain[lo:hi]
+                d.strain_gradients = strain[rlo:rhi]
             out.append(d)
         return out

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Sequence, Type
 import numpy as np
 
 from ..errors import InputError
-from .base import PriorVariance, Term, TermPrediction, TermRows
+from .base import PriorVariance, Term, TermPrediction, TermRows, TermShare
 from .soap import Soap
 
 _ATOMS_PER_CHUNK = 1500  # upper bound; wide descriptors use less, see atoms_per_chunk
@@ -73,8 +73,8 @@ def atoms_per_chunk(terms: Sequence[Term]) -> int:
     return int(np.clip(5e8 / (8 * 3 * D * 30), 64, _ATOMS_PER_CHUNK))
 
 
-__all__ = ["Term", "TermRows", "TermPrediction", "PriorVariance", "Soap", "atoms_per_chunk", "build_terms",
-           "term_types"]
+__all__ = ["Term", "TermRows", "TermPrediction", "TermShare", "PriorVariance", "Soap", "atoms_per_chunk",
+           "build_terms", "term_types"]
 
 
 def design_rows(terms: Sequence[Term], descs: List[list], *, forces: bool, virial: bool,

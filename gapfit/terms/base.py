@@ -69,6 +69,30 @@ class TermPrediction:
 
 
 @dataclass
+class TermShare:
+    """One term's part of a frame's prediction from the local energies of some atoms (the centres).
+
+    centres : (n_c,) the atoms (ascending indices into the frame).
+    local_energy_eV : (n_c,) their local energies.
+    gradient_eV_per_A : (n_atoms, 3) ∂(Σ of those energies)/∂r on every atom of the frame.
+    atom_virial_eV : (n_c, 3, 3) or None: each centre's ∂ε_i/∂ε (eV; the
+        strain derivative of its local energy, ASE's sign, symmetric), which
+        is Σ_j (r_j - r_i) ⊗ ∂ε_i/∂r_j over the periodic images j in its
+        environment; their sum is the share's part of :attr:`TermPrediction.virial_eV`.
+        Finite frames have it too. None when not asked.
+    local_rows : (n_c, n_columns) or None: the centres' local-energy design rows, when asked.
+    local_prior_eV2 : (n_c,) or None: the prior variances of their local energies, when asked.
+    """
+
+    centres: np.ndarray
+    local_energy_eV: np.ndarray
+    gradient_eV_per_A: np.ndarray
+    atom_virial_eV: Optional[np.ndarray] = None
+    local_rows: Optional[np.ndarray] = None
+    local_prior_eV2: Optional[np.ndarray] = None
+
+
+@dataclass
 class PriorVariance:
     """Prior (before any data) variances of one term's contribution to one frame.
 
@@ -180,12 +204,17 @@ class Term(ABC):
         """Prepare the descriptor calculator for these atomic numbers (all the model knows)."""
 
     @abstractmethod
-    def compute(self, frames: Sequence[Atoms], *, gradients: bool, layout: str = "pairs") -> List[Any]:
+    def compute(self, frames: Sequence[Atoms], *, gradients: bool, layout: str = "pairs",
+                centres: Optional[Sequence[np.ndarray]] = None) -> List[Any]:
         """Descriptors of each frame (an object per frame, opaque to callers).
 
         ``layout="blocks"`` lets a term keep its gradients in whatever form
         is cheapest for :meth:`predict` alone (design rows and variances then
-        need ``"pairs"``); terms with one form ignore it.
+        need ``"pairs"``); terms with one form ignore it. ``centres`` (one
+        sorted array of distinct atom indices per frame; None: all atoms):
+        descriptors of those atoms' environments only, for
+        :meth:`predict_share`; :meth:`predict` and the design rows take only
+        ``centres=None`` descriptors.
         """
 
     # ------------------------------------------------------------ sparse set
@@ -266,6 +295,18 @@ class Term(ABC):
                      local_rows: bool = False) -> List[TermPrediction]:
         """:meth:`predict` for several frames (terms may batch their kernel evaluations)."""
         return [self.predict(d, alpha, forces=forces, virial=virial, local_rows=local_rows) for d in descs]
+
+    def predict_share(self, desc: Any, atoms: Atoms, alpha: np.ndarray, *, virial: bool = True,
+                      local_rows: bool = False) -> TermShare:
+        """This term's part of ``atoms``' prediction from the local energies of the centres of ``desc``.
+
+        ``desc`` comes from :meth:`compute` with ``centres=[centres]`` and
+        gradients; ``virial``: also the centres' per-atom virials (for
+        periodic and finite frames alike); ``local_rows``: also their
+        local-energy design rows and prior variances (for their stds).
+        Shares of a partition of the atoms sum to :meth:`predict` (see :class:`TermShare`).
+        """
+        raise NotImplementedError(f"term {self.type} cannot predict a share of a frame's atoms")
 
     @abstractmethod
     def prior_variance(self, desc: Any, *, forces: bool, energy: bool = True) -> PriorVariance:

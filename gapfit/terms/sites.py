@@ -39,7 +39,7 @@ from ase.neighborlist import neighbor_list
 
 from .._loops import _jit
 from ..errors import InputError, NotFittedError
-from .base import VOIGT, PriorVariance, Term, TermPrediction, TermRows
+from .base import VOIGT, PriorVariance, Term, TermPrediction, TermRows, TermShare
 
 # Pairs of sites further apart than this (in Σ (Δt/θ)²) may be left out of
 # the prior variances: their kernel is below exp(-40) ≈ 4e-18 of δ², far under
@@ -103,6 +103,7 @@ class SiteDescriptor:
     length : (S, B) bond lengths (Å), or None.
     dt : (S, d, B) ∂t/∂L_b, or None.
     dw : (S, B) ∂w/∂L_b (1/Å), or None.
+    centres : the atoms whose sites these are (``compute(centres=...)``), or None for all.
     """
 
     n_atoms: int
@@ -117,6 +118,7 @@ class SiteDescriptor:
     length: Optional[np.ndarray] = None
     dt: Optional[np.ndarray] = None
     dw: Optional[np.ndarray] = None
+    centres: Optional[np.ndarray] = None
 
     @property
     def n_sites(self) -> int:
@@ -439,8 +441,9 @@ class _SiteTerm(Term):
         """Sorted keys and a table from species indices to key index."""
         raise NotImplementedError
 
-    def _frame_sites(self, atoms: Atoms, sp: np.ndarray, gradients: bool) -> Dict[str, np.ndarray]:
-        """Unsorted site arrays of one frame (``sp``: species index of each atom)."""
+    def _frame_sites(self, atoms: Atoms, sp: np.ndarray, gradients: bool,
+                     centres: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
+        """Unsorted site arrays of one frame (``sp``: species index of each atom; only sites owned by ``centres``)."""
         raise NotImplementedError
 
     def bind(self, species: Sequence[int]) -> None:
@@ -461,7 +464,8 @@ class _SiteTerm(Term):
         if self._key_table is None:
             raise NotFittedError(f"term {self.type}: bind(species) was not called")
 
-    def compute(self, frames: Sequence[Atoms], *, gradients: bool, layout: str = "pairs") -> List[SiteDescriptor]:
+    def compute(self, frames: Sequence[Atoms], *, gradients: bool, layout: str = "pairs",
+                centres: Optional[Sequence[np.ndarray]] = None) -> List[SiteDescriptor]:
         """Sites of each frame.
 
         Parameters
@@ -471,6 +475,10 @@ class _SiteTerm(Term):
         gradients : bool
             Keep the bond vectors and the derivatives with respect to bond
             lengths (needed for forces, virials and force variances).
+        centres : list of ndarray or None
+            One array of atom indices per frame: only the sites these atoms
+            own (the neighbour list is the frame's, the sites are built for
+            the centres only). None: all sites.
 
         Returns
         -------
@@ -479,7 +487,7 @@ class _SiteTerm(Term):
         self._check_bound()
         species = np.asarray(self.species)
         out = []
-        for atoms in frames:
+        for k, atoms in enumerate(frames):
             z = atoms.numbers
             sp = np.searchsorted(species, z)
             sp = np.clip(sp, 0, len(species) - 1)
@@ -487,13 +495,15 @@ class _SiteTerm(Term):
             if np.any(bad):
                 raise InputError(f"term {self.type}: atomic number {int(z[bad][0])} in a frame is not among "
                                  f"the model's species {self.species}", param="species")
-            raw = self._frame_sites(atoms, sp, gradients)
+            raw = (self._frame_sites(atoms, sp, gradients) if centres is None
+                   else self._frame_sites(atoms, sp, gradients, np.asarray(centres[k], dtype=np.int64)))
             order = np.argsort(raw["key"], kind="stable")
             bounds = np.searchsorted(raw["key"][order], np.arange(len(self._keys) + 1))
             periodic = bool(np.all(atoms.pbc)) and atoms.cell.rank == 3
             desc = SiteDescriptor(n_atoms=len(atoms), periodic=periodic, t=raw["t"][order],
                                   w=raw["w"][order], key=raw["key"][order], key_bounds=bounds,
-                                  owner=raw["owner"][order])
+                                  owner=raw["owner"][order],
+                                  centres=None if centres is None else np.asarray(centres[k], dtype=np.int64))
             if gradients:
                 desc.atoms = raw["atoms"][order]
                 desc.vec = raw["vec"][order]
@@ -503,10 +513,14 @@ class _SiteTerm(Term):
             out.append(desc)
         return out
 
-    def _neighbours(self, atoms: Atoms):
-        """Neighbour list (i, j, distance, vector) sorted by i, stable (ASE order within i)."""
+    def _neighbours(self, atoms: Atoms, centres: Optional[np.ndarray] = None):
+        """Neighbour list (i, j, distance, vector) sorted by i, stable (ASE order within i); only i in ``centres``."""
         i, j, d, D = neighbor_list("ijdD", atoms, float(self.cutoff))
         order = np.argsort(i, kind="stable")
+        if centres is not None:
+            mine = np.zeros(len(atoms), dtype=bool)
+            mine[centres] = True
+            order = order[mine[i[order]]]
         return i[order].astype(np.int64), j[order].astype(np.int64), d[order], D[order]
 
     # ------------------------------------------------------------- sparse set
@@ -693,6 +707,41 @@ class _SiteTerm(Term):
             out.virial_eV = 0.5 * (W + W.T)
         return out
 
+    def predict_share(self, desc: SiteDescriptor, atoms: Atoms, alpha: np.ndarray, *, virial: bool = True,
+                      local_rows: bool = False) -> TermShare:
+        """The part of the centres' sites (see :meth:`Term.predict_share`): ``desc`` from ``compute(centres=...)``.
+
+        A site's virial Σ_b ∂f_s/∂L_b L_b ⊗ L_b / |L_b| (its bonds' vectors,
+        periodic images included) goes to the atom that owns its energy.
+        """
+        alpha = np.asarray(alpha, dtype=float)
+        if alpha.shape != (self.n_columns,):
+            raise ValueError(f"term {self.type}: alpha has shape {alpha.shape}, expected ({self.n_columns},)")
+        if not desc.has_gradients:
+            raise ValueError(f"term {self.type}: a share needs descriptors computed with gradients")
+        n = desc.n_atoms
+        centres = np.arange(n) if desc.centres is None else desc.centres
+        g, dg = self._site_values(desc, alpha, True)
+        local_e = np.bincount(desc.owner, weights=desc.w * g, minlength=n)
+        # ∂f_s/∂L_b = dw_b g + w ∇g · dt_b
+        c = desc.dw * g[:, None] + desc.w[:, None] * np.einsum("sab,sa->sb", desc.dt, dg)
+        cu = (c / desc.length)[:, :, None] * desc.vec  # (S, B, 3)
+        first, second = (a.ravel() for a in _bond_atoms(desc, self._BONDS))
+        grad = np.empty((n, 3))
+        for x in range(3):
+            cx = cu[:, :, x].ravel()
+            grad[:, x] = np.bincount(second, weights=cx, minlength=n) - np.bincount(first, weights=cx, minlength=n)
+        out = TermShare(centres, local_e[centres], grad)
+        if virial:
+            Ws = np.einsum("sbx,sby->sxy", cu, desc.vec).reshape(-1, 9)
+            W = np.stack([np.bincount(desc.owner, weights=Ws[:, k], minlength=n) for k in range(9)],
+                         axis=1)[centres].reshape(-1, 3, 3)
+            out.atom_virial_eV = 0.5 * (W + W.transpose(0, 2, 1))
+        if local_rows:
+            out.local_rows = self.design_rows([desc], forces=False, virial=False, local=True).local[centres]
+            out.local_prior_eV2 = self.prior_variance(desc, forces=False, energy=False).local_eV2[centres]
+        return out
+
     # --------------------------------------------------------------- variance
     def prior_variance(self, desc: SiteDescriptor, *, forces: bool, energy: bool = True) -> PriorVariance:
         """Prior variances of the local energies, the energy (eV²) and the force components (eV²/Å²).
@@ -845,8 +894,8 @@ class Distance2b(_SiteTerm):
             table[a, b] = keys.index((species[min(a, b)], species[max(a, b)]))
         return keys, table
 
-    def _frame_sites(self, atoms, sp, gradients):
-        i, j, d, D = self._neighbours(atoms)
+    def _frame_sites(self, atoms, sp, gradients, centres=None):
+        i, j, d, D = self._neighbours(atoms, centres)
         fc, dfc = cutoff_function(d, float(self.cutoff), float(self.cutoff_transition_width))
         S = len(i)
         raw = {"t": d[:, None].copy(), "w": 0.5 * fc, "key": self._key_table[sp[i], sp[j]], "owner": i}
@@ -914,8 +963,8 @@ class Angle3b(_SiteTerm):
             table[c, a, b] = keys.index((species[c], species[min(a, b)], species[max(a, b)]))
         return keys, table
 
-    def _frame_sites(self, atoms, sp, gradients):
-        i, j, d, D = self._neighbours(atoms)
+    def _frame_sites(self, atoms, sp, gradients, centres=None):
+        i, j, d, D = self._neighbours(atoms, centres)
         # entries p < q with the same centre: the list is sorted by centre
         end = np.searchsorted(i, np.arange(len(atoms)), side="right")
         P_all = np.arange(len(i))

@@ -13,19 +13,21 @@ is what makes prediction cheap.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import scipy.sparse
 
-from .._loops import accumulate_forces, add_pair_rows, contract_forces
+from ase import Atoms
+
+from .._loops import accumulate_forces, add_pair_rows, contract_forces, pair_projection
 from ..descriptors import SoapSettings, make_descriptor
 from ..descriptors.base import FrameDescriptors, normalised_pair_gradients
 from ..errors import InputError
 from ..kernels import dot_kernel, kernel_from_dot
 from ..params import species_number
 from ..sparsify import METHODS, select_sparse
-from .base import VOIGT, PriorVariance, Term, TermPrediction, TermRows
+from .base import VOIGT, PriorVariance, Term, TermPrediction, TermRows, TermShare
 
 #: Sparse points per species when ``n_sparse`` is not given (capped by the data).
 DEFAULT_SPARSE_PER_SPECIES = 2000
@@ -95,7 +97,14 @@ class Soap(Term):
         """The descriptor's length: every pair of a chunk holds its gradient of that many features."""
         return self.n_features
 
-    def compute(self, frames, *, gradients: bool, layout: str = "pairs") -> List[FrameDescriptors]:
+    def compute(self, frames, *, gradients: bool, layout: str = "pairs",
+                centres: Optional[Sequence[np.ndarray]] = None) -> List[FrameDescriptors]:
+        if centres is not None:
+            # both backends compute only the centres' environments (featomic's selected samples,
+            # dscribe's clusters around the centres)
+            if self.backend == "featomic":
+                return self.descriptor.compute(frames, gradients=gradients, layout=layout, centres=centres)
+            return self.descriptor.compute(frames, gradients=gradients, centres=centres)
         if self.backend == "featomic":
             return self.descriptor.compute(frames, gradients=gradients, layout=layout)
         return self.descriptor.compute(frames, gradients=gradients)
@@ -285,6 +294,66 @@ class Soap(Term):
             out.append(tp)
         return out
 
+    def predict_share(self, desc: FrameDescriptors, atoms: Atoms, alpha: np.ndarray, *, virial: bool = True,
+                      local_rows: bool = False) -> TermShare:
+        """The centres' part of ``atoms``' prediction (see :meth:`Term.predict_share`).
+
+        The same kernel as :meth:`predict_many` on the centres' rows; h =
+        ∂E/∂q is contracted with their gradients onto every atom they see.
+        Per-atom virials: from each centre's strain gradients in periodic
+        frames (images included), from Σ_j (r_j − r_i) ⊗ ∂ε_i/∂r_j over its
+        pairs in finite frames.
+        """
+        centres = np.arange(desc.n_atoms) if desc.centres is None else np.asarray(desc.centres)
+        n, N = desc.n_atoms, len(atoms)
+        if not desc.has_gradients:
+            raise ValueError("soap: a share needs descriptors computed with gradients")
+        q = desc.values
+        local = np.zeros(n)
+        dE_dq = np.zeros_like(q)
+        rows = np.zeros((n, self.n_columns)) if local_rows else None
+        for z, o in self.offsets.items():
+            X = self.points[z]
+            m = np.flatnonzero(desc.numbers == z)
+            if not len(m):
+                continue
+            a = alpha[o:o + len(X)]
+            K, dK = dot_kernel(q[m], X, self.delta_eV, self.zeta_)
+            local[m] = K @ a
+            dE_dq[m] = (dK * a) @ X
+            if rows is not None:
+                rows[m, o:o + len(X)] = K
+        h = (dE_dq - np.einsum("id,id->i", dE_dq, q)[:, None] * q) / desc.norms[:, None]
+        f = np.zeros((N, 3))
+        # per pair p = (centre row c, atom j): ∂ε_c/∂r_j (needed for finite frames' per-atom virials)
+        want_pairs = virial and desc.strain_gradients is None
+        pc, pn, pgrad = [], [], []
+        if desc.pair_gradients is not None:
+            accumulate_forces(f, desc.pair_gradients, h, desc.pair_centre, desc.pair_neighbour)
+            if want_pairs:
+                pc.append(desc.pair_centre)
+                pn.append(desc.pair_neighbour)
+                pgrad.append(pair_projection(desc.pair_gradients, h, desc.pair_centre))
+        else:
+            for centre, neighbour, first, scale, values in desc.gradient_blocks:
+                hs = np.ascontiguousarray(h[:, first:first + len(scale)] * scale)
+                accumulate_forces(f, values, hs, centre, neighbour)
+                if want_pairs:
+                    pc.append(centre)
+                    pn.append(neighbour)
+                    pgrad.append(pair_projection(values, hs, centre))
+        W = None
+        if virial and desc.strain_gradients is not None:
+            W = np.einsum("iad,id->ia", desc.strain_gradients.reshape(n, 9, -1), h).reshape(n, 3, 3)
+        elif virial:
+            c, j, g = np.concatenate(pc), np.concatenate(pn), np.concatenate(pgrad)
+            rel = atoms.positions[j] - atoms.positions[centres[c]]
+            W = _rows_sum(c, rel[:, :, None] * g[:, None, :], n)
+        if W is not None:
+            W = 0.5 * (W + W.transpose(0, 2, 1))
+        return TermShare(centres, local, -f, W, rows,
+                         np.full(n, self.delta_eV ** 2) if local_rows else None)
+
     @staticmethod
     def _gradient_part(desc: FrameDescriptors, dE_dq: np.ndarray, out: TermPrediction, forces: bool,
                        virial: bool) -> None:
@@ -353,6 +422,13 @@ class Soap(Term):
             if X.shape != (n, D) or not np.all(np.isfinite(X)):
                 raise ValueError(f"entry '{name}' has shape {X.shape} or non-finite values, expected ({n}, {D})")
             self.points[z] = X
+
+
+def _rows_sum(rows: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """out[r] = Σ of values[p] over p with rows[p] = r, (n,) + values.shape[1:] (one bincount per component)."""
+    flat = values.reshape(len(values), -1)
+    out = np.stack([np.bincount(rows, weights=flat[:, k], minlength=n) for k in range(flat.shape[1])], axis=1)
+    return out.reshape((n,) + values.shape[1:])
 
 
 def _pair_contraction(pc, pn, pg_parts, pp_parts, pair_start, row_in_z, dKn, Pc, X, n_tot, numbers_of_atoms):
