@@ -278,6 +278,25 @@ def _pair_result_atoms(atoms: Atoms, i, j, d, D, e_pair, de_pair) -> BaselineRes
 # E0
 # --------------------------------------------------------------------------- #
 
+class _PairBaseline(Baseline):
+    """A baseline that is a sum over pairs: evaluated from its ``_pairs(atoms)`` (i, j, d, D, e, dE/dr)."""
+
+    def _pairs(self, atoms: Atoms):  # pragma: no cover - every pair baseline defines it
+        raise NotImplementedError
+
+    def evaluate(self, atoms: Atoms, *, forces: bool = True, virial: bool = True) -> BaselineResult:
+        """The pair energy, analytic forces and virial (see :meth:`Baseline.evaluate`)."""
+        if len(atoms) == 0:
+            return _zero_result(0, forces, virial, is_periodic(atoms))
+        return _pair_result(atoms, *self._pairs(atoms), forces, virial)
+
+    def evaluate_atoms(self, atoms: Atoms) -> BaselineResult:
+        """:meth:`evaluate` with per-atom virials, each pair's half and half (see :meth:`Baseline.evaluate_atoms`)."""
+        if len(atoms) == 0:
+            return super().evaluate_atoms(atoms)
+        return _pair_result_atoms(atoms, *self._pairs(atoms))
+
+
 class E0Baseline(Baseline):
     """Energy per species (isolated-atom energies); forces and virial are zero.
 
@@ -371,7 +390,7 @@ def smooth_switch(r, r_inner, r_outer):
     return s, ds
 
 
-class ZBLBaseline(Baseline):
+class ZBLBaseline(_PairBaseline):
     """ZBL universal screened nuclear repulsion per species pair, smoothly switched off.
 
     The pair energy is ``E(r) = E_ZBL(r) S(r)`` with ``E_ZBL`` from
@@ -551,18 +570,6 @@ class ZBLBaseline(Baseline):
                              f"{', '.join(_pair_name(p) for p in sorted(self.radii))})", param="baseline")
         return zs, rin, rout
 
-    def evaluate(self, atoms: Atoms, *, forces: bool = True, virial: bool = True) -> BaselineResult:
-        """Switched ZBL energy, analytic forces and virial (see :meth:`Baseline.evaluate`)."""
-        n = len(atoms)
-        if n == 0:
-            return _zero_result(0, forces, virial, is_periodic(atoms))
-        return _pair_result(atoms, *self._pairs(atoms), forces, virial)
-
-    def evaluate_atoms(self, atoms: Atoms) -> BaselineResult:
-        """:meth:`evaluate` with per-atom virials, each pair's half and half (see :meth:`Baseline.evaluate_atoms`)."""
-        if len(atoms) == 0:
-            return super().evaluate_atoms(atoms)
-        return _pair_result_atoms(atoms, *self._pairs(atoms))
 
     def _pairs(self, atoms: Atoms):
         """Ordered pairs closer than their r_outer: i, j, d, D and the switched ZBL energy and dE/dr of each."""
@@ -924,7 +931,7 @@ class _PairTable:
         return e, de
 
 
-class TabulatedPairBaseline(Baseline):
+class TabulatedPairBaseline(_PairBaseline):
     """Pair potential tabulated per species pair (the role of gap_fit's ``core_param_file``).
 
     Between table points the energy is a cubic spline
@@ -1065,18 +1072,6 @@ class TabulatedPairBaseline(Baseline):
             tables[pair] = ([p[1] for p in pts], [p[2] for p in pts])
         return cls(tables, source=str(path))
 
-    def evaluate(self, atoms: Atoms, *, forces: bool = True, virial: bool = True) -> BaselineResult:
-        """Tabulated pair energy, analytic forces and virial of the spline (see :meth:`Baseline.evaluate`)."""
-        n = len(atoms)
-        if n == 0:
-            return _zero_result(0, forces, virial, is_periodic(atoms))
-        return _pair_result(atoms, *self._pairs(atoms), forces, virial)
-
-    def evaluate_atoms(self, atoms: Atoms) -> BaselineResult:
-        """:meth:`evaluate` with per-atom virials, each pair's half and half (see :meth:`Baseline.evaluate_atoms`)."""
-        if len(atoms) == 0:
-            return super().evaluate_atoms(atoms)
-        return _pair_result_atoms(atoms, *self._pairs(atoms))
 
     def _pairs(self, atoms: Atoms):
         """Ordered pairs within the cutoff: i, j, d, D and the tabulated energy and dE/dr of each."""

@@ -352,6 +352,22 @@ def _bond_atoms(desc: SiteDescriptor, bonds: Sequence[Tuple[int, int]]) -> Tuple
     return (np.ascontiguousarray(desc.atoms[:, slots[:, 0]]), np.ascontiguousarray(desc.atoms[:, slots[:, 1]]))
 
 
+def _bond_derivatives(desc: SiteDescriptor, g: np.ndarray, dg: np.ndarray) -> np.ndarray:
+    """∂f_s/∂L_b = dw_b g + w ∇g · dt_b of every site s and bond b, (S, B): sites' values g, gradients dg."""
+    return desc.dw * g[:, None] + desc.w[:, None] * np.einsum("sab,sa->sb", desc.dt, dg)
+
+
+def _atom_gradient(desc: SiteDescriptor, cu: np.ndarray, bonds: Sequence[Tuple[int, int]]) -> np.ndarray:
+    """∂E/∂r of every atom (n, 3) from each bond's ∂E/∂(bond vector) ``cu`` (S, B, 3)."""
+    n = desc.n_atoms
+    first, second = (a.ravel() for a in _bond_atoms(desc, bonds))
+    grad = np.empty((n, 3))
+    for x in range(3):
+        cx = cu[:, :, x].ravel()
+        grad[:, x] = np.bincount(second, weights=cx, minlength=n) - np.bincount(first, weights=cx, minlength=n)
+    return grad
+
+
 def _site_force_variance(desc: SiteDescriptor, bonds: Sequence[Tuple[int, int]], dim: int, ts: np.ndarray,
                          inv: float) -> np.ndarray:
     """Prior variances of the force components over δ², (n_atoms, 3), from the sites that move with each atom.
@@ -690,17 +706,9 @@ class _SiteTerm(Term):
         out = TermPrediction(local_energy_eV=local_e)
         if not need_grad:
             return out
-        # ∂f_s/∂L_b = dw_b g + w ∇g · dt_b
-        c = desc.dw * g[:, None] + desc.w[:, None] * np.einsum("sab,sa->sb", desc.dt, dg)
+        c = _bond_derivatives(desc, g, dg)
         if forces:
-            cu = (c / desc.length)[:, :, None] * desc.vec  # (S, B, 3)
-            first, second = (a.ravel() for a in _bond_atoms(desc, self._BONDS))
-            grad = np.empty((n, 3))
-            for x in range(3):
-                cx = cu[:, :, x].ravel()
-                grad[:, x] = np.bincount(second, weights=cx, minlength=n) - np.bincount(first, weights=cx,
-                                                                                        minlength=n)
-            out.gradient_eV_per_A = grad
+            out.gradient_eV_per_A = _atom_gradient(desc, (c / desc.length)[:, :, None] * desc.vec, self._BONDS)
         if want_v:
             cv = ((c / desc.length)[:, :, None] * desc.vec).reshape(-1, 3)
             W = cv.T @ desc.vec.reshape(-1, 3)
@@ -723,15 +731,8 @@ class _SiteTerm(Term):
         centres = np.arange(n) if desc.centres is None else desc.centres
         g, dg = self._site_values(desc, alpha, True)
         local_e = np.bincount(desc.owner, weights=desc.w * g, minlength=n)
-        # ∂f_s/∂L_b = dw_b g + w ∇g · dt_b
-        c = desc.dw * g[:, None] + desc.w[:, None] * np.einsum("sab,sa->sb", desc.dt, dg)
-        cu = (c / desc.length)[:, :, None] * desc.vec  # (S, B, 3)
-        first, second = (a.ravel() for a in _bond_atoms(desc, self._BONDS))
-        grad = np.empty((n, 3))
-        for x in range(3):
-            cx = cu[:, :, x].ravel()
-            grad[:, x] = np.bincount(second, weights=cx, minlength=n) - np.bincount(first, weights=cx, minlength=n)
-        out = TermShare(centres, local_e[centres], grad)
+        cu = (_bond_derivatives(desc, g, dg) / desc.length)[:, :, None] * desc.vec  # (S, B, 3)
+        out = TermShare(centres, local_e[centres], _atom_gradient(desc, cu, self._BONDS))
         if virial:
             Ws = np.einsum("sbx,sby->sxy", cu, desc.vec).reshape(-1, 9)
             W = np.stack([np.bincount(desc.owner, weights=Ws[:, k], minlength=n) for k in range(9)],

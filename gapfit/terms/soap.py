@@ -272,6 +272,17 @@ class Soap(Term):
         start = np.concatenate([[0], np.cumsum(n_at)])
         numbers = np.concatenate([d.numbers for d in descs])
         q = np.concatenate([d.values for d in descs]) if len(descs) > 1 else descs[0].values
+        local, dE_dq, rows = self._kernel_parts(q, numbers, alpha, local_rows)
+        out = []
+        for f, desc in enumerate(descs):
+            sl = slice(start[f], start[f + 1])
+            tp = TermPrediction(local[sl], local_rows=None if rows is None else rows[sl])
+            self._gradient_part(desc, dE_dq[sl], tp, forces, virial)
+            out.append(tp)
+        return out
+
+    def _kernel_parts(self, q: np.ndarray, numbers: np.ndarray, alpha: np.ndarray, local_rows: bool):
+        """Local energies, ∂ε/∂q of each environment row and (optionally) the kernel rows: one GEMM per species."""
         local = np.zeros(len(q))
         dE_dq = np.zeros_like(q)
         rows = np.zeros((len(q), self.n_columns)) if local_rows else None
@@ -286,13 +297,7 @@ class Soap(Term):
             dE_dq[m] = (dK * a) @ X
             if rows is not None:
                 rows[m, o:o + len(X)] = K
-        out = []
-        for f, desc in enumerate(descs):
-            sl = slice(start[f], start[f + 1])
-            tp = TermPrediction(local[sl], local_rows=None if rows is None else rows[sl])
-            self._gradient_part(desc, dE_dq[sl], tp, forces, virial)
-            out.append(tp)
-        return out
+        return local, dE_dq, rows
 
     def predict_share(self, desc: FrameDescriptors, atoms: Atoms, alpha: np.ndarray, *, virial: bool = True,
                       local_rows: bool = False) -> TermShare:
@@ -309,20 +314,7 @@ class Soap(Term):
         if not desc.has_gradients:
             raise ValueError("soap: a share needs descriptors computed with gradients")
         q = desc.values
-        local = np.zeros(n)
-        dE_dq = np.zeros_like(q)
-        rows = np.zeros((n, self.n_columns)) if local_rows else None
-        for z, o in self.offsets.items():
-            X = self.points[z]
-            m = np.flatnonzero(desc.numbers == z)
-            if not len(m):
-                continue
-            a = alpha[o:o + len(X)]
-            K, dK = dot_kernel(q[m], X, self.delta_eV, self.zeta_)
-            local[m] = K @ a
-            dE_dq[m] = (dK * a) @ X
-            if rows is not None:
-                rows[m, o:o + len(X)] = K
+        local, dE_dq, rows = self._kernel_parts(q, desc.numbers, alpha, local_rows)
         h = (dE_dq - np.einsum("id,id->i", dE_dq, q)[:, None] * q) / desc.norms[:, None]
         f = np.zeros((N, 3))
         # per pair p = (centre row c, atom j): ∂ε_c/∂r_j (needed for finite frames' per-atom virials)
