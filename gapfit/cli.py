@@ -1,4 +1,4 @@
-"""The ``gapfit`` command line: fit, eval, inspect, validate, md and learn.
+"""The ``gapfit`` command line: fit, eval, inspect, validate, md, learn and lammps.
 
 Errors in the input end with one line on stderr naming file, frame and field,
 and exit status 2; ``-T`` shows the traceback instead.
@@ -1055,6 +1055,39 @@ def _learn(args) -> int:
     return 0
 
 
+# -- gapfit lammps -----------------------------------------------------------------------------------------
+
+def _add_lammps_parser(sub) -> None:
+    lp = _subcommand(sub, "lammps", help="run a LAMMPS input whose potential is a gapfit model",
+                     description="Run a LAMMPS input (units metal) that names a model as 'pair_style gapfit "
+                                 "MODEL.npz [uncertainty local_energy|forces] [every N]' and 'pair_coeff * * "
+                                 "ELEMENT...' (one element per atom type); everything else is LAMMPS's own. Under "
+                                 "mpirun -np N the model's work is shared by the ranks (docs/lammps.md).")
+    lp.add_argument("input", help="LAMMPS input file")
+    lp.add_argument("-v", "--var", nargs=2, action="append", default=None, metavar=("NAME", "VALUE"),
+                    help="set a LAMMPS index variable before the input is read (as lmp -var NAME VALUE); repeatable")
+    lp.add_argument("-l", "--log", default="log.lammps", help="LAMMPS log file ('none' for none)")
+    lp.add_argument("--no-screen", action="store_true", help="no LAMMPS screen output")
+    _baseline_flags(lp)
+
+
+def _lammps(args) -> int:
+    from . import lammps
+    from .errors import GapfitError
+    try:
+        res = lammps.run(args.input, variables=args.var or (), log=None if args.log == "none" else args.log,
+                         screen=not args.no_screen, baseline=_baseline_calculator(args))
+    except GapfitError:
+        if lammps.world_rank() > 0:  # every rank meets the same error: rank 0 reports it
+            return EXIT_BAD_INPUT
+        raise
+    if lammps.world_rank() == 0:
+        share = 100 * res.model_seconds / max(res.wall_seconds, 1e-9)
+        print(f"gapfit lammps: step {res.steps}, {res.model_calls} model evaluations on {res.ranks} rank(s), "
+              f"{res.model_seconds:.2f} s in the model of {res.wall_seconds:.2f} s ({share:.0f} %)")
+    return 0
+
+
 class Command(NamedTuple):
     """A subcommand: what adds its parser to the subparsers, and what runs it (returning the exit status)."""
 
@@ -1070,6 +1103,7 @@ COMMANDS: Dict[str, Command] = {
     "validate": Command(_add_validate_parser, _validate),
     "md": Command(_add_md_parser, _md),
     "learn": Command(_add_learn_parser, _learn),
+    "lammps": Command(_add_lammps_parser, _lammps),
 }
 
 

