@@ -17,7 +17,6 @@ the two halves sum to the whole prediction.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import gapfit  # before numpy: gapfit sets OpenBLAS's thread timeout, read when numpy loads its copy
@@ -25,28 +24,9 @@ import numpy as np
 from ase.build import bulk
 
 from gapfit.predictor import predict_share
+from predict_cost import _rel, interleaved  # the same timing rules as bench/predict_cost.py (same folder)
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _rel(path: str) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return path
-
-
-def interleaved(fns: dict, rounds: int) -> dict:
-    """Median seconds of each function, timed in turn within every round (after one warm-up call each)."""
-    for fn in fns.values():
-        fn()
-    ts = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            ts[name].append(time.perf_counter() - t)
-    return {name: float(np.median(v)) for name, v in ts.items()}
 
 
 def main() -> None:
