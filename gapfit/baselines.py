@@ -48,7 +48,7 @@ import math
 import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from ase import Atoms
@@ -114,6 +114,9 @@ class BaselineResult:
     atom_virial_split : bool
         True when ``atom_virial_eV`` is that sum split evenly over the atoms
         rather than a real per-atom decomposition.
+    charges_e : numpy.ndarray, shape (n,), or None
+        The atoms' charges (e) when the baseline computes them (charge
+        equilibration, :class:`gapfit.qeq.QEqBaseline`); else None.
     """
 
     energy_eV: float
@@ -123,6 +126,7 @@ class BaselineResult:
     local_energy_spread: bool = False
     atom_virial_eV: Optional[np.ndarray] = None
     atom_virial_split: bool = False
+    charges_e: Optional[np.ndarray] = None
 
 
 def is_periodic(atoms: Atoms) -> bool:
@@ -179,6 +183,10 @@ class Baseline(ABC):
     @abstractmethod
     def to_dict(self) -> dict:
         """Plain-JSON description ``{"type": ..., ...}``; :func:`baseline_from_dict` rebuilds it."""
+
+    def to_arrays(self) -> Dict[str, np.ndarray]:
+        """Arrays of numbers the description refers to (a fitted part's weights); most baselines have none."""
+        return {}
 
     @abstractmethod
     def describe(self) -> str:
@@ -1414,7 +1422,8 @@ class SumBaseline(Baseline):
             w = sum(r.virial_eV for r in results)
         return BaselineResult(float(sum(r.energy_eV for r in results)),
                               sum(r.local_energy_eV for r in results), f, w,
-                              local_energy_spread=any(r.local_energy_spread for r in results))
+                              local_energy_spread=any(r.local_energy_spread for r in results),
+                              charges_e=_charges_of(results))
 
     def evaluate_atoms(self, atoms: Atoms) -> BaselineResult:
         """Sum of the parts' :meth:`Baseline.evaluate_atoms` (each part's own per-atom virials)."""
@@ -1424,18 +1433,31 @@ class SumBaseline(Baseline):
                               sum(r.local_energy_eV for r in results), sum(r.forces_eV_per_A for r in results), w,
                               local_energy_spread=any(r.local_energy_spread for r in results),
                               atom_virial_eV=sum(r.atom_virial_eV for r in results),
-                              atom_virial_split=any(r.atom_virial_split for r in results))
+                              atom_virial_split=any(r.atom_virial_split for r in results),
+                              charges_e=_charges_of(results))
 
     def to_dict(self) -> dict:
         """``{"type": "sum", "parts": [part.to_dict(), ...]}``."""
         return {"type": self.type, "parts": [p.to_dict() for p in self.parts]}
+
+    def to_arrays(self) -> Dict[str, np.ndarray]:
+        """The parts' arrays, each name prefixed ``part{k}_``."""
+        return {f"part{k}_{name}": a for k, p in enumerate(self.parts) for name, a in p.to_arrays().items()}
 
     def describe(self) -> str:
         """The parts' descriptions joined by `` + ``."""
         return " + ".join(p.describe() for p in self.parts)
 
 
-def baseline_from_dict(d: dict, calculator=None, *, check_path: bool = True) -> Baseline:
+def _charges_of(results: Sequence[BaselineResult]) -> Optional[np.ndarray]:
+    """The charges of the one part that computes them (at most one part equilibrates charges)."""
+    found = [r.charges_e for r in results if r.charges_e is not None]
+    return found[0] if found else None
+
+
+def baseline_from_dict(d: dict, calculator=None, *, check_path: bool = True,
+                       arrays: Optional[Mapping[str, np.ndarray]] = None,
+                       builders: Optional[Mapping[str, Callable]] = None) -> Baseline:
     """Rebuild a baseline from :meth:`Baseline.to_dict`, importing nothing.
 
     E0, ZBL, Coulomb, tabulated and sum baselines are rebuilt from the JSON alone. A
@@ -1456,6 +1478,10 @@ def baseline_from_dict(d: dict, calculator=None, *, check_path: bool = True) -> 
         (checked against already-imported modules only), or whose recorded
         kwargs differ from the given CalculatorBaseline's. ``False`` skips
         these checks; the result then records what was given.
+    arrays : {name: ndarray}, optional
+        The arrays of :meth:`Baseline.to_arrays` (a sum's parts prefixed ``part{k}_``).
+    builders : {type: callable(description, arrays) -> Baseline}, optional
+        Baseline types defined above this module (``"qeq"``: :meth:`gapfit.qeq.QEqBaseline.from_dict`).
 
     Raises
     ------
@@ -1467,7 +1493,9 @@ def baseline_from_dict(d: dict, calculator=None, *, check_path: bool = True) -> 
     calcs = list(calculator) if isinstance(calculator, (list, tuple)) else [calculator]
     counter = [0]
 
-    def build(node, where):
+    builders = dict(builders or {})
+
+    def build(node, where, arrs):
         if not isinstance(node, dict) or not isinstance(node.get("type"), str):
             raise ModelFormatError(f"baseline {where}: expected an object with a 'type', got {node!r:.80}")
         kind = node["type"]
@@ -1483,6 +1511,8 @@ def baseline_from_dict(d: dict, calculator=None, *, check_path: bool = True) -> 
             if kind == "tabulated_pair":
                 tables = {tuple(int(z) for z in e["z"]): (e["r_A"], e["energy_eV"]) for e in node["tables"]}
                 return TabulatedPairBaseline(tables, source=node.get("source"))
+            if kind in builders:
+                return builders[kind](node, arrs)
             if kind == "sum":
                 parts = node["parts"]
                 if not isinstance(parts, list):
@@ -1493,7 +1523,9 @@ def baseline_from_dict(d: dict, calculator=None, *, check_path: bool = True) -> 
             raise ModelFormatError(f"baseline {where} ({kind}): malformed ({type(exc).__name__}: {exc})") from None
         if kind == "sum":
             # built outside the try above: a calculator part's InputError must reach the caller as is
-            return SumBaseline([build(p, f"{where}.parts[{k}]") for k, p in enumerate(node["parts"])])
+            return SumBaseline([build(p, f"{where}.parts[{k}]",
+                                      {n[len(f"part{k}_"):]: a for n, a in arrs.items() if n.startswith(f"part{k}_")})
+                                for k, p in enumerate(node["parts"])])
         if kind == "calculator":
             k = counter[0]
             counter[0] += 1
@@ -1501,7 +1533,7 @@ def baseline_from_dict(d: dict, calculator=None, *, check_path: bool = True) -> 
             return _calculator_from_dict(node, calc, check_path)
         raise ModelFormatError(f"baseline {where}: unknown type {kind!r} (known: {', '.join(BASELINE_TYPES)})")
 
-    return build(d, "root")
+    return build(d, "root", dict(arrays or {}))
 
 
 #: Baseline classes by their ``type``.

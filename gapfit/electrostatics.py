@@ -391,6 +391,28 @@ def _accumulate_pairs(pot, field, vir, U, i, j, D, sigma, alpha, screening, tape
                vir if vir is not None else np.zeros((m, m, 3, 3)), field is not None, vir is not None)
 
 
+@_jit
+def _pair_matrix(i, j, D, sigma, alpha, r_in, r_out, t0, t1, out):
+    """Add K_E K(r_ij) to out[i, j] for every pair: the real-space part of the Coulomb matrix (one pass)."""
+    gauss = sigma.shape[0] > 0
+    for p in range(i.shape[0]):
+        a, b = i[p], j[p]
+        dx, dy, dz = D[p, 0], D[p, 1], D[p, 2]
+        r = math.sqrt(dx * dx + dy * dy + dz * dz)
+        beta = 1.0 / math.sqrt(2.0 * (sigma[a] ** 2 + sigma[b] ** 2)) if gauss else np.inf
+        K, _ = _kernel(r, beta, alpha, r_in, r_out, t0, t1)
+        out[a, b] += K_E * K
+
+
+def _accumulate_matrix(out, i, j, D, sigma, alpha, screening, taper) -> None:
+    """The pairs' part of the Coulomb matrix (in place), via :func:`_pair_matrix`."""
+    r_in, r_out = screening if screening is not None else (0.0, 0.0)
+    t0, t1 = taper if taper is not None else (0.0, 0.0)
+    _pair_matrix(np.ascontiguousarray(i, dtype=np.int64), np.ascontiguousarray(j, dtype=np.int64),
+                 np.ascontiguousarray(D, dtype=float), np.zeros(0) if sigma is None else np.ascontiguousarray(sigma),
+                 float(alpha or 0.0), float(r_in), float(r_out), float(t0), float(t1), out)
+
+
 # --------------------------------------------------------------------------- #
 # the bilinear engine: potentials and fields of charge columns
 # --------------------------------------------------------------------------- #
@@ -498,7 +520,8 @@ def _half_kvectors(cell: np.ndarray, k_c: float) -> np.ndarray:
 
 def _ewald_fields(atoms: Atoms, U: np.ndarray, sigma: Optional[np.ndarray], accuracy: float,
                   screening: Optional[Tuple[float, float]], want_forces: bool, want_virial: bool,
-                  params: Optional[EwaldParameters] = None) -> _Fields:
+                  params: Optional[EwaldParameters] = None, identity: bool = False) -> _Fields:
+    """The columns' fields by Ewald summation; ``identity``: U is the unit matrix and pot is the Coulomb matrix."""
     n, m = U.shape
     cell = np.asarray(atoms.cell, dtype=float)
     V = abs(float(np.linalg.det(cell)))
@@ -518,6 +541,9 @@ def _ewald_fields(atoms: Atoms, U: np.ndarray, sigma: Optional[np.ndarray], accu
     for i, j, d, D in periodic_pair_blocks(atoms, params.real_cutoff_A):
         if sigma is None:
             _refuse_coincident(i, j, d)
+        if identity:      # one matrix entry per pair instead of a pass over n columns
+            _accumulate_matrix(pot, i, j, D, sigma, alpha, screening, (params.real_taper_A, params.real_cutoff_A))
+            continue
         _accumulate_pairs(pot, field, vir, U, i, j, D, sigma, alpha, screening,
                           (params.real_taper_A, params.real_cutoff_A))
     if vir is not None:       # the pair sums filled the upper triangle; symmetric in (c, d) as well
@@ -574,7 +600,7 @@ def _ewald_fields(atoms: Atoms, U: np.ndarray, sigma: Optional[np.ndarray], accu
 
 
 def _direct_fields(atoms: Atoms, U: np.ndarray, sigma: Optional[np.ndarray],
-                   screening: Optional[Tuple[float, float]], want_forces: bool) -> _Fields:
+                   screening: Optional[Tuple[float, float]], want_forces: bool, identity: bool = False) -> _Fields:
     """The direct sum over all pairs of a finite system, in row blocks (O(N²) time, O(N · block) memory)."""
     n, m = U.shape
     pos = atoms.get_positions()
@@ -589,6 +615,9 @@ def _direct_fields(atoms: Atoms, U: np.ndarray, sigma: Optional[np.ndarray],
         D = pos[jj] - pos[ii]
         if sigma is None:
             _refuse_coincident(ii, jj, np.sqrt(np.einsum("ij,ij->i", D, D)))
+        if identity:
+            _accumulate_matrix(pot, ii, jj, D, sigma, None, screening, None)
+            continue
         _accumulate_pairs(pot, field, None, U, ii, jj, D, sigma, None, screening, None)
     if sigma is not None:
         pot += K_E / (_SQRT_PI * sigma)[:, None] * U
@@ -596,11 +625,13 @@ def _direct_fields(atoms: Atoms, U: np.ndarray, sigma: Optional[np.ndarray],
 
 
 def _fields(atoms: Atoms, U: np.ndarray, sigma: Optional[np.ndarray], accuracy: float, screening,
-            want_forces: bool, want_virial: bool, params: Optional[EwaldParameters] = None) -> Tuple[_Fields, bool]:
+            want_forces: bool, want_virial: bool, params: Optional[EwaldParameters] = None,
+            identity: bool = False) -> Tuple[_Fields, bool]:
     periodic = _check_frame(atoms)
     if periodic:
-        return _ewald_fields(atoms, U, sigma, accuracy, screening, want_forces, want_virial, params), True
-    return _direct_fields(atoms, U, sigma, screening, want_forces), False
+        return _ewald_fields(atoms, U, sigma, accuracy, screening, want_forces, want_virial, params,
+                             identity), True
+    return _direct_fields(atoms, U, sigma, screening, want_forces, identity), False
 
 
 # --------------------------------------------------------------------------- #
@@ -753,3 +784,65 @@ def species_pair_parts(atoms: Atoms, species: Sequence[int], widths_A: Optional[
                 W = 0.5 * (W + W.T)
             out[(a, b)] = CoulombResult(float(e.sum()), e, F, W, f.parameters)
     return out
+
+
+def coulomb_matrix(atoms: Atoms, widths_A: Optional[np.ndarray] = None, *, accuracy: float = 1e-6,
+                   screening_A: Optional[Tuple[float, float]] = None,
+                   parameters: Optional[EwaldParameters] = None) -> Tuple[np.ndarray, Optional[EwaldParameters]]:
+    """The Coulomb matrix C (N, N; eV/e²) with ``E = ½ qᵀ C q`` for any charges q, and the Ewald parameters used.
+
+    Exactly the energy of :func:`coulomb` (same truncation, Gaussian
+    self-energies on the diagonal, the neutralising background of a charged
+    cell), as a quadratic form: what charge equilibration minimises over.
+    ``C q`` is the electrostatic potential (V) at each atom. Memory N², time
+    N² times the k-vectors (periodic) or N² (finite). Arguments as :func:`coulomb`.
+    """
+    n = len(atoms)
+    sigma = _check_widths(widths_A, n)
+    screening = _check_settings(accuracy, screening_A)
+    _check_frame(atoms)
+    if n == 0:
+        return np.zeros((0, 0)), None
+    f, _ = _fields(atoms, np.eye(n), sigma, float(accuracy), screening, False, False, parameters, identity=True)
+    C = f.pot
+    return 0.5 * (C + C.T), f.parameters
+
+
+@dataclass
+class PairFields:
+    """Forces and virials of the two quadratic forms of charges q and μ: ½ qᵀCq and the bilinear μᵀCq.
+
+    ``forces_qq`` (N, 3) = −∂(½ qᵀCq)/∂r; ``forces_qm`` = −∂(μᵀCq)/∂r (eV/Å);
+    ``virial_qq``, ``virial_qm`` (3, 3) their strain derivatives (eV; None for finite frames or when not asked).
+    """
+
+    forces_qq: np.ndarray
+    forces_qm: np.ndarray
+    virial_qq: Optional[np.ndarray]
+    virial_qm: Optional[np.ndarray]
+
+
+def pair_fields(atoms: Atoms, q: np.ndarray, mu: np.ndarray, widths_A: Optional[np.ndarray] = None, *,
+                accuracy: float = 1e-6, screening_A: Optional[Tuple[float, float]] = None,
+                virial: bool = True, parameters: Optional[EwaldParameters] = None) -> PairFields:
+    """Position and strain derivatives of ½ qᵀC q and μᵀC q at fixed q, μ (C of :func:`coulomb_matrix`).
+
+    What the forces of equilibrated charges need (:mod:`gapfit.qeq`): the
+    explicit derivative of the electrostatic energy, and that of the
+    bilinear form with the adjoint charges μ, from one pass over the pairs.
+    """
+    n = len(atoms)
+    sigma = _check_widths(widths_A, n)
+    screening = _check_settings(accuracy, screening_A)
+    periodic = _check_frame(atoms)
+    U = np.stack([np.asarray(q, dtype=float), np.asarray(mu, dtype=float)], axis=1)
+    f, periodic = _fields(atoms, U, sigma, float(accuracy), screening, True, virial and periodic, parameters)
+    Fqq = U[:, 0, None] * f.field[:, 0]
+    Fqm = U[:, 1, None] * f.field[:, 0] + U[:, 0, None] * f.field[:, 1]
+    Wqq = Wqm = None
+    if virial and periodic:
+        Wqq = f.vir[0, 0]
+        Wqq = 0.5 * (Wqq + Wqq.T)
+        Wqm = f.vir[0, 1] + f.vir[1, 0]
+        Wqm = 0.5 * (Wqm + Wqm.T)
+    return PairFields(Fqq, Fqm, Wqq, Wqm)

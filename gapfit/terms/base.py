@@ -308,6 +308,17 @@ class Term(ABC):
         """
         raise NotImplementedError(f"term {self.type} cannot predict a share of a frame's atoms")
 
+    def predict_weighted(self, desc: Any, alpha: np.ndarray, weights: np.ndarray, *,
+                         virial: bool) -> TermPrediction:
+        """The local values ε_i, and the gradient and virial of the weighted sum ``Σ_i w_i ε_i``.
+
+        What a per-atom quantity that is not summed plainly needs (the
+        electronegativities of :mod:`gapfit.qeq`, weighted by the adjoint
+        charges). ``desc`` from :meth:`compute` with gradients, all atoms.
+        """
+        raise NotImplementedError(f"term {self.type} cannot differentiate a weighted sum of its local values; "
+                                  "use a soap term")
+
     @abstractmethod
     def prior_variance(self, desc: Any, *, forces: bool, energy: bool = True) -> PriorVariance:
         """Prior variances of this term's contributions to one frame.

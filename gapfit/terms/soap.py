@@ -346,6 +346,14 @@ class Soap(Term):
         return TermShare(centres, local, -f, W, rows,
                          np.full(n, self.delta_eV ** 2) if local_rows else None)
 
+    def predict_weighted(self, desc: FrameDescriptors, alpha: np.ndarray, weights: np.ndarray, *,
+                         virial: bool) -> TermPrediction:
+        """See :meth:`Term.predict_weighted`: ∂E/∂q̂ of each atom scaled by its weight, then the usual contraction."""
+        local, dE_dq, _ = self._kernel_parts(desc.values, desc.numbers, alpha, False)
+        out = TermPrediction(local)
+        self._gradient_part(desc, dE_dq * np.asarray(weights, dtype=float)[:, None], out, True, virial)
+        return out
+
     @staticmethod
     def _gradient_part(desc: FrameDescriptors, dE_dq: np.ndarray, out: TermPrediction, forces: bool,
                        virial: bool) -> None:
