@@ -17,6 +17,8 @@ if TYPE_CHECKING:  # only for annotations
 UNCERTAINTY_PROPERTIES = ("energy_std", "local_energy_std", "forces_std")
 #: Results of the posterior committee (``committee=K``): every member's values.
 COMMITTEE_PROPERTIES = ("energy_committee", "forces_committee", "stress_committee")
+#: Results of a model with charge equilibration: charges (e), their stds (e), the dipole (e Å, finite frames).
+CHARGE_PROPERTIES = ("charges", "charges_std", "dipole")
 
 
 class GAPCalculator(Calculator):
@@ -47,10 +49,17 @@ class GAPCalculator(Calculator):
     ``energy_committee`` (K,), ``forces_committee`` (K, n_atoms, 3) and, for
     periodic cells, ``stress_committee`` (K, 6), from the same descriptors
     as the energy.
+
+    A model with charge equilibration (``charges="qeq"``) also gives
+    ``charges`` (e, per atom, summing to ``atoms.info["charge"]``, 0 when
+    absent), ``charges_std`` (e; computed with the other stds) and, for
+    finite frames, ``dipole`` (e·Å, ``Σ q_i (r_i − r_COM)``: about the
+    centre of mass, which for a neutral frame is any origin). ASE does not
+    watch ``atoms.info``: call ``calc.reset()`` after changing the total charge.
     """
 
     implemented_properties = (("energy", "free_energy", "energies", "forces", "stress") + UNCERTAINTY_PROPERTIES
-                              + COMMITTEE_PROPERTIES)
+                              + COMMITTEE_PROPERTIES + CHARGE_PROPERTIES)
     default_parameters = {"uncertainty": False, "committee": 0, "committee_seed": 0}
 
     def __init__(self, model: Union["GAP", str], *, uncertainty: Union[bool, str, Sequence[str]] = False,
@@ -84,6 +93,13 @@ class GAPCalculator(Calculator):
         self.uncertainty_next = False
         if self.committee is None and any(p in COMMITTEE_PROPERTIES for p in properties):
             raise PropertyNotImplementedError("committee results need GAPCalculator(model, committee=K)")
+        if any(p in CHARGE_PROPERTIES for p in properties):
+            if self.model.state_.charge_part is None:
+                raise PropertyNotImplementedError("charges, their stds and the dipole need a model with charge "
+                                                  "equilibration (fitted with charges='qeq', --coulomb qeq)")
+            if "dipole" in properties and np.any(a.pbc):
+                raise PropertyNotImplementedError("the dipole of a periodic cell is not defined; it is given for "
+                                                  "finite frames (pbc False)")
         want_committee = self.committee is not None
         cp = None
         if want_committee:  # one descriptor pass for the prediction, its stds and the members
@@ -103,9 +119,11 @@ class GAPCalculator(Calculator):
         self.results["forces"] = p.forces
         if p.stress is not None:
             self.results["stress"] = p.stress
-        for name in UNCERTAINTY_PROPERTIES:
+        for name in UNCERTAINTY_PROPERTIES + ("charges", "charges_std"):
             if getattr(p, name) is not None:
                 self.results[name] = getattr(p, name)
+        if p.charges is not None and not np.any(a.pbc):
+            self.results["dipole"] = p.charges @ (a.positions - a.get_center_of_mass())
 
     def _request(self, properties) -> UncertaintyRequest:
         """The stds this calculation computes: the selection, ``uncertainty_next`` and any asked by name."""
@@ -116,7 +134,8 @@ class GAPCalculator(Calculator):
         extra = UncertaintyRequest.parse(nxt or False)
         # a std asked by name (get_property) brings the other two: ASE asks for them one at a time,
         # and one evaluation should answer all three
-        asked = UNCERTAINTY_QUANTITIES if any(p in UNCERTAINTY_PROPERTIES for p in properties) else ()
+        asked = UNCERTAINTY_QUANTITIES if any(p in UNCERTAINTY_PROPERTIES + ("charges_std",)
+                                              for p in properties) else ()
         names = set(base.names) | set(extra.names) | set(asked)
         return UncertaintyRequest(*(q in names for q in UNCERTAINTY_QUANTITIES), exact=base.exact or extra.exact)
 

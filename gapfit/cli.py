@@ -36,7 +36,7 @@ DEDICATED_FIT_FLAGS = {
 #: for every species; its per-species mapping, too, is given in the config file.
 CONFIG_ONLY = {"config_type_sigma", "e0", "sigma_floor", "coulomb"}
 #: What ``--coulomb`` takes, for its help and its errors.
-COULOMB_SPEC_FORM = ('"learn", "initial_charges", or SPECIES=CHARGE pairs in e such as "Na=1 Cl=-1 O=-0.834 '
+COULOMB_SPEC_FORM = ('"learn", "initial_charges", "qeq", or SPECIES=CHARGE pairs in e such as "Na=1 Cl=-1 O=-0.834 '
                      'H=0.417"')
 
 # (flag, learn() argument, type, help) of the settings a learning run stores and --resume restores.
@@ -198,7 +198,8 @@ def _fit_model_flags(g, derived_flags: bool = True) -> None:
                    help="add a Coulomb baseline (Ewald in periodic cells, direct sum in molecules) with these "
                         f"charges: {COULOMB_SPEC_FORM}; its settings (Gaussian widths, accuracy, screening) go in "
                         "--config as coulomb: {width: .., accuracy: .., screening: [r_in, r_out]} "
-                        "(docs/electrostatics.md)")
+                        "(docs/electrostatics.md); qeq: charge equilibration with electronegativities learned from "
+                        "the frames' initial_charges (docs/qeq.md)")
     _baseline_flags(g)
     for option in fit_options() if derived_flags else ():
         g.add_argument(option.flag, dest=option.dest, type=option.type, default=None, help=option.help)
@@ -791,7 +792,7 @@ def _silence_dask_logs() -> None:
 
 def _eval(args) -> int:
     from .data import LabelReader, read_frames
-    from .metrics import error_metrics, format_table, metrics_by_config_type, parity_plot
+    from .metrics import charge_metrics, error_metrics, format_table, metrics_by_config_type, parity_plot
     model = _load_model_for(args)
     frames = read_frames(args.data, format=args.format)
     # --energy-key etc. name labels stored under other keys than the model's own
@@ -837,6 +838,7 @@ def _eval(args) -> int:
         return 0
     overall = error_metrics(preds, labels, n_at)
     overall["predict_ms_per_atom"] = 1e3 * dt / max(1, sum(n_at))  # including the stds asked
+    overall.update(charge_metrics(preds, frames))
     if request:
         from .calibration import uncertainty_metrics
         overall.update(uncertainty_metrics(preds, labels))
@@ -846,6 +848,9 @@ def _eval(args) -> int:
         print(json.dumps(overall))
     else:
         print(format_table(overall, metrics_by_config_type(preds, labels, n_at)))
+        if "charge_rmse_me" in overall:
+            print(f"charges against initial_charges ({overall['n_charges']} atoms): MAE {overall['charge_mae_me']:.2f} "
+                  f"me, RMSE {overall['charge_rmse_me']:.2f} me")
         unc = {k: v for k, v in overall.items() if "sigma" in k or "spearman" in k}
         if unc:
             print("uncertainty: " + ", ".join(f"{k} {v:.3f}" for k, v in unc.items()))
@@ -874,7 +879,8 @@ def _write_predictions(staged, frames, preds) -> None:
         if p.energy_std is not None:
             a.info["gapfit_energy_std"] = float(p.energy_std)
         for key, value in (("gapfit_energies", p.energies), ("gapfit_forces", p.forces),
-                           ("gapfit_local_energy_std", p.local_energy_std), ("gapfit_forces_std", p.forces_std)):
+                           ("gapfit_local_energy_std", p.local_energy_std), ("gapfit_forces_std", p.forces_std),
+                           ("gapfit_charges", p.charges), ("gapfit_charges_std", p.charges_std)):
             if value is not None:
                 a.arrays[key] = np.asarray(value)
         out.append(a)

@@ -13,6 +13,20 @@ if TYPE_CHECKING:  # for annotations only
 EV_PER_A3_TO_GPA = 160.21766208
 
 
+def charge_metrics(preds: Sequence["Prediction"], frames: Sequence) -> Dict[str, float]:
+    """MAE and RMSE (me) of the predicted charges against the frames' ``initial_charges``, where both exist.
+
+    Empty when the model predicts no charges or no frame carries reference charges.
+    """
+    err = [np.asarray(p.charges) - np.asarray(a.arrays["initial_charges"], dtype=float)
+           for p, a in zip(preds, frames) if p.charges is not None and "initial_charges" in a.arrays]
+    if not err:
+        return {}
+    e = np.concatenate(err)
+    return {"charge_mae_me": float(1e3 * np.mean(np.abs(e))), "charge_rmse_me": float(1e3 * np.sqrt(np.mean(e * e))),
+            "n_charges": int(len(e))}
+
+
 def error_metrics(preds: Sequence["Prediction"], labels: Sequence[Labels], n_atoms: Sequence[int]) -> Dict[str, float]:
     """MAE and RMSE of energy (per atom and per structure, meV), forces (meV/Å), stress (GPa).
 

@@ -97,6 +97,8 @@ def state_writer(state: "FittedState", params: Dict[str, Any]) -> Callable:
         "calibration": st.calibration,
         "noise_scale": {str(k): float(v) for k, v in st.noise_scale.items()},
     }
+    for name, arr in st.baseline.to_arrays().items():
+        arrays[f"baseline_{name}"] = np.asarray(arr, dtype=np.float64)
     arrays.update({"metadata": np.array(json.dumps(meta)), "alpha": st.alpha,
                    "R_ab": st.R_ab[np.triu_indices(len(st.R_ab))]})
     for b, L in enumerate(st.kmm_chol):
@@ -314,6 +316,7 @@ def _noise_scale(meta) -> Dict[str, float]:
 def _read_v2(path, arrays, meta, calculator):
     from .baselines import baseline_from_dict
     from .params import check_params
+    from .qeq import QEqBaseline
     from .state import FittedState
     from .terms import build_terms
 
@@ -322,7 +325,10 @@ def _read_v2(path, arrays, meta, calculator):
     species = _species(meta)
     e0 = _e0(meta, species)
     try:
-        baseline = baseline_from_dict(meta["baseline"], calculator=calculator)
+        baseline = baseline_from_dict(meta["baseline"], calculator=calculator,
+                                      arrays={n[len("baseline_"):]: a for n, a in arrays.items()
+                                              if n.startswith("baseline_")},
+                                      builders={"qeq": QEqBaseline.from_dict})
     except InputError as exc:
         raise InputError(f"{path}: {exc}", param="baseline") from None
     if calculator is not None:

@@ -186,9 +186,11 @@ def _flag(name: str, value: Any) -> None:
 
 
 #: The ``charges`` that are not a mapping: per-atom charges read from each frame, or learned by the fit.
-CHARGE_MODES = ("initial_charges", "learn")
+CHARGE_MODES = ("initial_charges", "learn", "qeq")
 #: Keys of the ``coulomb`` settings.
 COULOMB_KEYS = ("width", "accuracy", "screening")
+#: Keys of the ``coulomb`` settings that only charge equilibration (``charges="qeq"``) reads.
+QEQ_KEYS = ("hardness", "electronegativity", "charge_sigma", "reference_charges")
 #: Accuracies of the Ewald sum accepted: [MIN_COULOMB_ACCURACY, MAX_COULOMB_ACCURACY) (relative error).
 MIN_COULOMB_ACCURACY = 1e-15
 MAX_COULOMB_ACCURACY = 0.1
@@ -221,7 +223,8 @@ def _charges(name: str, value: Any) -> None:
                                  + _yaml_hint(v), param=name)
         return
     raise InputError(f"{name} must be a mapping {{species: charge in e}} (e.g. {{Na: 1.0, Cl: -1.0}}), "
-                     f"\"initial_charges\" (each frame's per-atom charges) or \"learn\" (learned from the data), "
+                     f"\"initial_charges\" (each frame's per-atom charges), \"learn\" (learned from the data) "
+                     f"or \"qeq\" (charge equilibration), "
                      f"got {_describe(value)}", param=name)
 
 
@@ -231,9 +234,11 @@ def _coulomb(name: str, value: Any) -> None:
     if not isinstance(value, Mapping):
         raise InputError(f"{name} must be a mapping with keys among {list(COULOMB_KEYS)} (e.g. {{width: 0.5, "
                          f"accuracy: 1.0e-6, screening: [1.0, 3.0]}}), got {_describe(value)}", param=name)
-    unknown = [k for k in value if k not in COULOMB_KEYS]
+    unknown = [k for k in value if k not in COULOMB_KEYS + QEQ_KEYS]
     if unknown:
-        raise InputError(f"{name}: unknown key {unknown[0]!r}; use {', '.join(COULOMB_KEYS)}", param=name)
+        raise InputError(f"{name}: unknown key {unknown[0]!r}; use {', '.join(COULOMB_KEYS)} (and with charges "
+                         f"qeq {', '.join(QEQ_KEYS)})", param=name)
+    _qeq_settings(name, value)
     width = value.get("width")
     if isinstance(width, Mapping):
         for key, w in width.items():
@@ -263,6 +268,31 @@ def _coulomb(name: str, value: Any) -> None:
         if not 0 <= r_in < r_out <= MAX_CUTOFF_A:
             raise InputError(f"{name}['screening'] = [{r_in}, {r_out}]: need 0 <= r_in < r_out <= "
                              f"{MAX_CUTOFF_A:g} Å", param=name)
+
+
+def _qeq_settings(name: str, value: Mapping) -> None:
+    """The charge-equilibration keys of ``coulomb``: hardness and reference charges per species, χ's term, σ_q."""
+    for key, what, positive in (("hardness", "hardness in eV/e²", True), ("reference_charges", "charge in e", False)):
+        table = value.get(key)
+        if table is None:
+            continue
+        if not isinstance(table, Mapping) or not table:
+            raise InputError(f"{name}['{key}'] must be a mapping {{species: {what}}}, got {_describe(table)}",
+                             param=name)
+        for k, v in table.items():
+            if species_number(k) is None:
+                raise InputError(f"{name}['{key}']: {k!r} is not a chemical element", param=name)
+            if not _is_real(v) or (positive and v <= 0):
+                raise InputError(f"{name}['{key}'][{k!r}] must be a {'positive' if positive else 'finite'} number "
+                                 f"({what}), got {_describe(v)}" + _yaml_hint(v), param=name)
+    sigma = value.get("charge_sigma")
+    if sigma is not None and not (_is_real(sigma) and sigma > 0):
+        raise InputError(f"{name}['charge_sigma'] must be a positive number (the starting noise of the reference "
+                         f"charges, e), got {_describe(sigma)}" + _yaml_hint(sigma), param=name)
+    chi = value.get("electronegativity")
+    if chi is not None and not isinstance(chi, Mapping):
+        raise InputError(f"{name}['electronegativity'] must be a mapping of soap settings (e.g. {{cutoff: 4.0, "
+                         f"n_sparse: 200}}), got {_describe(chi)}", param=name)
 
 
 #: Every GAP parameter and its check (the same names as ``GAP.__init__``).
@@ -359,6 +389,10 @@ def _check_coulomb_species(params: Mapping[str, Any], present: Sequence[int]) ->
                              "--coulomb on the command line) or remove coulomb", param="coulomb")
         return
     names = [chemical_symbols[z] for z in present]
+    qeq_given = [k for k in (coulomb or {}) if k in QEQ_KEYS]
+    if qeq_given and charges != "qeq":
+        raise InputError(f"coulomb {', '.join(qeq_given)} set charge equilibration, but charges is {charges!r}: "
+                         "use charges qeq (--coulomb qeq) or remove them", param="coulomb")
     if isinstance(charges, Mapping):
         missing = [chemical_symbols[z] for z in present if z not in {species_number(k) for k in charges}]
         if missing:

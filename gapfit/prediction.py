@@ -34,6 +34,13 @@ class Prediction:
     energy_std_raw, local_energy_std_raw, forces_std_raw : same, or None
         The posterior standard deviations before calibration (set whenever
         the calibrated ones are).
+    charges : ndarray (n_atoms,) or None
+        Atomic charges (e) of a model with charge equilibration
+        (``charges="qeq"``); they sum to the frame's ``info["charge"]``.
+    charges_std : ndarray (n_atoms,) or None
+        Their predictive standard deviations (e), from the electronegativity
+        GP's posterior, when stds are asked; ``energy_std`` then includes the
+        energy's variance from the charges.
     """
 
     energy: float
@@ -46,6 +53,8 @@ class Prediction:
     energy_std_raw: Optional[float] = None
     local_energy_std_raw: Optional[np.ndarray] = None
     forces_std_raw: Optional[np.ndarray] = None
+    charges: Optional[np.ndarray] = None
+    charges_std: Optional[np.ndarray] = None
 
     def as_dict(self) -> Dict[str, object]:
         """The fields that were computed, by name (for writing files)."""

@@ -96,7 +96,24 @@ def predict_chunk(state: FittedState, chunk: Sequence[Atoms], descs: List[list],
         if calibrated:
             for p in out:
                 apply_calibration(state, p)
+        charge_stds(state, chunk, out, request)
     return out
+
+
+def charge_stds(state: FittedState, chunk: Sequence[Atoms], preds: List[Prediction],
+                request: UncertaintyRequest) -> None:
+    """With charge equilibration: each charge's std, and the energy's variance from the charges added in.
+
+    The electronegativity GP and the short-range terms are fitted apart, so their errors are taken as
+    independent: var(E) = var(GP part, calibrated) + μᵀ Cov(χ) μ (:meth:`gapfit.qeq.QEqBaseline.uncertainty`).
+    """
+    qeq = state.charge_part
+    if qeq is None:
+        return
+    for atoms, p in zip(chunk, preds):
+        p.charges_std, var_E = qeq.uncertainty(atoms)
+        if request.energy and p.energy_std is not None:
+            p.energy_std = float(np.sqrt(p.energy_std ** 2 + var_E))
 
 
 def _frame_prediction(state: FittedState, atoms: Atoms, term_parts: list, forces: bool,
@@ -112,7 +129,7 @@ def _frame_prediction(state: FittedState, atoms: Atoms, term_parts: list, forces
             grad += tp.gradient_eV_per_A
         if virial is not None and tp.virial_eV is not None:
             virial += tp.virial_eV
-    p = Prediction(energy=float(local.sum()), energies=local)
+    p = Prediction(energy=float(local.sum()), energies=local, charges=base.charges_e)
     if grad is not None:
         p.forces = np.asarray(base.forces_eV_per_A, dtype=float) - grad
     if virial is not None:

@@ -66,6 +66,17 @@ class FittedState:
         return int(sum(t.n_columns for t in self.terms))
 
     @property
+    def charge_part(self) -> Any:
+        """The baseline's charge equilibration (:class:`gapfit.qeq.QEqBaseline`), or None."""
+        stack = [self.baseline]
+        while stack:
+            part = stack.pop()
+            if getattr(part, "type", None) == "qeq":
+                return part
+            stack.extend(getattr(part, "parts", []))
+        return None
+
+    @property
     def column_slices(self) -> List[slice]:
         out, o = [], 0
         for t in self.terms:

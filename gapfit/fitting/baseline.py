@@ -17,10 +17,11 @@ from .recipe import make_terms
 log = logging.getLogger("gapfit")
 
 
-def baseline_parts(s: SimpleNamespace, info) -> list:
+def baseline_parts(s: SimpleNamespace, info, charge_part=None) -> list:
     """The baseline's parts other than e0, fixed from the survey (``s``: the estimator's settings).
 
-    In order: core repulsion (ZBL), Coulomb, tabulated pair, Δ-learning
+    In order: core repulsion (ZBL), Coulomb (or ``charge_part``, the fitted
+    charge equilibration of ``charges="qeq"``), tabulated pair, Δ-learning
     calculator.
     """
     parts = []
@@ -31,7 +32,9 @@ def baseline_parts(s: SimpleNamespace, info) -> list:
         seen = info.species if s.core_radii == "data" else []
         parts.append(ZBLBaseline.from_contacts(contacts, seen, info.species))
     charges = getattr(s, "charges", None)
-    if charges is not None and not (isinstance(charges, str) and charges == "learn"):
+    if charge_part is not None:
+        parts.append(charge_part)
+    elif charges is not None and not (isinstance(charges, str) and charges in ("learn", "qeq")):
         # fixed per species, or "initial_charges" (read from each frame when evaluated)
         parts.append(CoulombBaseline.from_settings(charges, getattr(s, "coulomb", None)))
     # charges="learn": no Coulomb part here. Its charges are what the fit learns, with the other parts

@@ -84,11 +84,14 @@ def fit_state(params: Mapping[str, Any], source, executor) -> Tuple[FittedState,
         learned = learn_charges_first(settings, source, executor, info)
         # then the fit itself, over the learned charges held fixed
         settings.charges = {chemical_symbols[z]: q for z, q in learned.charges_e.items()}
-    parts = baseline_parts(settings, info)
+    qeq = fit_qeq_first(settings, source, info) if getattr(settings, "charges", None) == "qeq" else None
+    parts = baseline_parts(settings, info, charge_part=qeq)
     with calculators_cached(parts):
         state, hygiene = FitRun(settings, source, executor, info, parts).execute()
     if learned is not None:
         state.training["charges"] = learned.summary()
+    if qeq is not None:
+        state.training["charges"] = {"mode": "qeq", **qeq.fit}
     state.training["fit_seconds"] = round(time.perf_counter() - t_start, 3)
     return state, hygiene
 
@@ -103,6 +106,17 @@ def learn_charges_first(settings: SimpleNamespace, source, executor, info: Surve
         run.choose_sparse_points()
         run.state.factor_kmm(settings.jitter)
         return learn_charges(run, pair_settings_of(settings, info.species))
+
+
+def fit_qeq_first(settings: SimpleNamespace, source, info: Survey):
+    """The charge equilibration of ``charges="qeq"``, fitted to the frames' reference charges (:mod:`.qeq`).
+
+    Reads every frame once more (in memory: each frame's Coulomb matrix is kept, N² numbers).
+    """
+    from .qeq import QEqSettings, fit_qeq
+    frames = source.take(range(len(info)))
+    return fit_qeq(frames, list(info.where), info.species, QEqSettings.of(settings.coulomb, info.species),
+                   seed=settings.seed, jitter=settings.jitter)
 
 
 def pair_settings_of(settings: SimpleNamespace, species: List[int]) -> PairSettings:
