@@ -32,7 +32,7 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     ("foundations", ("errors", "_version", "_interrupt", "_loops", "kernels", "sgp", "sparsify", "files",
                      "prediction", "executors", "md_io")),
     ("data and descriptors", ("data", "params", "stream", "sampling", "noise", "descriptors", "gapstring")),
-    ("terms and baselines", ("terms", "baselines", "electrostatics")),
+    ("terms and baselines", ("terms", "baselines", "electrostatics", "qeq")),
     ("fitted state and its statistics", ("state", "hyper", "hygiene", "calibration", "metrics")),
     ("fit and prediction", ("fitting", "predictor", "model_file")),
     ("the estimator", ("model",)),

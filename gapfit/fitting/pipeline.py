@@ -59,7 +59,9 @@ def prepare_state(params: Mapping[str, Any], frames: List) -> Tuple[FittedState,
     """
     info = checked_survey(params, MemorySource(frames))
     settings = settings_of(params)
-    parts = baseline_parts(settings, info)
+    qeq = fit_qeq_first(settings, MemorySource(frames), info) if getattr(settings, "charges", None) == "qeq" \
+        else None
+    parts = baseline_parts(settings, info, charge_part=qeq)
     labels = LabelReader.of(settings).read_all(frames, check=True)
     residual = subtract_baseline(sum_of(parts), frames, labels)
     energies = {k: lb.energy_eV for k, lb in enumerate(residual) if lb.energy_eV is not None}
