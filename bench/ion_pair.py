@@ -49,6 +49,21 @@ def energy(model, atoms: Atoms) -> float:
     return model.predict([atoms], forces=False, stress=False)[0].energy
 
 
+def ion(symbol: str, charge: int) -> Atoms:
+    """One ion alone; its total charge in info (read by charge equilibration, ignored by fixed charges)."""
+    atoms = Atoms(symbol, positions=[[0, 0, 0]])
+    atoms.info["charge"] = charge
+    return atoms
+
+
+def pair_charges(model, r: float):
+    """The Na charge (e) a charge-equilibration model gives the neutral pair at r; None for other models."""
+    if model.state_.charge_part is None:
+        return None
+    return float(model.predict([Atoms("NaCl", positions=[[0, 0, 0], [r, 0, 0]])], forces=False,
+                               stress=False)[0].charges[0])
+
+
 def describe(model) -> tuple:
     """(cutoff Å, a short description of the model's baseline charges)."""
     cutoff = max(float(getattr(t, "cutoff", 0.0) or 0.0) for t in model.terms_)
@@ -71,8 +86,12 @@ def describe(model) -> tuple:
 
 
 def curve(model) -> np.ndarray:
-    """ΔE(r) = E(pair at r) − E(Na alone) − E(Cl alone), eV, at DISTANCES."""
-    alone = energy(model, Atoms("Na", positions=[[0, 0, 0]])) + energy(model, Atoms("Cl", positions=[[0, 0, 0]]))
+    """ΔE(r) = E(pair at r) − E(Na+ alone) − E(Cl− alone), eV, at DISTANCES.
+
+    The ions alone carry charges +1 and −1 (their info's ``charge``), the pair 0: for fixed-charge and local
+    models this changes nothing; charge equilibration puts exactly ±1 on the lone ions.
+    """
+    alone = energy(model, ion("Na", 1)) + energy(model, ion("Cl", -1))
     return np.array([energy(model, Atoms("NaCl", positions=[[0, 0, 0], [r, 0, 0]])) - alone for r in DISTANCES])
 
 
@@ -82,9 +101,13 @@ def main(paths: list) -> None:
     tail = -K_E / DISTANCES
     truth = rigid_ion_truth(DISTANCES)
     names, curves, summary = [], [], []
+    equilibrated = {}
     for path in paths:
         model = gapfit.load(path)
         cutoff, charges = describe(model)
+        if model.state_.charge_part is not None:
+            charges = "equilibrated (QEq)"
+            equilibrated[Path(path).stem] = [pair_charges(model, r) for r in (3.0, 5.0, 10.0, 15.0)]
         de = curve(model)
         names.append(Path(path).stem)
         curves.append(de)
@@ -104,6 +127,10 @@ def main(paths: list) -> None:
     print("|---|---|---|---|---|")
     print("\n".join(summary))
     print(f"\n(−k_e/r changes by {np.ptp(tail[DISTANCES >= 5.0]):.4f} eV from 5 to 15 Å.)")
+    if equilibrated:
+        print("\nEquilibrated charge of Na in the pair (e):\n\n| model | 3 Å | 5 Å | 10 Å | 15 Å |\n|---|---|---|---|---|")
+        for name, q in equilibrated.items():
+            print(f"| {name} | " + " | ".join(f"{v:+.4f}" for v in q) + " |")
     print(f"\nCommand: python bench/ion_pair.py {' '.join(paths)}")
 
 

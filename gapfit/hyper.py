@@ -516,4 +516,4 @@ def maximise(problem: LikelihoodProblem, *, optimise_delta: bool = True, max_log
 
 
 def _unit(group: str) -> str:
-    return "eV/Å" if group_kind(group) == "forces" else "eV/atom"
+    return {"forces": "eV/Å", "charges": "e"}.get(group_kind(group), "eV/atom")

@@ -298,7 +298,7 @@ def test_model_prediction_is_exact_and_conserves_charge(model, labelled):
     assert _rel(p.forces, _fd_forces(energy, a, H_MODEL)) < FD_RTOL
     W = _fd_virial(energy, a, H_MODEL)
     assert _rel(p.stress, _voigt(W) / a.get_volume()) < FD_RTOL
-    # the electrostatic part is the charge part's energy of the model's own charges
+    # the prediction's charges are those of the model's charge part
     base = model.state_.charge_part.evaluate(a)
     assert np.array_equal(base.charges_e, p.charges)
 
@@ -385,7 +385,7 @@ def test_qeq_without_reference_charges_is_refused(labelled):
 
 
 def test_qeq_settings_with_fixed_charges_are_refused(labelled):
-    with pytest.raises(InputError, match="qeq"):
+    with pytest.raises(InputError, match="hardness set charge equilibration.*charges qeq"):
         gapfit.GAP(**FIT, charges={"Na": 1.0, "Cl": -1.0}, coulomb={"hardness": {"Na": 4.0, "Cl": 6.0}}
                    ).fit(labelled[0][:3])
 
@@ -404,8 +404,10 @@ def test_eval_reports_charge_errors_against_initial_charges(model, labelled, tmp
     assert scored["n_charges"] == len(err)
     assert scored["charge_mae_me"] == pytest.approx(1e3 * np.mean(np.abs(err)), rel=1e-9)
     assert scored["charge_rmse_me"] == pytest.approx(1e3 * np.sqrt(np.mean(err ** 2)), rel=1e-9)
-    # frames without reference charges: no charge errors to report
+    ref = np.concatenate([a.get_initial_charges() for a in written])
+    assert scored["charge_rmse_me"] < 0.02 * 1e3 * np.sqrt(np.mean(ref ** 2))  # measured: below 1e-3 of it
+    # frames without reference charges (and the stds asked, the default): no charge errors to report
     ase.io.write(data, _without_charges(written))
-    assert main(["eval", path, data, "--json", "--no-uncertainty", "--no-progress"]) == 0
+    assert main(["eval", path, data, "--json", "--no-progress"]) == 0
     scored = json.loads(capsys.readouterr().out)
-    assert "charge_rmse_me" not in scored and "energy_mae_mev_per_atom" in scored
+    assert "charge_rmse_me" not in scored and "energy_mae_mev_per_atom" in scored and "n_charges" not in scored

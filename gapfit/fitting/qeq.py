@@ -182,9 +182,16 @@ def fit_qeq(frames: List[Atoms], where: List[str], species: List[int], settings:
         grouped.add("charges", A / s, b / s, np.full(len(b), s))
         return hyper.LikelihoodProblem.from_groups(grouped, kmm_chol, [0] * len(kmm_chol), [term.delta_eV])
 
-    def best(J: np.ndarray):
+    def best(J: np.ndarray, quiet: bool = False):
         problem = problem_at(J)
-        res = hyper.maximise(problem, sigma_floor={"charges": CHARGE_SIGMA_FLOOR})
+        # the search over J maximises many times: only the final maximisation may warn (σ at its floor)
+        level = log.level
+        if quiet:
+            log.setLevel(logging.ERROR)
+        try:
+            res = hyper.maximise(problem, sigma_floor={"charges": CHARGE_SIGMA_FLOOR})
+        finally:
+            log.setLevel(level)
         return problem, res
 
     evaluations = [0]
@@ -192,7 +199,7 @@ def fit_qeq(frames: List[Atoms], where: List[str], species: List[int], settings:
     def objective(log_J: np.ndarray) -> float:
         evaluations[0] += 1
         try:
-            return -best(_hardness(log_J))[1].lml_final
+            return -best(_hardness(log_J), quiet=True)[1].lml_final
         except NumericalError:
             return np.inf
 
