@@ -15,7 +15,9 @@ of K_MM, and the marginal likelihood maximised over δ_χ and σ_q
 (:func:`gapfit.hyper.maximise`). P depends on the hardness J, so J (one per
 species, when not given) is chosen by maximising that same maximised
 likelihood over log J (Nelder–Mead; each step rebuilds the rows from cached
-Coulomb matrices and kernel rows, without descriptors). The short-range
+Coulomb matrices and kernel rows, without descriptors; on a seeded sample of
+frames of at most :data:`HARDNESS_SEARCH_ATOMS` atoms, the weights then on
+all). The short-range
 terms are then fitted to what the electrostatic energy of the predicted
 charges leaves (the pipeline adds the :class:`gapfit.qeq.QEqBaseline` to
 the baseline's parts).
@@ -57,6 +59,9 @@ DEFAULT_CHI_DELTA = 1.0
 #: The range a fitted hardness J is kept in (eV/e²): the Gaussian self-energy K_E/(√π σ) already adds
 #: 10-50 eV/e² to the diagonal, so J below 1e-3 is indistinguishable from 0.
 HARDNESS_RANGE = (1e-3, 1e3)
+#: The search over J uses the charges of at most this many atoms (a seeded sample of whole frames); the
+#: weights are then fitted on all. Each step of the search factorises all its rows once more.
+HARDNESS_SEARCH_ATOMS = 3000
 
 
 @dataclass
@@ -129,10 +134,11 @@ class ChargeData:
         start = rows.atom_start
         self.K = [rows.local[start[f]:start[f + 1]] for f in range(len(self.frames))]
 
-    def rows(self, J: np.ndarray):
-        """(design rows −P K, targets y − Q b) of every frame, stacked, at hardness J per species."""
+    def rows(self, J: np.ndarray, frames: Optional[np.ndarray] = None):
+        """(design rows −P K, targets y − Q b) of the frames (default all), stacked, at hardness J per species."""
         A, b = [], []
-        for C, kind, K, y, Q in zip(self.C, self.kind, self.K, self.refs, self.Q):
+        for f in (range(len(self.frames)) if frames is None else frames):
+            C, kind, K, y, Q = self.C[f], self.kind[f], self.K[f], self.refs[f], self.Q[f]
             eq = Equilibration(C, J[kind])
             A.append(-eq.project(K))
             b.append(y - eq.offset(Q))
@@ -175,15 +181,20 @@ def fit_qeq(frames: List[Atoms], where: List[str], species: List[int], settings:
     kmm_chol = sgp.kmm_cholesky(term.kmm_blocks(), jitter, names=[f"electronegativity block {b + 1}"
                                                                   for b in range(len(term.kmm_blocks()))])
 
-    def problem_at(J: np.ndarray):
-        A, b = data.rows(J)
+    # the frames whose charges choose J: all, or a seeded sample of about HARDNESS_SEARCH_ATOMS atoms
+    order = np.random.default_rng(seed).permutation(len(with_q))
+    sizes = np.cumsum([len(with_q[f]) for f in order])
+    search = np.sort(order[:max(1, int(np.searchsorted(sizes, HARDNESS_SEARCH_ATOMS, side="right")))])
+
+    def problem_at(J: np.ndarray, frames: Optional[np.ndarray] = None):
+        A, b = data.rows(J, frames)
         grouped = hyper.GroupedQR(term.n_columns, 1)
         s = settings.charge_sigma
         grouped.add("charges", A / s, b / s, np.full(len(b), s))
         return hyper.LikelihoodProblem.from_groups(grouped, kmm_chol, [0] * len(kmm_chol), [term.delta_eV])
 
-    def best(J: np.ndarray, quiet: bool = False):
-        problem = problem_at(J)
+    def best(J: np.ndarray, quiet: bool = False, frames: Optional[np.ndarray] = None):
+        problem = problem_at(J, frames)
         # the search over J maximises many times: only the final maximisation may warn (σ at its floor)
         level = log.level
         if quiet:
@@ -199,7 +210,7 @@ def fit_qeq(frames: List[Atoms], where: List[str], species: List[int], settings:
     def objective(log_J: np.ndarray) -> float:
         evaluations[0] += 1
         try:
-            return -best(_hardness(log_J), quiet=True)[1].lml_final
+            return -best(_hardness(log_J), quiet=True, frames=search)[1].lml_final
         except NumericalError:
             return np.inf
 
@@ -226,7 +237,8 @@ def fit_qeq(frames: List[Atoms], where: List[str], species: List[int], settings:
     residual = A @ (alpha * scale ** 2) - b
     fit = {"frames_with_charges": len(with_q), "frames": len(frames), "atoms_with_charges": int(len(b)),
            "hardness_eV_per_e2": {chemical_symbols[z]: float(v) for z, v in zip(species, J)},
-           "hardness_fitted": not fixed, "delta_eV_per_e": term.delta_eV, "charge_sigma_e": sigma_q,
+           "hardness_fitted": not fixed, "hardness_search_frames": 0 if fixed else int(len(search)),
+           "delta_eV_per_e": term.delta_eV, "charge_sigma_e": sigma_q,
            "log_marginal_likelihood": float(res.lml_final), "train_charge_rmse_e": float(np.sqrt(np.mean(residual ** 2))),
            "train_charge_mae_e": float(np.mean(np.abs(residual))), "sparse_points": summary,
            "likelihood_evaluations": evaluations[0], "seconds": round(time.perf_counter() - t0, 3)}
