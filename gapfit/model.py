@@ -164,8 +164,8 @@ class GAP(_EstimatorContract):
         "data": the training data's shortest distance per species pair;
         "covalent": 0.75 × the sum of covalent radii (what the on-the-fly
         learner uses, since its first frame is no guide).
-    charges : dict {Z or symbol: e}, {"initial_charges", "learn"} or None, default=None
-        Charges of a Coulomb baseline (long-range electrostatics): per species, from the frames, or learned.
+    charges : dict {Z or symbol: e}, {"initial_charges", "learn", "qeq"} or None, default=None
+        Charges of a Coulomb baseline (long-range electrostatics): per species, from the frames, learned or equilibrated.
         A mapping fixes the charge of every species of the data, in units
         of e (``{"Na": 1.0, "Cl": -1.0}``); ``"initial_charges"`` reads each
         frame's per-atom ``initial_charges`` array, which every frame the
@@ -173,9 +173,12 @@ class GAP(_EstimatorContract):
         per species from the energies and forces, constrained by each frame's
         total charge (``charge`` in its info, 0 when absent). The baseline is
         an Ewald sum in 3D-periodic cells and a direct sum in finite systems
-        (slabs are refused); see docs/electrostatics.md. None: no Coulomb
+        (slabs are refused); see docs/electrostatics.md. ``"qeq"``: charge
+        equilibration, the charges of every frame minimising a QEq energy
+        with electronegativities from a Gaussian process fitted to the
+        frames' reference ``initial_charges`` (docs/qeq.md). None: no Coulomb
         baseline. On the command line: ``--coulomb "Na=1 Cl=-1"``,
-        ``--coulomb initial_charges`` or ``--coulomb learn``.
+        ``--coulomb initial_charges``, ``--coulomb learn`` or ``--coulomb qeq``.
     coulomb : dict or None, default=None
         Settings of the Coulomb baseline: Gaussian widths, Ewald accuracy and short-range screening.
         Written ``{"width": Å or {species: Å} or None, "accuracy": 1e-6,
@@ -186,7 +189,11 @@ class GAP(_EstimatorContract):
         systems are summed exactly); ``screening`` takes the Coulomb
         interaction away below ``r_in`` and switches it on smoothly up to
         ``r_out`` (Å), so that the local terms learn what is near. Needs
-        ``charges``.
+        ``charges``. With ``charges="qeq"`` also ``hardness`` ({species:
+        eV/e²}, fixed; default fitted), ``electronegativity`` (the χ term's
+        SOAP settings), ``charge_sigma`` (e) and ``reference_charges``
+        ({species: e} for frames without ``initial_charges``); widths default
+        to covalent radii there (docs/qeq.md).
     core_file : str or None, default=None
         Tabulated pair potential file added to the baseline, in gap_fit's ``core_param_file`` role.
         The file's format is in :mod:`gapfit.baselines`.

@@ -14,6 +14,9 @@ Format ``gapfit-model`` version 2 (documented in docs/model-format.md):
   lower triangle packed row by row.
 - ``R_ab``: upper-triangular QR factor of the stacked training matrix with
   the target column, (M+1) × (M+1), upper triangle packed row by row.
+- ``baseline_<name>``: arrays a baseline part refers to (a sum's part k as
+  ``baseline_part<k>_<name>``): the charge equilibration's electronegativity
+  term (sparse points, weights, factors; :meth:`gapfit.qeq.QEqBaseline.to_arrays`).
 
 Version 1 files (one SOAP term, e0 baseline) are still read.
 
