@@ -121,6 +121,9 @@ BY_KEY = {b.key: b for b in BLOCKS}
 # ------------------------------------------------------------------ the tables
 #: Blocks that cannot run here, and why.
 NOT_RUN: Dict[str, str] = {
+    "docs/qeq.md: gapfit fit carbon_chain_train.xyz -o chain_qeq.npz --coul...":
+        "needs ../shared/data/ions/carbon_chain_{train,test}.xyz; bench/carbon_chain.py runs the same fit and "
+        "evaluation",
     "docs/electrostatics.md: gapfit fit nacl_water_train.xyz -o nacl_coulomb.npz --cou...":
         "needs ../shared/data/ions/nacl_water_train.xyz (759 frames: a fit of minutes); bench/nacl_water.py "
         "runs the same fits",
@@ -200,6 +203,7 @@ YAML_DATA: Dict[str, str] = {
     "README.md: sigma_energy: 0.002 # eV/atom": "si_small.xyz",
     "docs/gap_fit.md: terms:": "si_train.xyz",
     "docs/gap_fit.md: config_type_sigma:": "si_small.xyz",
+    "docs/qeq.md: charges: qeq": "nacl.xyz",
 }
 
 #: Files a doc defines in one block and uses in another: file name -> the defining block.
@@ -258,6 +262,8 @@ def cu_kit(tmp_path_factory):
     shutil.copy(kit / "more.xyz", kit / "train_b.xyz")
     ase.io.write(kit / "test.xyz", [test[1], test[3]])
     ase.io.write(kit / "start.xyz", train[2])
+    # Na and Cl frames for the charge-equilibration config (its per-species settings name Na and Cl)
+    ase.io.write(kit / "nacl.xyz", ase.io.read(DATA / "NaCl_rigid_ion_train.xyz", ":3"))
     (kit / "fit.yaml").write_text(FIT_YAML)
     shutil.copy(ROOT / "bench" / "configs" / "learn_cu.yaml", kit / "soap.yaml")
     for name, key in FROM_BLOCKS.items():
