@@ -393,15 +393,15 @@ def _accumulate_pairs(pot, field, vir, U, i, j, D, sigma, alpha, screening, tape
 
 @_jit
 def _pair_matrix(i, j, D, sigma, alpha, r_in, r_out, t0, t1, out):
-    """Add K_E K(r_ij) to out[i, j] for every pair: the real-space part of the Coulomb matrix (one pass)."""
+    """Add K_E K(r_ij) to out[i, j] for every pair: the real-space part of the Coulomb matrix (one pass).
+
+    The same kernel as :func:`_pair_sums` with one unit charge per column, where each pair touches one entry.
+    """
     gauss = sigma.shape[0] > 0
     for p in range(i.shape[0]):
-        a, b = i[p], j[p]
-        dx, dy, dz = D[p, 0], D[p, 1], D[p, 2]
-        r = math.sqrt(dx * dx + dy * dy + dz * dz)
-        beta = 1.0 / math.sqrt(2.0 * (sigma[a] ** 2 + sigma[b] ** 2)) if gauss else np.inf
-        K, _ = _kernel(r, beta, alpha, r_in, r_out, t0, t1)
-        out[a, b] += K_E * K
+        r = math.sqrt(D[p, 0] ** 2 + D[p, 1] ** 2 + D[p, 2] ** 2)
+        beta = 1.0 / math.sqrt(2.0 * (sigma[i[p]] ** 2 + sigma[j[p]] ** 2)) if gauss else np.inf
+        out[i[p], j[p]] += K_E * _kernel(r, beta, alpha, r_in, r_out, t0, t1)[0]
 
 
 def _accumulate_matrix(out, i, j, D, sigma, alpha, screening, taper) -> None:
