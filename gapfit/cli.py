@@ -1,4 +1,4 @@
-"""The ``gapfit`` command line: fit, eval, inspect, validate, md, learn and lammps.
+"""The ``gapfit`` command line: fit, eval, inspect, validate, md, analyze, learn and lammps.
 
 Errors in the input end with one line on stderr naming file, frame and field,
 and exit status 2; ``-T`` shows the traceback instead.
@@ -334,8 +334,39 @@ def _add_md_parser(sub) -> None:
     m.add_argument("-o", "--trajectory", default="md.xyz", help="trajectory file (extended XYZ)")
     m.add_argument("--log", default=None, help="log file (default: TRAJECTORY.log)")
     m.add_argument("--json", action="store_true", help="print one JSON summary line at the end")
+    m.add_argument("--committee", type=int, default=0, metavar="K",
+                   help="write every member's energy (and stress) of a K-member posterior committee into each "
+                        "trajectory frame, for gapfit analyze (0: none; 8 to 16 give a usable spread)")
+    m.add_argument("--committee-seed", type=int, default=0, metavar="S", help="seed of the committee's members")
     _baseline_flags(m)
     m.add_argument("--no-progress", action="store_true")
+
+
+def _add_analyze_parser(sub) -> None:
+    a = _subcommand(sub, "analyze", help="committee mean and std of an MD observable, reweighted from one trajectory",
+                    description="Reweight the frames of a 'gapfit md --committee K' trajectory to every committee "
+                                "member: each member's average of the observable, their mean and std (the model "
+                                "uncertainty), the mean model's average with its statistical error, and each "
+                                "member's effective sample size (docs/reweighting.md).")
+    a.add_argument("trajectory", help="extended XYZ trajectory of gapfit md --committee K")
+    a.add_argument("--observable", required=True, choices=["energy", "volume", "density", "rdf", "msd"],
+                   help="energy: potential energy per atom (eV/atom); volume (Å³/atom) and density (g/cm³): NPT; "
+                        "rdf: g(r); msd: mean-square displacement (Å²) and diffusion coefficient")
+    a.add_argument("--temperature", type=float, default=None,
+                   help="K, of the weights (default: the run's thermostat; NVE: the frames' mean kinetic temperature)")
+    a.add_argument("--r-max", type=float, default=6.0, help="rdf: largest distance, Å")
+    a.add_argument("--bins", type=int, default=120, help="rdf: bins on [0, r-max]")
+    a.add_argument("--pairs", nargs="+", metavar="A-B", help="rdf: partial g(r) of these pairs, e.g. Na-Cl Na-Na "
+                                                             "(default: the total g(r))")
+    a.add_argument("--timestep-fs", type=float, default=None,
+                   help="msd: fs between saved frames (default: from the frames' time_fs)")
+    a.add_argument("--skip", type=int, default=0, help="frames left out at the start (equilibration)")
+    a.add_argument("--min-ess", type=float, default=0.1,
+                   help="members whose effective sample size falls below this fraction of the frames get the "
+                        "cumulant estimate (0: never)")
+    a.add_argument("--blocks", type=int, default=20, help="blocks of the statistical (block) error")
+    a.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    a.add_argument("--plot", metavar="FILE.png", help="rdf, msd: draw the curve with the committee's ±1 std band")
 
 
 def _add_learn_parser(sub) -> None:
@@ -1000,12 +1031,18 @@ def _md(args) -> int:
             raise CLIError("--check-interval sets how often the --max-force-std or --max-local-energy-std "
                            "threshold is tested: give one of them (without, stds are computed every --interval "
                            "steps, for the trajectory and log)")
+    if args.committee < 0 or args.committee == 1:
+        raise CLIError(f"--committee must be 0 (none) or a number of members ≥ 2 (8 to 16 give a usable spread), "
+                       f"got {args.committee}")
+    if args.committee_seed < 0:
+        raise CLIError(f"--committee-seed must be ≥ 0, got {args.committee_seed}")
     res = run_md(model, atoms, ensemble=args.ensemble, temperature_K=args.temperature,
                  timestep_fs=args.timestep, steps=args.steps, seed=args.seed, friction_per_fs=args.friction,
                  pressure_GPa=args.pressure, trajectory=args.trajectory,
                  log=args.log or args.trajectory + ".log", interval=args.interval,
                  max_force_std=args.max_force_std, max_local_energy_std=args.max_local_energy_std,
-                 check_interval=args.check_interval, progress=not args.no_progress)
+                 check_interval=args.check_interval, progress=not args.no_progress,
+                 committee=args.committee, committee_seed=args.committee_seed)
     summary = {"steps": res.steps, "stop_reason": res.stop_reason, "message": res.message,
                "trajectory": res.trajectory, "log": res.log, "max_force_std_seen": res.max_force_std_seen}
     if args.json:
@@ -1013,6 +1050,24 @@ def _md(args) -> int:
     else:
         print(f"{res.steps} steps, stopped: {res.stop_reason} {res.message}".rstrip())
         print(f"trajectory {res.trajectory}, log {res.log}")
+    return 0
+
+
+def _analyze(args) -> int:
+    from .analyze import analyze, parse_pairs
+    if args.pairs and args.observable != "rdf":
+        raise CLIError(f"--pairs applies to --observable rdf, not {args.observable}")
+    if args.plot and args.observable not in ("rdf", "msd"):
+        raise CLIError(f"--plot draws the curves of rdf and msd; {args.observable} is one number (see the table "
+                       "or --json)")
+    result = analyze(args.trajectory, args.observable, temperature_K=args.temperature, r_max_A=args.r_max,
+                     n_bins=args.bins, pairs=parse_pairs(args.pairs), timestep_fs=args.timestep_fs, skip=args.skip,
+                     min_ess_fraction=args.min_ess, n_blocks=args.blocks)
+    if args.plot:
+        result.plot(args.plot)
+    print(result.to_json() if args.json else result.table())
+    if args.plot and not args.json:
+        print(f"plot: {args.plot}")
     return 0
 
 
@@ -1108,6 +1163,7 @@ COMMANDS: Dict[str, Command] = {
     "inspect": Command(_add_inspect_parser, _inspect),
     "validate": Command(_add_validate_parser, _validate),
     "md": Command(_add_md_parser, _md),
+    "analyze": Command(_add_analyze_parser, _analyze),
     "learn": Command(_add_learn_parser, _learn),
     "lammps": Command(_add_lammps_parser, _lammps),
 }

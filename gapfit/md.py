@@ -6,6 +6,16 @@ XYZ trajectory with per-atom ``local_energy_std`` and ``forces_std`` arrays
 and a plain-text log, and stops cleanly when an atom's predicted force
 uncertainty passes a threshold or when the dynamics blows up (atoms closer
 than ``min_distance``, or a non-finite energy).
+
+Every frame also carries the run's settings that analysis needs:
+``info["gapfit_ensemble"]`` and ``info["gapfit_temperature_K"]`` (the
+thermostat's temperature, K; for NVE the ``temperature_K`` the initial
+velocities were drawn at, which analysis does not use as β). With ``committee=K`` it carries every member of a posterior
+committee (:class:`gapfit.committee.Committee`, calibrated as the committee
+is) too, for committee reweighting (:mod:`gapfit.reweight`,
+``gapfit analyze``): ``info["gapfit_energy_committee"]`` (K total energies,
+eV) and, for periodic cells, ``info["gapfit_stress_committee"]`` (K×6,
+eV/Å³, ASE's sign and Voigt order), with ``gapfit_committee_seed``.
 """
 from __future__ import annotations
 
@@ -17,11 +27,20 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from .committee import Committee
+from .errors import InputError
+
 if TYPE_CHECKING:  # annotations only
     from .calculator import GAPCalculator
     from .md_io import AppendingXYZ, TextLog
 
 ENSEMBLES = ("nve", "nvt", "npt")
+#: Keys of ``atoms.info`` in every trajectory frame of :func:`run_md` (the committee's only with ``committee=K``).
+INFO_ENSEMBLE = "gapfit_ensemble"
+INFO_TEMPERATURE = "gapfit_temperature_K"
+INFO_ENERGY_COMMITTEE = "gapfit_energy_committee"
+INFO_STRESS_COMMITTEE = "gapfit_stress_committee"
+INFO_COMMITTEE_SEED = "gapfit_committee_seed"
 LOG_COLUMNS = ("step", "time_fs", "epot_eV", "ekin_eV", "etot_eV", "temperature_K",
                "max_force_std_eV_per_A", "mean_force_std_eV_per_A", "max_local_energy_std_eV")
 
@@ -93,11 +112,12 @@ def restore_state(atoms: Atoms, good: Atoms) -> None:
     atoms.set_momenta(good.get_momenta())
 
 
-def snapshot(atoms: Atoms, pred, step: int, time_fs: float) -> Atoms:
-    """A copy of ``atoms`` carrying the prediction as calculator results and arrays."""
+def snapshot(atoms: Atoms, pred, step: int, time_fs: float, info: Optional[dict] = None) -> Atoms:
+    """A copy of ``atoms`` carrying the prediction as calculator results and arrays, and ``info`` added to its info."""
     snap = atoms.copy()
     snap.info.pop("gapfit_source", None)
     snap.info.update(step=int(step), time_fs=float(time_fs))
+    snap.info.update(info or {})
     for key in ("local_energy_std", "forces_std"):
         if getattr(pred, key) is not None:
             snap.arrays[key] = np.asarray(getattr(pred, key))
@@ -116,8 +136,13 @@ def run_md(model, atoms: Atoms, *, ensemble: str = "nvt", temperature_K: float =
            interval: int = 10, max_force_std: Optional[float] = None,
            max_local_energy_std: Optional[float] = None, check_interval: Optional[int] = None,
            min_distance: float = 0.5, init_velocities: bool = True, progress: bool = False,
-           on_check: Optional[Callable[[int, Atoms, dict], Optional[str]]] = None) -> MDResult:
+           on_check: Optional[Callable[[int, Atoms, dict], Optional[str]]] = None,
+           committee: int = 0, committee_seed: int = 0) -> MDResult:
     """Run MD with ``model`` from ``atoms`` (changed in place).
+
+    Units: ``temperature_K`` K, ``timestep_fs`` fs, ``friction_per_fs``
+    1/fs, ``pressure_GPa`` GPa, ``max_force_std`` eV/Å,
+    ``max_local_energy_std`` eV, ``min_distance`` Å; intervals in steps.
 
     Uncertainties are computed every ``interval`` steps, when the trajectory
     frame and the log line are written, and every ``check_interval`` steps
@@ -130,14 +155,27 @@ def run_md(model, atoms: Atoms, *, ensemble: str = "nvt", temperature_K: float =
     alone only the local-energy stds (cheap: a small fraction of a step),
     otherwise local-energy and force stds (force stds cost several times
     a step; see docs/index.md, "Which stds, and what they cost").
+
+    ``committee=K`` (K ≥ 2; 0 for none) writes every member's energy (and,
+    for periodic cells, stress) of a posterior committee seeded by
+    ``committee_seed`` into each trajectory frame (see the module
+    docstring), for ``gapfit analyze``. The calculator computes the members
+    from the descriptors of the step itself, and only on the steps that are
+    written (every ``interval``): a frame written in between, when a watch
+    stops the run there, costs one more descriptor evaluation.
     """
     _check_md_settings(ensemble, interval, check_interval)
+    committee = _check_committee(committee, committee_seed)
     watch = _Watch.of(interval, check_interval, max_force_std, max_local_energy_std, on_check)
     calc, dyn = _start_dynamics(model, atoms, watch, ensemble=ensemble, temperature_K=temperature_K,
                                 timestep_fs=timestep_fs, seed=seed, friction_per_fs=friction_per_fs,
-                                pressure_GPa=pressure_GPa, init_velocities=init_velocities)
+                                pressure_GPa=pressure_GPa, init_velocities=init_velocities,
+                                committee=committee, committee_seed=committee_seed)
+    info = {INFO_ENSEMBLE: ensemble, INFO_TEMPERATURE: float(temperature_K)}
+    if committee:
+        info[INFO_COMMITTEE_SEED] = int(committee_seed)
     run = _MDRun.open(model, atoms, calc, dyn, watch, timestep_fs=timestep_fs, min_distance=min_distance,
-                      trajectory=trajectory, log=log)
+                      trajectory=trajectory, log=log, info=info)
     try:
         run.integrate(steps, progress)
     finally:
@@ -152,6 +190,20 @@ def _check_md_settings(ensemble: str, interval: int, check_interval: Optional[in
     for name, value in (("interval", interval), ("check_interval", check_interval)):
         if value is not None and (isinstance(value, bool) or not float(value).is_integer() or value < 1):
             raise ValueError(f"{name} must be a positive whole number of steps, got {value!r}")
+
+
+def _check_committee(committee, committee_seed) -> int:
+    """The committee size (0: none), or an InputError when it is not 0 or a whole number ≥ 2."""
+    def whole(value) -> bool:
+        return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+
+    if not whole(committee_seed) or committee_seed < 0:
+        raise InputError(f"committee_seed must be a whole number ≥ 0; got {committee_seed!r}",
+                         param="committee_seed")
+    if not whole(committee) or committee < 0 or committee == 1:
+        raise InputError(f"committee must be 0 (none) or a whole number of members ≥ 2 (8 to 16 give a usable "
+                         f"spread); got {committee!r}", param="committee")
+    return int(committee)
 
 
 @dataclass
@@ -181,11 +233,17 @@ class _Watch:
 
 def _start_dynamics(model, atoms: Atoms, watch: _Watch, *, ensemble: str, temperature_K: float,
                     timestep_fs: float, seed: int, friction_per_fs: float, pressure_GPa: float,
-                    init_velocities: bool):
-    """Attach the model's calculator, give momenta, build the integrator and predict step 0: (calc, dyn)."""
+                    init_velocities: bool, committee: int = 0, committee_seed: int = 0):
+    """Attach the model's calculator, give momenta, build the integrator and predict step 0: (calc, dyn).
+
+    With ``committee`` the calculator holds a :class:`gapfit.committee.Committee` without the members'
+    forces (step 0, written, computes it).
+    """
     from .calculator import GAPCalculator
 
-    calc = GAPCalculator(model, uncertainty=False)
+    calc = GAPCalculator(model, uncertainty=False, committee=committee, committee_seed=committee_seed)
+    if committee:  # the same members, without their forces
+        calc.committee = Committee(model, committee, seed=committee_seed, member_forces=False)
     calc.uncertainty_next = watch.stds  # step 0 is checked
     atoms.calc = calc
     if init_velocities and not np.any(atoms.get_momenta()):
@@ -212,17 +270,22 @@ class _MDRun:
     traj: Optional[AppendingXYZ]
     tlog: Optional[TextLog]
     result: MDResult
+    info: dict = field(default_factory=dict)  # added to every frame's info
+    #: the calculator's committee (None without): switched on in the calculator for the steps written only
+    members: Optional[Committee] = None
     bar: object = None  # the progress bar, once the steps run
 
     @classmethod
-    def open(cls, model, atoms, calc, dyn, watch, *, timestep_fs, min_distance, trajectory, log) -> "_MDRun":
+    def open(cls, model, atoms, calc, dyn, watch, *, timestep_fs, min_distance, trajectory, log,
+             info=None) -> "_MDRun":
         """Open the trajectory and the log (each only when a path is given)."""
         from .md_io import AppendingXYZ, TextLog
 
         traj = AppendingXYZ(trajectory) if trajectory else None
         tlog = TextLog(log, LOG_COLUMNS) if log else None
         result = MDResult(steps=0, stop_reason="completed", trajectory=trajectory, log=log)
-        return cls(model, atoms, calc, dyn, watch, timestep_fs, min_distance, traj, tlog, result)
+        return cls(model, atoms, calc, dyn, watch, timestep_fs, min_distance, traj, tlog, result,
+                   dict(info or {}), calc.committee)
 
     def integrate(self, steps: int, progress: bool) -> None:
         """Steps 0 to ``steps``: stop when the dynamics blows up or a watch says so."""
@@ -235,6 +298,8 @@ class _MDRun:
                 # a step that will be checked computes its uncertainties with its forces:
                 # one descriptor evaluation per step
                 self.calc.uncertainty_next = self.watch.stds if self.watch.computes_stds(step) else False
+                if self.members is not None:  # the members cost a step's design rows: only where written
+                    self.calc.committee = self.members if step % self.watch.interval == 0 else None
                 self.dyn.run(1)
                 self.bar.update(1)
             self.result.steps = step
@@ -285,11 +350,34 @@ class _MDRun:
         """The trajectory frame and the log line of ``step``."""
         time_fs = step * self.timestep_fs
         if self.traj:
-            self.traj.write(snapshot(self.atoms, pred, step, time_fs))
+            info = dict(self.info)
+            if self.members is not None:
+                info.update(self._committee_info())
+            self.traj.write(snapshot(self.atoms, pred, step, time_fs, info))
         if self.tlog:
             ekin = self.atoms.get_kinetic_energy()
             self.tlog.write([step, time_fs, pred.energy, ekin, pred.energy + ekin, self.atoms.get_temperature(),
                              force_std.max(), force_std.mean(), pred.local_energy_std.max()])
+
+    def _committee_info(self) -> dict:
+        """The members' energies (K,) eV and, periodic cells, stresses (K, 6) eV/Å³ of the current state.
+
+        From the calculator's results when it computed them for this state (every written step); a
+        frame written off the interval (a watch stopped the run there) costs one committee prediction.
+        """
+        a, calc = self.atoms, self.calc
+        periodic = bool(np.all(a.pbc)) and a.cell.rank == 3
+        r = calc.results
+        if (not calc.check_state(a) and "energy_committee" in r
+                and (not periodic or "stress_committee" in r)):
+            energy, stress = r["energy_committee"], r.get("stress_committee")
+        else:
+            cp = self.members.predict([a], forces=False, stress=periodic)[0]
+            energy, stress = cp.energy_eV, cp.stress_eV_per_A3
+        out = {INFO_ENERGY_COMMITTEE: np.array(energy, dtype=np.float64)}
+        if periodic and stress is not None:
+            out[INFO_STRESS_COMMITTEE] = np.array(stress, dtype=np.float64).reshape(-1, 6)
+        return out
 
     def close(self) -> None:
         """Close the progress bar and the outputs."""

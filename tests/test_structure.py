@@ -39,7 +39,7 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     # the package's own __init__ (named "" here) gathers the public names and may import anything
     # model_io keeps the whole-model names of earlier versions (load_model, save_model) over model_file
     ("faces", ("model_io", "calculator", "coulomb", "committee", "incremental", "search", "md", "learn", "cli",
-               "validation", "lammps", "reweight", "", "__main__")),
+               "validation", "lammps", "reweight", "analyze", "", "__main__")),
 ]
 
 #: (importer, imported) pairs allowed to reach a higher layer: forwards kept so that old user
