@@ -566,7 +566,8 @@ def _ewald_fields(atoms: Atoms, U: np.ndarray, sigma: Optional[np.ndarray], accu
         A = A0 * (1.0 - sw)
         theta = pos @ k.T                                     # (N, C)
         c, s = np.cos(theta), np.sin(theta)
-        Sc, Ss = U.T @ c, U.T @ s                             # (m, C)
+        # the structure factors of the columns; of unit charges (the matrix) they are the phases themselves
+        Sc, Ss = (c, s) if identity else (U.T @ c, U.T @ s)   # (m, C)
         pot += pre * (c @ (A * Sc).T + s @ (A * Ss).T)
         if want_forces:
             ka = (A[None, :, None] * k[None]) * pre           # (1, C, 3)
@@ -583,6 +584,14 @@ def _ewald_fields(atoms: Atoms, U: np.ndarray, sigma: Optional[np.ndarray], accu
     self_pot = np.full(n, -2.0 * alpha / _SQRT_PI)
     if sigma is not None:
         self_pot += 1.0 / (_SQRT_PI * sigma)
+    if identity:          # in place on the diagonal and by broadcasting: no further N² temporaries
+        pot[np.diag_indices(n)] += K_E * self_pot
+        pot += -math.pi * K_E / (V * alpha * alpha)
+        if sigma is not None:
+            g = 2.0 * math.pi * K_E / V * sigma * sigma
+            pot += g[:, None]
+            pot += g[None, :]
+        return _Fields(pot, field, vir, params)
     pot += K_E * self_pot[:, None] * U
 
     # neutralising background (non-neutral columns only): a constant potential, plus the Gaussian term
@@ -619,7 +628,9 @@ def _direct_fields(atoms: Atoms, U: np.ndarray, sigma: Optional[np.ndarray],
             _accumulate_matrix(pot, ii, jj, D, sigma, None, screening, None)
             continue
         _accumulate_pairs(pot, field, None, U, ii, jj, D, sigma, None, screening, None)
-    if sigma is not None:
+    if sigma is not None and identity:
+        pot[np.diag_indices(n)] += K_E / (_SQRT_PI * sigma)
+    elif sigma is not None:
         pot += K_E / (_SQRT_PI * sigma)[:, None] * U
     return _Fields(pot, field, None, None)
 
