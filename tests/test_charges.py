@@ -57,6 +57,38 @@ def test_charged_frames_fix_the_sign_and_inconsistent_charges_are_refused():
         charge_constraints(info)
 
 
+def test_compositions_that_fix_the_charges_are_refused_before_any_pass(monkeypatch):
+    """C10H2 (0) and C10H3+ (+1) fix q_H = +1 and q_C = -0.2: the fit says so, with those charges, before it
+    computes a single descriptor."""
+    import gapfit
+    from ase import Atoms
+    from gapfit.fitting import charges as charges_module
+    from gapfit.fitting import pipeline
+    from gapfit.fitting.charges import constrained_charges
+    info = Survey()
+    info.composition = [{1: 2, 6: 10}, {1: 3, 6: 10}]
+    info.charge = [0.0, 1.0]
+    N, Q = charge_constraints(info)
+    with pytest.raises(InputError, match=r"H: \+1, C: -0\.2"):
+        constrained_charges(N, Q, [1, 6])
+    q_p, Z = constrained_charges(N[:1], Q[:1], [1, 6])  # one composition leaves one direction free
+    assert Z.shape == (2, 1) and np.allclose(N[:1] @ q_p, Q[:1]) and np.allclose(N[:1] @ Z, 0)
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("a pass over the data started before the refusal")
+    monkeypatch.setattr(pipeline.FitRun, "start", no_pass)
+    monkeypatch.setattr(charges_module, "learn_charges", no_pass)
+    rng = np.random.default_rng(0)
+    frames = []
+    for n_h, q in ((2, 0.0), (3, 1.0)):
+        a = Atoms("C10H%d" % n_h, positions=np.c_[np.arange(10 + n_h) * 1.3, rng.normal(0, 0.05, (10 + n_h, 2))])
+        a.info.update(charge=q, energy=-100.0)
+        a.arrays["forces"] = np.zeros((len(a), 3))
+        frames.append(a)
+    with pytest.raises(InputError, match="nothing to learn"):
+        gapfit.GAP(charges="learn", energy_key="energy", forces_key="forces").fit(frames)
+
+
 def _ionic_frames(n_frames=16, seed=0):
     """Rock-salt cells (8 and 16 atoms) rattled and strained, labelled by point charges ±0.8 plus a Born–Mayer
     repulsion between unlike ions: a reference whose charges are known."""

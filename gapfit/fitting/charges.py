@@ -194,6 +194,28 @@ def charge_constraints(info) -> Tuple[np.ndarray, np.ndarray]:
     return np.array(list(rows), dtype=float), np.array(list(rows.values()), dtype=float)
 
 
+def constrained_charges(N: np.ndarray, Q: np.ndarray, species: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
+    """(q_p, Z): the charges q = q_p + Z z that meet every N q = Q; InputError when none do or only one does.
+
+    Checked before a fit's passes (:func:`gapfit.fitting.pipeline.learn_charges_first`): compositions that fix
+    the charges leave nothing to learn, and the message gives those charges.
+    """
+    S = len(species)
+    q_p, *_ = np.linalg.lstsq(N, Q, rcond=None)
+    if np.linalg.norm(N @ q_p - Q) > 1e-8 * max(1.0, np.linalg.norm(Q)):
+        raise InputError("the frames' total charges cannot all hold with one charge per species "
+                         f"(compositions {N.astype(int).tolist()}, charges {Q.tolist()}); check their 'charge'")
+    Z = scipy.linalg.null_space(N) if len(N) else np.eye(S)
+    if Z.shape[1] == 0:
+        from ase.data import chemical_symbols
+        fixed = ", ".join(f"{chemical_symbols[z]}: {q:+.6g}" for z, q in zip(species, q_p))
+        raise InputError("the frames' compositions and total charges fix every species' charge, so there is "
+                         f"nothing to learn from the energies: they are {{{fixed}}}; give them as charges "
+                         "(charges={...}, --coulomb \"...\"), or use charge equilibration (charges qeq)",
+                         param="charges")
+    return q_p, Z
+
+
 def solve_charges(T: np.ndarray, species: Sequence[int], pairs: Sequence[Tuple[int, int]], N: np.ndarray,
                   Q: np.ndarray, seed: int, start: Optional[np.ndarray] = None,
                   G: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray, float]:
@@ -204,14 +226,7 @@ def solve_charges(T: np.ndarray, species: Sequence[int], pairs: Sequence[Tuple[i
     """
     S = len(species)
     pos = {z: i for i, z in enumerate(species)}
-    q_p, *_ = np.linalg.lstsq(N, Q, rcond=None)
-    if np.linalg.norm(N @ q_p - Q) > 1e-8 * max(1.0, np.linalg.norm(Q)):
-        raise InputError("the frames' total charges cannot all hold with one charge per species "
-                         f"(compositions {N.astype(int).tolist()}, charges {Q.tolist()}); check their 'charge'")
-    Z = scipy.linalg.null_space(N) if len(N) else np.eye(S)
-    if Z.shape[1] == 0:
-        raise InputError("the frames' compositions and total charges fix every species' charge: nothing to learn "
-                         "from the energies; give the charges instead (charges={...})")
+    q_p, Z = constrained_charges(N, Q, species)
     ia = np.array([pos[a] for a, _ in pairs])
     ib = np.array([pos[b] for _, b in pairs])
     G = -np.eye(len(pairs)) if G is None else np.asarray(G, dtype=float)
@@ -329,5 +344,6 @@ def _symbol(z: int) -> str:
     return chemical_symbols[z]
 
 
-__all__ = ["learn_charges", "LearnedCharges", "PairSettings", "charge_constraints", "solve_charges", "fix_sign",
+__all__ = ["learn_charges", "LearnedCharges", "PairSettings", "charge_constraints", "constrained_charges",
+           "solve_charges", "fix_sign",
            "optimise_jointly"]

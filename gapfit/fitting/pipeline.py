@@ -40,7 +40,7 @@ from ..stream import MemorySource
 from . import hygiene_pass
 from .baseline import baseline_parts, calculators_cached, finish_baseline, start_state
 from .calibrate import fit_calibration
-from .charges import LearnedCharges, PairSettings, learn_charges
+from .charges import LearnedCharges, PairSettings, charge_constraints, constrained_charges, learn_charges
 from .optimise import hyper_summary, optimise
 from .passes import merge_rows, merge_samples, rows_block, sample_block
 from .plan import Block, FitPlan, block_of, calibration_split, fit_blocks, settings_of, sum_of
@@ -101,6 +101,8 @@ def fit_state(params: Mapping[str, Any], source, executor) -> Tuple[FittedState,
 def learn_charges_first(settings: SimpleNamespace, source, executor, info: Survey) -> LearnedCharges:
     """The charges of ``charges="learn"``: sparse points and K_MM without a Coulomb part, then one pass (see
     :mod:`.charges`)."""
+    N, Q = charge_constraints(info)  # refused here, before any pass, when the compositions fix the charges
+    constrained_charges(N, Q, info.species)
     parts = baseline_parts(settings, info)  # no Coulomb part: its charges are what is learned
     with calculators_cached(parts):
         run = FitRun(settings, source, executor, info, parts)
