@@ -193,6 +193,9 @@ def fit_qeq(frames: List[Atoms], where: List[str], species: List[int], settings:
         grouped.add("charges", A / s, b / s, np.full(len(b), s))
         return hyper.LikelihoodProblem.from_groups(grouped, kmm_chol, [0] * len(kmm_chol), [term.delta_eV])
 
+    # each maximisation over δ and σ starts where the previous one ended (a nearby J has a nearby optimum)
+    warm = np.zeros(2)
+
     def best(J: np.ndarray, quiet: bool = False, frames: Optional[np.ndarray] = None):
         problem = problem_at(J, frames)
         # the search over J maximises many times: only the final maximisation may warn (σ at its floor)
@@ -200,9 +203,12 @@ def fit_qeq(frames: List[Atoms], where: List[str], species: List[int], settings:
         if quiet:
             log.setLevel(logging.ERROR)
         try:
-            res = hyper.maximise(problem, sigma_floor={"charges": CHARGE_SIGMA_FLOOR})
+            res = hyper.maximise(problem.rebase(warm), sigma_floor={"charges": CHARGE_SIGMA_FLOOR})
         finally:
             log.setLevel(level)
+        res.x = res.x + warm          # log scales relative to the problem's own start
+        if np.isfinite(res.lml_final):
+            warm[:] = res.x
         return problem, res
 
     evaluations = [0]
