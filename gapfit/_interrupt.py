@@ -116,6 +116,11 @@ def _unraisable(hook):
                 s.raised = False
                 _deliver_later()
             return
+        if s.installed and s.requested:
+            # the interrupt may have cut short an object's construction (numba's compiler, llvmlite's
+            # PipelineTuningOptions, measured in a fresh venv), whose finaliser then fails when it is
+            # collected; that is the interrupt's doing, and the one line "interrupted" already says so
+            return
         hook(u)
     return unraisable
 
