@@ -112,7 +112,7 @@ class Equilibration:
 
     def charges(self, chi: np.ndarray, Q: float) -> np.ndarray:
         """The charges minimising E_QEq for electronegativities ``chi`` (eV/e) and total charge ``Q`` (e)."""
-        return -self.project(chi) + Q * self.a1 / self.s
+        return -self.project(chi) + self.offset(Q)
 
     def offset(self, Q: float) -> np.ndarray:
         """The charges at χ = 0: ``Q b``."""
@@ -169,6 +169,13 @@ class QEqBaseline(Baseline):
         self.R = np.asarray(R, dtype=float)
         self.accuracy = float(accuracy)
         self.fit = dict(fit or {})
+        #: the last frame's solution, keyed by the frame: the stds of a prediction reuse its solve
+        self._last: Optional[Tuple[bytes, QEqSolution]] = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_last"] = None          # an N² matrix: not shipped to workers or kept in pickles
+        return state
 
     # ------------------------------------------------------------- the solve
     def _per_atom(self, atoms: Atoms, table: Mapping[int, float], what: str) -> np.ndarray:
@@ -180,7 +187,14 @@ class QEqBaseline(Baseline):
         return np.array([table[z] for z in atoms.numbers.tolist()], dtype=float)
 
     def solve(self, atoms: Atoms, *, gradients: bool = False) -> QEqSolution:
-        """Equilibrate ``atoms``' charges (descriptors with gradients when forces or stress will be asked)."""
+        """Equilibrate ``atoms``' charges (descriptors with gradients when forces or stress will be asked).
+
+        The same frame asked again (the stds after the prediction) gets the previous solution back.
+        """
+        key = b"".join([atoms.numbers.tobytes(), atoms.positions.tobytes(), np.asarray(atoms.cell).tobytes(),
+                        np.asarray(atoms.pbc).tobytes(), repr(atoms.info.get("charge", 0.0)).encode()])
+        if self._last is not None and self._last[0] == key and (self._last[1].desc.has_gradients or not gradients):
+            return self._last[1]
         widths = self._per_atom(atoms, self.widths, "Gaussian width")
         J = self._per_atom(atoms, self.hardness, "hardness")
         desc = self.term.compute([atoms], gradients=gradients)[0]
@@ -188,7 +202,9 @@ class QEqBaseline(Baseline):
         C, params = coulomb_matrix(atoms, widths, accuracy=self.accuracy)
         eq = Equilibration(C, J)
         q = eq.charges(chi, total_charge(atoms))
-        return QEqSolution(desc, chi, C, params, eq, q, widths)
+        sol = QEqSolution(desc, chi, C, params, eq, q, widths)
+        self._last = (key, sol)
+        return sol
 
     def charges_of(self, atoms: Atoms) -> np.ndarray:
         """The equilibrated charges (e) of ``atoms``."""
@@ -227,7 +243,7 @@ class QEqBaseline(Baseline):
             K = self.term.design_rows([sol.desc], forces=False, virial=False, local=True).local
         residual = np.clip(self.term.delta_eV ** 2 - sgp.nystrom(K, self.kmm_chol), 0.0, None)
         P = sol.eq.project(np.eye(len(atoms)))                     # symmetric
-        Z = sgp.solve_rt(self.R, P @ K)                            # R⁻ᵀ (P K)ᵀ
+        Z = sgp.solve_rt(self.R, sol.eq.project(K))                # R⁻ᵀ (P K)ᵀ
         var_q = np.einsum("mk,mk->k", Z, Z) + (P * P) @ residual
         mu = sol.eq.project(sol.C @ sol.charges)
         z = sgp.solve_rt(self.R, (K.T @ mu)[None, :])

@@ -61,10 +61,10 @@ from typing import TYPE_CHECKING, List, NamedTuple, Optional, Sequence, Tuple, U
 
 import numpy as np
 from ase import Atoms, units
-from ase.data import atomic_numbers as _ATOMIC_NUMBERS
 from ase.neighborlist import neighbor_list
 
 from .errors import InputError
+from .params import species_number
 
 if TYPE_CHECKING:  # annotations only
     from .committee import Committee
@@ -433,13 +433,10 @@ class RDF(NamedTuple):
 
 
 def _species(value, name: str) -> int:
-    if isinstance(value, str):
-        if value not in _ATOMIC_NUMBERS:
-            raise InputError(f"{name}: {value!r} is not a chemical symbol", param=name)
-        return _ATOMIC_NUMBERS[value]
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 < value < 119:
-        return int(value)
-    raise InputError(f"{name}: {value!r} is neither a chemical symbol nor an atomic number", param=name)
+    z = species_number(value)
+    if z is None:
+        raise InputError(f"{name}: {value!r} is neither a chemical symbol nor an atomic number", param=name)
+    return z
 
 
 def _pair_list(pairs) -> List[Tuple[int, int]]:
