@@ -10,11 +10,28 @@ observables with respect to the weights, computed once from one descriptor
 evaluation) times the member's deviation: one matrix product for the whole
 committee, whatever its size.
 
-What the spread means: the committee samples the weight-space part of the
-predictive variance, ``kᵀ(RᵀR)⁻¹k``. The model's predicted variance adds the
-part the sparse points cannot represent (``k** − kᵀK_MM⁻¹k``); no choice of
-weights can express it, so a committee std is at most the raw predicted
-std, and equal to it where the sparse points cover the structure.
+What the spread means: two kinds of member.
+
+* ``kind="predictive"`` (default): each member is a draw of the whole
+  predictive distribution, the weights' posterior plus the part the sparse
+  points cannot represent (``k** − kᵀK_MM⁻¹k``, the Nyström residual of each
+  SOAP term, drawn jointly and exactly at the environments the committee is
+  asked about: :mod:`gapfit.residual_draws`). Far from the sparse points
+  (a surface in a model fitted to bulk, a liquid in a model fitted to
+  crystals) the residual dominates, and only these members spread there.
+  The members' std of a local energy equals the model's predicted std (in
+  expectation over the draws).
+* ``kind="weights"``: the weight-space posterior only, ``kᵀ(RᵀR)⁻¹k``. A
+  member is then a model of its own (:func:`member_models`), defined on any
+  structure without further draws, and its std is at most the predicted
+  std, equal to it only where the sparse points cover the structure. Kept
+  for member-by-member MD (each member integrated as its own potential) and
+  for comparison.
+
+A predictive member is one function across all the frames it predicts (the
+residual's values, once drawn at an environment, stay), so the same member
+is used for a bulk reference and a slab cut from it, or for every frame of a
+trajectory; the draws depend on the order frames are first seen.
 
 Calibration: the model's calibration scales (fitted on held-out frames,
 see :mod:`gapfit.calibration`) multiply the members' deviations. Derived
@@ -22,8 +39,8 @@ properties (lattice constants, elastic constants, phonons, relaxed defect
 energies) are functions of forces and stresses at least as much as of
 energies, so the forces scale is used, or the energy scale when the model
 has no forces scale; ``calibrated=False`` keeps the raw posterior. The
-scale was fitted to the full predicted std; where the part the sparse points
-cannot represent dominates it, the scaled committee is still too narrow.
+scale was fitted to the full predicted std, which predictive members carry;
+weight-space members are still too narrow where the residual dominates.
 """
 from __future__ import annotations
 
@@ -106,16 +123,36 @@ class Committee:
         model's own forces still computed: what reweighting MD averages
         needs (``gapfit md --committee``: 1.14× a plain step for 64 Cu atoms
         against 1.63× with the members' forces, docs/reweighting.md).
+    kind : {"predictive", "weights"}
+        Members drawn from the whole predictive distribution (default) or
+        from the weights' posterior only (see the module docstring).
+    residual_scale : {"prior", "calibrated"}
+        Predictive members: the residual draws keep the prior's δ ("prior",
+        default) or are scaled by the calibration too ("calibrated"); see
+        the module docstring.
+    tolerance, max_points
+        Predictive members: an environment gets its own residual draw when
+        its residual variance, given those drawn, exceeds ``tolerance · δ²``;
+        at most ``max_points`` per SOAP term and species
+        (:class:`gapfit.residual_draws.ResidualDraws`).
     """
 
+    KINDS = ("predictive", "weights")
+
     def __init__(self, model: "GAP", n_members: int = 16, *, seed: int = 0, calibrated: bool = True,
-                 member_forces: bool = True):
+                 member_forces: bool = True, kind: str = "predictive", residual_scale: str = "prior",
+                 tolerance: float = 1e-10, max_points: int = 3000):
         st = getattr(model, "state_", None)
         if st is None or st.alpha is None or st.R_ab is None:
             raise NotFittedError("a committee needs a fitted model with its factor: fit() or gapfit.load() first")
         if int(n_members) < 2:
             raise ValueError(f"a committee needs at least 2 members, got n_members={n_members!r}")
+        if kind not in self.KINDS:
+            raise ValueError(f"kind must be one of {self.KINDS}, got {kind!r}")
+        if residual_scale not in ("prior", "calibrated"):
+            raise ValueError(f"residual_scale must be 'prior' or 'calibrated', got {residual_scale!r}")
         self.model = model
+        self.kind = kind
         self.member_forces = bool(member_forces)
         self.n_members = int(n_members)
         self.seed = int(seed)
@@ -123,13 +160,24 @@ class Committee:
         scale = cal.get("forces_scale") or cal.get("energy_scale") if calibrated else None
         #: the factor the posterior deviations are multiplied by (1 without calibration)
         self.scale = float(scale) if scale else 1.0
+        #: the factor the residual draws are multiplied by
+        self.residual_scale = self.scale if residual_scale == "calibrated" else 1.0
         z = np.random.default_rng(self.seed).standard_normal((st.n_columns, self.n_members))
         #: (M, K) deviations of the members' weights from the model's
         self.deviations = self.scale * scipy.linalg.solve_triangular(st.R, z, check_finite=False)
+        #: the members' residual draws (predictive members of a model with a SOAP term; else None)
+        self.residual = None
+        if kind == "predictive":
+            from .residual_draws import ResidualDraws
+            draws = ResidualDraws(st, self.n_members, self.seed, tolerance=tolerance, max_points=max_points)
+            self.residual = draws if draws.blocks else None
 
     @property
     def weights(self) -> np.ndarray:
-        """The members' weight vectors, (K, M)."""
+        """The members' weight vectors, (K, M): weight-space members only."""
+        if self.residual is not None:
+            raise ValueError("predictive members are not weight vectors alone (their residual draws grow with the "
+                             "frames they see): use Committee(..., kind='weights') for members as models")
         return self.model.state_.alpha[None, :] + self.deviations.T
 
     def predict(self, frames: Union[Atoms, Sequence[Atoms]], *, forces: bool = True, stress: bool = True,
@@ -152,14 +200,22 @@ class Committee:
             descs = model.descriptors([a], gradients=bool(forces or want_stress or request.forces))
             mean = model.predict_descriptors(a, [d[0] for d in descs], forces=bool(forces), stress=want_stress,
                                              uncertainty=request, calibrated=calibrated)
-            rows = model.design_rows(descs, forces=bool(forces and self.member_forces), virial=want_stress)
+            want_f = bool(forces and self.member_forces)
+            rows = model.design_rows(descs, forces=want_f, virial=want_stress)
             D = self.deviations
-            energy = mean.energy + rows.energy[0] @ D
+            parts = [(rows, D)]
+            if self.residual is not None:
+                frame_descs = [d[0] for d in descs]
+                self.residual.cover(frame_descs)
+                D = D + self.residual_scale * self.residual.weight_correction(len(D))
+                parts = [(rows, D)] + [(r, self.residual_scale * c) for r, c in
+                                       self.residual.rows(frame_descs, forces=want_f, virial=want_stress)]
+            energy = mean.energy + sum(r.energy[0] @ c for r, c in parts)
             f = s = None
-            if forces and self.member_forces and rows.gradient is not None:
-                f = mean.forces[None] - (rows.gradient @ D).T.reshape(self.n_members, len(a), 3)
+            if want_f and rows.gradient is not None:
+                f = mean.forces[None] - sum(r.gradient @ c for r, c in parts).T.reshape(self.n_members, len(a), 3)
             if want_stress and rows.virial is not None:
-                s = mean.stress[None] + (rows.virial[0] @ D).T / a.get_volume()
+                s = mean.stress[None] + sum(r.virial[0] @ c for r, c in parts).T / a.get_volume()
             out.append(CommitteePrediction(mean, energy, f, s))
         return out
 
@@ -168,7 +224,8 @@ def member_models(committee: Committee) -> List["GAP"]:
     """Each member as a model of its own: a clone of the model's parameters over its state with the member's weights.
 
     The members share the model's terms (descriptor settings, sparse points)
-    and factors; only the weights differ.
+    and factors; only the weights differ. Weight-space members only
+    (``Committee(..., kind="weights")``).
     """
     from dataclasses import replace
 

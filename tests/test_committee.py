@@ -1,4 +1,4 @@
-"""The posterior committee: members are models, their spread is the weight-space posterior."""
+"""The posterior committee: weight-space members are models; predictive members carry the whole predicted variance."""
 from __future__ import annotations
 
 import numpy as np
@@ -17,7 +17,7 @@ def _cell(seed=0):
 
 
 def test_members_are_models_with_their_weights(cu_model):
-    com = Committee(cu_model, 4, seed=1)
+    com = Committee(cu_model, 4, seed=1, kind="weights")
     atoms = _cell()
     cp = com.predict(atoms)[0]
     ref = cu_model.predict(atoms)[0]
@@ -54,7 +54,7 @@ def test_committee_converges_to_model_mean_and_weight_space_std(cu_model):
     std_F = np.sqrt(sgp.posterior(rows.gradient, model.state_.R)).reshape(-1, 3)
     errors = []
     for K in (100, 400, 1600, 6400):
-        cp = Committee(model, K, seed=11, calibrated=False).predict(atoms, stress=False)[0]
+        cp = Committee(model, K, seed=11, calibrated=False, kind="weights").predict(atoms, stress=False)[0]
         assert abs(cp.energy_eV.mean() - cp.mean.energy) <= 4 * std_E / np.sqrt(K)
         assert np.all(np.abs(cp.forces_eV_per_A.mean(axis=0) - cp.mean.forces) <= 4 * std_F / np.sqrt(K) + 1e-12)
         rel = np.abs(cp.forces_std / std_F - 1.0)
@@ -64,9 +64,9 @@ def test_committee_converges_to_model_mean_and_weight_space_std(cu_model):
     assert errors[-1] < errors[0] / 3  # ~1/√K: 8x more precise from 100 to 6400
 
 
-def test_committee_std_never_exceeds_raw_predicted_std(cu_model):
+def test_weight_space_std_never_exceeds_raw_predicted_std(cu_model):
     atoms = _cell(4)
-    cp = Committee(cu_model, 2000, seed=2, calibrated=False).predict(atoms, stress=False)[0]
+    cp = Committee(cu_model, 2000, seed=2, calibrated=False, kind="weights").predict(atoms, stress=False)[0]
     p = cu_model.predict(atoms, uncertainty=True, calibrated=False)[0]
     # weight space is part of the predictive variance (sampling tolerance 10 %)
     assert np.all(cp.forces_std <= 1.1 * p.forces_std + 1e-12)
@@ -102,3 +102,92 @@ def test_calculator_committee_results_match_the_committee(cu_model):
     atoms.calc = GAPCalculator(cu_model)
     with pytest.raises(PropertyNotImplementedError, match="committee=K"):
         atoms.calc.get_property("energy_committee", atoms)
+
+
+# ---------------------------------------------------------------- predictive members
+def _slab():
+    from ase.build import fcc111
+    slab = fcc111("Cu", (2, 2, 4), a=3.6, vacuum=5.0, periodic=True)
+    slab.rattle(0.02, seed=9)
+    return slab
+
+
+def test_predictive_members_carry_the_predicted_variance(cu_model):
+    """Members' std of energy and forces → the model's raw predicted std, where weight-space members fall short.
+
+    Uncalibrated, K = 1500: the std's sampling error is about 1/√(2K) = 1.8 %;
+    the leftover below the tolerance adds at most a few per cent more. The
+    cu_model was fitted to bulk frames only, so the slab's surface atoms are
+    far from its sparse points.
+    """
+    for atoms in (_cell(4), _slab()):
+        p = cu_model.predict(atoms, uncertainty=True, calibrated=False)[0]
+        pred = Committee(cu_model, 1500, seed=3, calibrated=False).predict(atoms, stress=False)[0]
+        weights = Committee(cu_model, 1500, seed=3, calibrated=False, kind="weights").predict(atoms,
+                                                                                              stress=False)[0]
+        assert pred.energy_std == pytest.approx(p.energy_std, rel=0.1)
+        rel = pred.forces_std / p.forces_std
+        assert np.median(rel) == pytest.approx(1.0, abs=0.1)
+        assert np.percentile(rel, 5) > 0.8
+        # the mean is still the model's (within 4 standard errors)
+        assert abs(pred.energy_eV.mean() - p.energy) <= 4 * p.energy_std / np.sqrt(1500)
+    # on the surface the weight space alone misses a good part of it (≈ 40 % of the variance here)
+    assert weights.energy_std < 0.85 * p.energy_std
+
+
+def test_a_predictive_member_is_one_function_across_frames(cu_model):
+    """A frame's members are the same after other frames were seen, and the same seed and order give the same draws."""
+    bulk_, slab = _cell(5), _slab()
+    com = Committee(cu_model, 6, seed=8)
+    first = com.predict(bulk_)[0]
+    n_bulk = com.residual.n_points
+    com.predict(slab)
+    assert com.residual.n_points > n_bulk  # the surface needed draws of its own
+    again = com.predict(bulk_)[0]
+    # values drawn at the bulk's environments stay; environments left below the
+    # tolerance move by at most ~sqrt(1e-10)·δ as U grows
+    np.testing.assert_allclose(again.energy_eV, first.energy_eV, atol=1e-4)
+    # (forces are not pinned: the residual's gradients are drawn only through its values)
+    other = Committee(cu_model, 6, seed=8)
+    np.testing.assert_array_equal(other.predict(bulk_)[0].energy_eV, first.energy_eV)
+    assert not np.allclose(Committee(cu_model, 6, seed=9).predict(bulk_)[0].energy_eV, first.energy_eV)
+
+
+def test_predictive_members_forces_and_stress_are_their_energy_derivatives(cu_model):
+    """Central differences of each member's energy (its U fixed by a coarse tolerance) against its forces and stress."""
+    atoms = _slab()
+    com = Committee(cu_model, 3, seed=4, tolerance=1e-6)
+    cp = com.predict(atoms)[0]
+    n_points = com.residual.n_points
+    h = 1e-4
+    for i, c in ((0, 2), (12, 0), (15, 1)):
+        e = []
+        for s in (+1, -1):
+            b = atoms.copy()
+            b.positions[i, c] += s * h
+            e.append(com.predict(b, forces=False, stress=False)[0].energy_eV)
+        fd = -(e[0] - e[1]) / (2 * h)
+        np.testing.assert_allclose(cp.forces_eV_per_A[:, i, c], fd, atol=2e-5)
+    eps = 1e-5
+    for v, (a, b_) in enumerate(((0, 0), (2, 2), (0, 1))):
+        e = []
+        for s in (+1, -1):
+            b = atoms.copy()
+            strain = np.eye(3)
+            strain[a, b_] += s * eps / (1 if a == b_ else 2)
+            if a != b_:
+                strain[b_, a] += s * eps / 2
+            b.set_cell(atoms.cell @ strain, scale_atoms=True)
+            e.append(com.predict(b, forces=False, stress=False)[0].energy_eV)
+        voigt = {(0, 0): 0, (2, 2): 2, (0, 1): 5}[(a, b_)]
+        fd = (e[0] - e[1]) / (2 * eps) / atoms.get_volume()
+        np.testing.assert_allclose(cp.stress_eV_per_A3[:, voigt], fd, atol=2e-6)
+    assert com.residual.n_points == n_points  # the displaced frames drew nothing new
+
+
+def test_predictive_members_are_not_models_of_their_own(cu_model):
+    com = Committee(cu_model, 3, seed=0)
+    with pytest.raises(ValueError, match="kind='weights'"):
+        member_models(com)
+    with pytest.raises(ValueError, match="kind"):
+        Committee(cu_model, 3, kind="everything")

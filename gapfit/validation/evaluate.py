@@ -60,15 +60,20 @@ class CalculatorEvaluator(Evaluator):
 class CommitteeEvaluator(Evaluator):
     """A gapfit model with a posterior committee of ``n_members`` (see :class:`gapfit.committee.Committee`).
 
-    ``n_members=0`` evaluates the model alone.
+    ``n_members=0`` evaluates the model alone. ``kind`` and
+    ``residual_scale``: which members (predictive, the default, or
+    weight-space) and how their residual draws are scaled, as in
+    :class:`~gapfit.committee.Committee`.
     """
 
-    def __init__(self, model, n_members: int = 16, *, seed: int = 0, calibrated: bool = True):
+    def __init__(self, model, n_members: int = 16, *, seed: int = 0, calibrated: bool = True,
+                 kind: str = "predictive", residual_scale: str = "prior"):
         from ..calculator import GAPCalculator
         from ..committee import Committee
         self.model = model
         self.n_members = int(n_members)
-        self.committee = Committee(model, self.n_members, seed=seed, calibrated=calibrated) \
+        self.committee = Committee(model, self.n_members, seed=seed, calibrated=calibrated, kind=kind,
+                                   residual_scale=residual_scale) \
             if self.n_members >= 2 else None
         if 0 < self.n_members < 2:
             raise ValueError(f"a committee needs at least 2 members (or 0 for none), got {n_members}")
