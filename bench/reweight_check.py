@@ -107,10 +107,11 @@ def start_cell(rep: int):
     return bulk("Cu", "fcc", a=3.61, cubic=True).repeat((rep,) * 3)
 
 
-def run(model, args, tag: str, committee: int, steps: int):
+def run(model, args, tag: str, committee: int, steps: int, md_seed: int):
     """One MD run (reused when its trajectory and marker are there); returns (trajectory path, CPU s, wall s)."""
     stem = (f"reweight_{tag}_{args.ensemble}_n{4 * args.rep ** 3}_T{args.temperature:g}_s{steps}"
-            f"_i{args.interval}_dt{args.timestep:g}_K{args.K}_seed{args.seed}")
+            f"_i{args.interval}_dt{args.timestep:g}_K{args.K}_seed{args.seed}"
+            + (f"_md{md_seed}" if md_seed != args.seed else "") + ("_raw" if args.uncalibrated else ""))
     traj = OUT / f"{stem}.xyz"
     marker = OUT / f"{stem}.json"
     if traj.exists() and marker.exists():
@@ -121,8 +122,9 @@ def run(model, args, tag: str, committee: int, steps: int):
     atoms = start_cell(args.rep)
     c0, w0 = time.process_time(), time.perf_counter()
     res = run_md(model, atoms, ensemble=args.ensemble, temperature_K=args.temperature, timestep_fs=args.timestep,
-                 steps=steps, interval=args.interval, seed=args.seed, committee=committee,
-                 committee_seed=args.seed, trajectory=str(traj), log=str(OUT / f"{stem}.log"))
+                 steps=steps, interval=args.interval, seed=md_seed, committee=committee,
+                 committee_seed=args.seed, committee_kind="weights", committee_calibrated=not args.uncalibrated,
+                 trajectory=str(traj), log=str(OUT / f"{stem}.log"))
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     if res.stop_reason != "completed":
         sys.exit(f"{tag}: MD stopped early ({res.stop_reason}: {res.message})")
@@ -174,6 +176,10 @@ def main():
     p.add_argument("--r-max", type=float, default=3.4)
     p.add_argument("--bins", type=int, default=34)
     p.add_argument("--calibrate", type=int, default=0, help="time this many mean-model steps and stop")
+    p.add_argument("--uncalibrated", action="store_true",
+                   help="the raw posterior committee (no calibration scale): a wider spread")
+    p.add_argument("--independent", action="store_true",
+                   help="each member's MD with an MD seed of its own (seed + 101·(k+1)): independent runs")
     args = p.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     cmd = "python bench/reweight_check.py " + " ".join(sys.argv[1:])
@@ -192,7 +198,7 @@ def main():
         return
 
     # the members as models of their own, and a check that they are the committee's members
-    com = Committee(model, args.K, seed=args.seed)
+    com = Committee(model, args.K, seed=args.seed, kind="weights", calibrated=not args.uncalibrated)
     members = member_models(com)
     a0 = start_cell(args.rep)
     a0.rattle(0.05, seed=1)
@@ -203,7 +209,7 @@ def main():
         print(f"member {k}: own-model energy − committee energy on a rattled cell = {float(dk):.2e} eV")
 
     timings = []
-    traj_mean, cpu, wall = run(model, args, "mean", args.K, args.steps)
+    traj_mean, cpu, wall = run(model, args, "mean", args.K, args.steps, args.seed)
     timings.append(("mean model, committee", cpu, wall))
     T = read_trajectory(traj_mean, skip=args.skip)
     ana = {"energy": analyze(T, "energy"), "rdf_peak": analyze(T, "rdf", r_max_A=args.r_max, n_bins=args.bins)}
@@ -212,7 +218,8 @@ def main():
     reference = per_frame(T.frames, args.r_max, args.bins)
     rows = []
     for k in args.members:
-        traj_k, cpu, wall = run(members[k], args, f"member{k}", 0, args.steps)
+        md_seed = args.seed + 101 * (k + 1) if args.independent else args.seed
+        traj_k, cpu, wall = run(members[k], args, f"member{k}", 0, args.steps, md_seed)
         timings.append((f"member {k}", cpu, wall))
         d, n_direct = direct(traj_k, args.skip, args.r_max, args.bins, reference)
         for obs in ("energy", "volume", "rdf_peak"):

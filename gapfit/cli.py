@@ -295,12 +295,26 @@ def _add_validate_parser(sub) -> None:
     v.add_argument("--temperature", type=float, default=300.0, help="NVE temperature in K (default 300)")
     v.add_argument("--stress-consistency", action="store_true", help="analytic stress against finite strains")
     v.add_argument("--all", action="store_true", help="every property above (surface: 111 unless --surface)")
+    v.add_argument("--melting", action="store_true",
+                   help="melting temperature by solid-liquid coexistence, with a --lattice fcc, bcc or diamond; "
+                        "with a committee its spread by free-energy perturbation (docs/melting.md; long: minutes "
+                        "to hours). Not part of --all")
+    v.add_argument("--melting-guess", type=float, metavar="K",
+                   help="temperature where the coexistence start is made (default: the middle of "
+                        "--melting-temperatures)")
+    v.add_argument("--melting-temperatures", type=float, nargs="+", metavar="K",
+                   help="temperatures of the coexistence runs (default: guess -100, -50, 0, +50, +100 K)")
+    v.add_argument("--melting-steps", type=int, default=5000, metavar="N", help="MD steps of each coexistence run")
+    v.add_argument("--melting-cell", type=int, nargs=3, default=[3, 3, 8], metavar="N",
+                   help="conventional cells of the coexistence cell, long along z")
+    v.add_argument("--melting-timestep", type=float, default=4.0, metavar="FS",
+                   help="MD time step in fs (4 suits Cu and heavier; lighter elements need less)")
     v.add_argument("--committee", type=int, default=16, metavar="K",
                    help="posterior committee size for the ± (default 16; 0 for none)")
     v.add_argument("--seed", type=int, default=0, help="seed of the committee (default 0)")
     v.add_argument("--reference", metavar="FILE.json", help="reference values by figure name, shown with deviations")
     v.add_argument("--json", action="store_true", help="print one JSON object: figure: value, figure_std: std")
-    v.add_argument("--plot", metavar="DIR", help="write eos.png and phonons.png into DIR")
+    v.add_argument("--plot", metavar="DIR", help="write eos.png, phonons.png and melting.png into DIR")
     v.add_argument("--no-progress", action="store_true")
     _baseline_flags(v)
 
@@ -338,6 +352,9 @@ def _add_md_parser(sub) -> None:
                    help="write every member's energy (and stress) of a K-member posterior committee into each "
                         "trajectory frame, for gapfit analyze (0: none; 8 to 16 give a usable spread)")
     m.add_argument("--committee-seed", type=int, default=0, metavar="S", help="seed of the committee's members")
+    m.add_argument("--committee-kind", choices=["predictive", "weights"], default="predictive",
+                   help="members from the whole predictive distribution, the sparse points' residual included "
+                        "(default), or from the weights' posterior only (docs/reweighting.md)")
     _baseline_flags(m)
     m.add_argument("--no-progress", action="store_true")
 

@@ -41,6 +41,7 @@ INFO_TEMPERATURE = "gapfit_temperature_K"
 INFO_ENERGY_COMMITTEE = "gapfit_energy_committee"
 INFO_STRESS_COMMITTEE = "gapfit_stress_committee"
 INFO_COMMITTEE_SEED = "gapfit_committee_seed"
+INFO_COMMITTEE_KIND = "gapfit_committee_kind"
 LOG_COLUMNS = ("step", "time_fs", "epot_eV", "ekin_eV", "etot_eV", "temperature_K",
                "max_force_std_eV_per_A", "mean_force_std_eV_per_A", "max_local_energy_std_eV")
 
@@ -137,7 +138,8 @@ def run_md(model, atoms: Atoms, *, ensemble: str = "nvt", temperature_K: float =
            max_local_energy_std: Optional[float] = None, check_interval: Optional[int] = None,
            min_distance: float = 0.5, init_velocities: bool = True, progress: bool = False,
            on_check: Optional[Callable[[int, Atoms, dict], Optional[str]]] = None,
-           committee: int = 0, committee_seed: int = 0) -> MDResult:
+           committee: int = 0, committee_seed: int = 0, committee_kind: str = "predictive",
+           committee_calibrated: bool = True) -> MDResult:
     """Run MD with ``model`` from ``atoms`` (changed in place).
 
     Units: ``temperature_K`` K, ``timestep_fs`` fs, ``friction_per_fs``
@@ -163,17 +165,25 @@ def run_md(model, atoms: Atoms, *, ensemble: str = "nvt", temperature_K: float =
     from the descriptors of the step itself, and only on the steps that are
     written (every ``interval``): a frame written in between, when a watch
     stops the run there, costs one more descriptor evaluation.
+    ``committee_kind`` ("predictive", default, or "weights") and
+    ``committee_calibrated`` choose the members
+    (:class:`gapfit.committee.Committee`'s ``kind`` and ``calibrated``).
     """
     _check_md_settings(ensemble, interval, check_interval)
     committee = _check_committee(committee, committee_seed)
+    if committee_kind not in Committee.KINDS:
+        raise InputError(f"committee_kind must be one of {', '.join(Committee.KINDS)}; got {committee_kind!r}",
+                         param="committee_kind")
     watch = _Watch.of(interval, check_interval, max_force_std, max_local_energy_std, on_check)
     calc, dyn = _start_dynamics(model, atoms, watch, ensemble=ensemble, temperature_K=temperature_K,
                                 timestep_fs=timestep_fs, seed=seed, friction_per_fs=friction_per_fs,
                                 pressure_GPa=pressure_GPa, init_velocities=init_velocities,
-                                committee=committee, committee_seed=committee_seed)
+                                committee=committee, committee_seed=committee_seed,
+                                committee_options={"kind": committee_kind, "calibrated": bool(committee_calibrated)})
     info = {INFO_ENSEMBLE: ensemble, INFO_TEMPERATURE: float(temperature_K)}
     if committee:
         info[INFO_COMMITTEE_SEED] = int(committee_seed)
+        info[INFO_COMMITTEE_KIND] = committee_kind
     run = _MDRun.open(model, atoms, calc, dyn, watch, timestep_fs=timestep_fs, min_distance=min_distance,
                       trajectory=trajectory, log=log, info=info)
     try:
@@ -233,7 +243,8 @@ class _Watch:
 
 def _start_dynamics(model, atoms: Atoms, watch: _Watch, *, ensemble: str, temperature_K: float,
                     timestep_fs: float, seed: int, friction_per_fs: float, pressure_GPa: float,
-                    init_velocities: bool, committee: int = 0, committee_seed: int = 0):
+                    init_velocities: bool, committee: int = 0, committee_seed: int = 0,
+                    committee_options: Optional[dict] = None):
     """Attach the model's calculator, give momenta, build the integrator and predict step 0: (calc, dyn).
 
     With ``committee`` the calculator holds a :class:`gapfit.committee.Committee` without the members'
@@ -243,7 +254,8 @@ def _start_dynamics(model, atoms: Atoms, watch: _Watch, *, ensemble: str, temper
 
     calc = GAPCalculator(model, uncertainty=False, committee=committee, committee_seed=committee_seed)
     if committee:  # the same members, without their forces
-        calc.committee = Committee(model, committee, seed=committee_seed, member_forces=False)
+        calc.committee = Committee(model, committee, seed=committee_seed, member_forces=False,
+                                   **(committee_options or {}))
     calc.uncertainty_next = watch.stds  # step 0 is checked
     atoms.calc = calc
     if init_velocities and not np.any(atoms.get_momenta()):

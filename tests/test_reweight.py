@@ -306,7 +306,9 @@ def test_committee_energies_feed_reweight(cu_train, cu_test):
     np.testing.assert_allclose(V, [p.energy for p in model.predict(frames)], rtol=0, atol=1e-7)
     # each frame's column is the committee's energy spread, the one its own predictions report
     spread = Vk.std(axis=0, ddof=1)
-    np.testing.assert_allclose(spread, [p.energy_std for p in committee.predict(frames)], rtol=1e-6)
+    # (a fresh committee of the same seed: predictive members drawn on the same frames in the same order)
+    again = Committee(model, 4, seed=3).predict(frames)
+    np.testing.assert_allclose(spread, [p.energy_std for p in again], rtol=1e-6)
     assert np.all(spread > 0)
     res = reweight(potential_energy_per_atom(V, [len(a) for a in frames]), Vk, V, TEMPERATURE_K)
     assert res.member_average.shape == (4,) and np.all(res.ess >= 1) and np.all(res.ess <= 6 + 1e-9)

@@ -67,7 +67,7 @@ class CommitteeEvaluator(Evaluator):
     """
 
     def __init__(self, model, n_members: int = 16, *, seed: int = 0, calibrated: bool = True,
-                 kind: str = "predictive", residual_scale: str = "prior"):
+                 kind: str = "predictive", residual_scale: str = "conservative"):
         from ..calculator import GAPCalculator
         from ..committee import Committee
         self.model = model
