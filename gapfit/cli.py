@@ -300,13 +300,13 @@ def _add_validate_parser(sub) -> None:
                         "with a committee its spread by free-energy perturbation (docs/melting.md; long: minutes "
                         "to hours). Not part of --all")
     v.add_argument("--melting-guess", type=float, metavar="K",
-                   help="temperature where the coexistence start is made (default: the middle of "
+                   help="temperature where the coexistence start is made (default: the median of "
                         "--melting-temperatures)")
     v.add_argument("--melting-temperatures", type=float, nargs="+", metavar="K",
                    help="temperatures of the coexistence runs (default: guess -100, -50, 0, +50, +100 K)")
     v.add_argument("--melting-steps", type=int, default=5000, metavar="N", help="MD steps of each coexistence run")
     v.add_argument("--melting-cell", type=int, nargs=3, default=[3, 3, 8], metavar="N",
-                   help="conventional cells of the coexistence cell, long along z")
+                   help="conventional cells of the coexistence cell, long along z (default 3 3 8: 288 fcc atoms)")
     v.add_argument("--melting-timestep", type=float, default=4.0, metavar="FS",
                    help="MD time step in fs (4 suits Cu and heavier; lighter elements need less)")
     v.add_argument("--committee", type=int, default=16, metavar="K",
@@ -983,6 +983,49 @@ def _reference_values(path: str) -> dict:
 def _validate(args) -> int:
     from .data import check_structure, read_frames
     from .validation import CommitteeEvaluator, lattice_structure, report_json, report_table, validate
+
+    def melting_options() -> Optional[dict]:
+        """The keyword arguments of ``melting_point`` from the --melting flags (None without --melting)."""
+        import math
+
+        from .validation.melting import MELTING_LATTICES
+        given = [f for f, v in (("--melting-guess", args.melting_guess), ("--melting-temperatures",
+                                                                          args.melting_temperatures))
+                 if v is not None]
+        given += [f for f, v, d in (("--melting-steps", args.melting_steps, 5000),
+                                    ("--melting-cell", args.melting_cell, [3, 3, 8]),
+                                    ("--melting-timestep", args.melting_timestep, 4.0)) if v != d]
+        if not args.melting:
+            if given:
+                raise CLIError(f"{given[0]} sets the melting workflow: it needs --melting")
+            return None
+        if args.lattice not in MELTING_LATTICES or not args.element or args.a is None:
+            raise CLIError(f"--melting builds its cells from --lattice {'|'.join(MELTING_LATTICES)} --element X "
+                           "--a A (a starting lattice constant in Å); --structure and hcp are not supported")
+        temps = args.melting_temperatures
+        if temps is not None and (len(set(temps)) < 2 or not all(math.isfinite(t) and t > 0 for t in temps)):
+            raise CLIError(f"--melting-temperatures needs at least two different positive temperatures in K, got "
+                           f"{' '.join(f'{t:g}' for t in temps)}")
+        guess = args.melting_guess
+        if guess is None:
+            if temps is None:
+                raise CLIError("--melting needs --melting-guess K (a temperature near the melting point, e.g. the "
+                               "experimental one: Cu 1358 K) or --melting-temperatures K K ...")
+            guess = float(sorted(temps)[len(temps) // 2]) if len(temps) % 2 else \
+                0.5 * float(sum(sorted(temps)[len(temps) // 2 - 1:len(temps) // 2 + 1]))
+        if not (math.isfinite(guess) and guess > 0):
+            raise CLIError(f"--melting-guess must be a positive temperature in K, got {guess:g}")
+        if args.melting_steps < 100:
+            raise CLIError(f"--melting-steps must be at least 100 (a rate needs frames; 5000 is the default), got "
+                           f"{args.melting_steps}")
+        if min(args.melting_cell) < 1 or args.melting_cell[2] < 2:
+            raise CLIError(f"--melting-cell needs three repeats ≥ 1 and a z repeat ≥ 2, got "
+                           f"{' '.join(map(str, args.melting_cell))}")
+        if not (math.isfinite(args.melting_timestep) and args.melting_timestep > 0):
+            raise CLIError(f"--melting-timestep must be a positive time in fs, got {args.melting_timestep:g}")
+        return {"temperature_guess_K": guess, "temperatures_K": temps, "steps": args.melting_steps,
+                "cell": tuple(args.melting_cell), "timestep_fs": args.melting_timestep}
+
     props = {}
     if args.eos or args.all:
         props["eos"] = {}
@@ -1000,9 +1043,10 @@ def _validate(args) -> int:
         props["nve"] = {"n_steps": args.nve_steps, "temperature_K": args.temperature}
     if args.stress_consistency or args.all:
         props["stress_consistency"] = {}
-    if not props:
+    melting = melting_options()
+    if not props and melting is None:
         raise CLIError("nothing to compute: give one or more of --eos --elastic --phonons --vacancy --surface HKL "
-                       "--nve --stress-consistency (or --all)")
+                       "--nve --stress-consistency --melting (or --all)")
     if args.supercell and "phonons" not in props:
         raise CLIError("--supercell sets the phonon supercell: it needs --phonons")
     if args.supercell and min(args.supercell) < 1:
@@ -1022,7 +1066,11 @@ def _validate(args) -> int:
     model = _load_model_for(args)
     model.check_frames([atoms])
     evaluator = CommitteeEvaluator(model, args.committee, seed=args.seed)
-    results = validate(evaluator, atoms, props, plot_dir=args.plot, progress=not args.no_progress)
+    results = validate(evaluator, atoms, props, plot_dir=args.plot, progress=not args.no_progress) if props else {}
+    if melting is not None:
+        from .validation import melting_point
+        results["melting"] = melting_point(evaluator, args.element, args.a, lattice=args.lattice, seed=args.seed,
+                                           progress=not args.no_progress, plot_dir=args.plot, **melting)
     if args.json:
         print(json.dumps(report_json(results, reference)))
     else:
@@ -1059,7 +1107,8 @@ def _md(args) -> int:
                  log=args.log or args.trajectory + ".log", interval=args.interval,
                  max_force_std=args.max_force_std, max_local_energy_std=args.max_local_energy_std,
                  check_interval=args.check_interval, progress=not args.no_progress,
-                 committee=args.committee, committee_seed=args.committee_seed)
+                 committee=args.committee, committee_seed=args.committee_seed,
+                 committee_kind=args.committee_kind)
     summary = {"steps": res.steps, "stop_reason": res.stop_reason, "message": res.message,
                "trajectory": res.trajectory, "log": res.log, "max_force_std_seen": res.max_force_std_seen}
     if args.json:

@@ -18,7 +18,9 @@ class AppendingXYZ:
 
     def write(self, atoms: Atoms) -> None:
         buf = io.StringIO()
-        ase.io.write(buf, atoms, format="extxyz")
+        # parallel=False: under MPI, ASE's write would broadcast from rank 0 to ranks that never call it
+        # (the LAMMPS face writes on rank 0 only), and the ranks' collectives would no longer match
+        ase.io.write(buf, atoms, format="extxyz", parallel=False)
         # one write call: a reader (or a kill) sees at most one incomplete frame, at the end
         self._fh.write(buf.getvalue())
         self._fh.flush()

@@ -145,6 +145,12 @@ NOT_RUN: Dict[str, str] = {
         "checks that parse_gap_fit_command turns it into the doc's si.yaml and --gap string",
     "docs/validation.md: figure value ± std reference deviation |dev|/std":
         "program output (of the tutorial's gapfit validate), not code",
+    "docs/melting.md: gapfit validate cu.npz --lattice fcc --element Cu --a 3.6...":
+        "needs a Cu model fitted to solid and liquid data (bench/melting_cu.py makes one) and runs for an hour or "
+        "more; tests/test_melting.py runs the same workflow on a tiny cell and checks the command's option errors",
+    "docs/melting.md: from ase.calculators.emt import EMT":
+        "the default sizes take about 15 minutes with EMT; tests/test_melting.py runs melting_point with EMT on a "
+        "2×2×4 cell",
 }
 
 #: Changes made to a block before it runs: (text, replacement, why). Every text must occur in the block.

@@ -107,10 +107,14 @@ def test_pair_style_line_and_its_errors():
     assert PairStyle.parse(split_words("pair_style gapfit m.npz"), "in:1") == PairStyle("m.npz", (), 1)
     assert PairStyle.parse(split_words("pair_style gapfit 'my model.npz' uncertainty forces every 10 # watch"),
                            "in:1") == PairStyle("my model.npz", ("local_energy", "forces"), 10)
+    assert PairStyle.parse(split_words("pair_style gapfit m.npz committee 8 seed 3 every 20 file md.xyz"),
+                           "in:1") == PairStyle("m.npz", (), 20, 8, 3, "md.xyz")
     for line, named in [("pair_style gapfit", "needs the model file"),
                         ("pair_style gapfit m.npz uncertainty energy", "'uncertainty energy'"),
                         ("pair_style gapfit m.npz every 0 uncertainty forces", "'every 0'"),
                         ("pair_style gapfit m.npz every 5", "give 'uncertainty local_energy'"),
+                        ("pair_style gapfit m.npz committee 1", "'committee 1'"),
+                        ("pair_style gapfit m.npz file c.xyz", "belong to 'committee K'"),
                         ("pair_style gapfit m.npz cutoff 5", "unknown keyword 'cutoff'"),
                         ("pair_style hybrid/overlay gapfit m.npz zbl 1 2", "hybrid")]:
         with pytest.raises(gapfit.InputError, match="in:7") as info:
@@ -274,6 +278,44 @@ def test_fix_halt_stops_where_the_std_first_passes(cu_npz, tmp_path, spawn):
     assert (tmp_path / "last.txt").read_text().split() == ["last", "step", str(5 * first)]
 
 
+def test_committee_energies_in_lammps_are_the_committees(cu_npz, tmp_path, spawn):
+    """`committee 4 every 5 file FILE`: the members' energies on the check steps as f_gapfit[4..7] and as
+    frames of an extended XYZ file (with momenta) that gapfit analyze reweights; the same as a Committee of
+    the model with that seed, drawn on the same frames in the same order."""
+    from gapfit.analyze import analyze
+    from gapfit.committee import Committee
+    write_data(tmp_path / "cu.data", cu_cell(seed=3, temperature_K=600))
+    (tmp_path / "in.lmp").write_text(textwrap.dedent(f"""\
+        units metal
+        read_data cu.data
+        pair_style gapfit {cu_npz} committee 4 seed 2 every 5 file committee.xyz
+        pair_coeff * * Cu
+        fix 1 all nvt temp 600 600 0.1
+        fix p all print 5 "$(step) $(pe:%.17g) $(f_gapfit[4]:%.17g) $(f_gapfit[7]:%.17g)" file vec.txt screen no
+        run 30
+        """))
+    r = run(GAPFIT + ["lammps", "in.lmp", "-l", "none", "--no-screen"], tmp_path, spawn)
+    assert r.returncode == 0, r.stderr
+    frames = ase.io.read(tmp_path / "committee.xyz", ":")
+    vec = read_columns(tmp_path / "vec.txt")
+    assert [a.info["step"] for a in frames] == list(range(0, 35, 5)) == vec[:, 0].tolist()
+    model = gapfit.load(str(cu_npz))
+    com = Committee(model, 4, seed=2)
+    for a, row in zip(frames, vec):
+        cp = com.predict(a.copy())[0]
+        assert a.get_potential_energy() == pytest.approx(cp.mean.energy, abs=1e-6)
+        assert a.get_potential_energy() == pytest.approx(row[1], abs=1e-6)  # LAMMPS's pe is the model's
+        np.testing.assert_allclose(a.info["gapfit_energy_committee"], cp.energy_eV, rtol=0, atol=5e-6)
+        np.testing.assert_allclose(row[2:], cp.energy_eV[[0, 3]], rtol=0, atol=5e-6)
+        np.testing.assert_allclose(a.info["gapfit_stress_committee"], cp.stress_eV_per_A3, rtol=0, atol=2e-6)
+        assert a.info["gapfit_committee_seed"] == 2 and a.info["gapfit_committee_kind"] == "predictive"
+    # momenta from LAMMPS's velocities: a thermostatted run at 600 K has a kinetic temperature near it
+    temps = [a.get_temperature() for a in frames[1:]]
+    assert 200 < np.mean(temps) < 1200
+    res = analyze(str(tmp_path / "committee.xyz"), "energy", temperature_K=600.0)
+    assert len(res.result.member_average) == 4 and np.all(np.isfinite(res.result.member_average))
+
+
 # -------------------------------------------------------------------------------------------------------- MPI
 def test_two_ranks_follow_one_ranks_trajectory(cu_npz, tmp_path, spawn):
     """mpirun -np 2 (each rank the environments of its own atoms, shares summed) gives -np 1's trajectory,
@@ -285,7 +327,7 @@ def test_two_ranks_follow_one_ranks_trajectory(cu_npz, tmp_path, spawn):
     (tmp_path / "in.lmp").write_text(textwrap.dedent(f"""\
         units metal
         read_data cu.data
-        pair_style gapfit {cu_npz} uncertainty local_energy every 50
+        pair_style gapfit {cu_npz} uncertainty local_energy every 50 committee 3 file ${{out}}.c.xyz
         pair_coeff * * Cu
         compute pa all pe/atom
         compute sa all stress/atom NULL virial
@@ -295,7 +337,7 @@ def test_two_ranks_follow_one_ranks_trajectory(cu_npz, tmp_path, spawn):
         dump_modify d sort id format float %.17g
         run 100
         """))
-    ends, prints = {}, {}
+    ends, prints, members = {}, {}, {}
     for n in (1, 2):
         r = run([str(MPIEXEC), "-np", str(n)] + GAPFIT + ["lammps", "in.lmp", "-l", "none", "--no-screen",
                                                           "--var", "out", f"np{n}.dump"], tmp_path, spawn)
@@ -303,7 +345,14 @@ def test_two_ranks_follow_one_ranks_trajectory(cu_npz, tmp_path, spawn):
         assert f"on {n} rank(s)" in r.stdout and r.stdout.count("gapfit lammps:") == 1
         ends[n] = read_dump(tmp_path / f"np{n}.dump")[-1]
         prints[n] = read_columns(tmp_path / f"np{n}.dump.txt")
+        members[n] = ase.io.read(tmp_path / f"np{n}.dump.c.xyz", ":")
     assert ends[1][0] == ends[2][0] == 100
+    # the committee (rank 0 predicts the gathered frame, the energies are broadcast): the same frames
+    assert [a.info["step"] for a in members[2]] == [a.info["step"] for a in members[1]] == [0, 50, 100]
+    for a, b in zip(members[2], members[1]):
+        np.testing.assert_allclose(a.info["gapfit_energy_committee"], b.info["gapfit_energy_committee"], rtol=0,
+                                   atol=1e-6)  # the runs agree to 1e-8 Å, the draws are made there
+        np.testing.assert_allclose(a.get_velocities(), b.get_velocities(), rtol=0, atol=1e-7)
     assert np.abs(ends[2][1].positions - ends[1][1].positions).max() < 1e-8
     np.testing.assert_allclose(prints[2], prints[1], rtol=1e-8, atol=0)  # step, pe, pressure, largest std
     for name, values in ends[1][2].items():

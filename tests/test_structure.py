@@ -33,7 +33,7 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
                      "prediction", "executors", "md_io")),
     ("data and descriptors", ("data", "params", "stream", "sampling", "noise", "descriptors", "gapstring")),
     ("terms and baselines", ("terms", "baselines", "electrostatics", "qeq")),
-    ("fitted state and its statistics", ("state", "hyper", "hygiene", "calibration", "metrics")),
+    ("fitted state and its statistics", ("state", "hyper", "hygiene", "calibration", "metrics", "residual_draws")),
     ("fit and prediction", ("fitting", "predictor", "model_file")),
     ("the estimator", ("model",)),
     # the package's own __init__ (named "" here) gathers the public names and may import anything

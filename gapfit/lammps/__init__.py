@@ -15,7 +15,9 @@ pf/callback 1 1``, whose Python callback gives LAMMPS the model's energy,
 forces, global and per-atom virial and per-atom energies. Thermostats,
 barostats, computes, dumps, restarts, variables, loops and ``include`` are
 LAMMPS's own. Under ``mpirun -np N`` each rank predicts the environments
-of its own atoms and the shares are summed.
+of its own atoms and the shares are summed. ``committee K [seed S] [file
+PATH]`` adds a posterior committee's energies on the check steps (the fix's
+vector entries 4.., and frames for ``gapfit analyze``).
 """
 from __future__ import annotations
 
@@ -229,11 +231,16 @@ class Session:
         if style.uncertainty and not self._has_fix(STD_FIX_ID):
             self._lammps(self.lmp.command, f"fix {STD_FIX_ID} all property/atom {' '.join(STD_PROPERTIES)}",
                          where=where)
-        self.fix = ModelFix(self.lmp, self.comm, model, elements, style.uncertainty, style.every)
+        committee = None
+        if style.committee:
+            from ..committee import Committee
+            committee = Committee(model, style.committee, seed=style.committee_seed, member_forces=False)
+        self.fix = ModelFix(self.lmp, self.comm, model, elements, style.uncertainty, style.every,
+                            committee=committee, committee_file=style.committee_file)
         self.lmp.set_fix_external_callback(FIX_ID, self.fix)
-        self.lmp.fix_external_set_vector_length(FIX_ID, 3)
-        for k, value in enumerate(self.fix.maxima, start=1):  # no check yet: LAMMPS leaves the vector unset
-            self.lmp.fix_external_set_vector(FIX_ID, k, value)
+        self.lmp.fix_external_set_vector_length(FIX_ID, 3 + style.committee)
+        for k, value in enumerate(list(self.fix.maxima) + [0.0] * style.committee, start=1):
+            self.lmp.fix_external_set_vector(FIX_ID, k, value)  # no check yet: LAMMPS leaves the vector unset
         self._last_style = self.pending
         self.pending = None
 
@@ -270,8 +277,10 @@ class Session:
         return bool(self.lmp.has_id("fix", fix_id))
 
     def _remove_fix(self) -> None:
-        if self.fix is not None and self._has_fix(FIX_ID):
-            self._lammps(self.lmp.command, f"unfix {FIX_ID}", where="gapfit")
+        if self.fix is not None:
+            self.fix.close()
+            if self._has_fix(FIX_ID):
+                self._lammps(self.lmp.command, f"unfix {FIX_ID}", where="gapfit")
         self.fix = None
 
     # -- results ----------------------------------------------------------------------------------------
@@ -284,6 +293,8 @@ class Session:
                          uncertainty_maxima=tuple(fix.maxima) if fix else (0.0, 0.0, -1.0))
 
     def close(self) -> None:
+        if self.fix is not None:
+            self.fix.close()
         if self.lmp is not None:
             self.lmp.close()
             self.lmp = None

@@ -129,7 +129,8 @@ class ModelFix:
     kept in :attr:`error` for the caller to raise.
     """
 
-    def __init__(self, lmp, comm, model, elements: Sequence[str], uncertainty: Tuple[str, ...], every: int):
+    def __init__(self, lmp, comm, model, elements: Sequence[str], uncertainty: Tuple[str, ...], every: int,
+                 committee: Any = None, committee_file: Optional[str] = None):
         from ase.data import atomic_numbers
         self.lmp, self.comm, self.model = lmp, comm, model
         self.rank = comm.Get_rank() if comm is not None else 0
@@ -139,6 +140,13 @@ class ModelFix:
         self.calls, self.seconds = 0, 0.0
         self.predict_seconds = 0.0  # of ``seconds``, in the prediction itself (the rest is this face's)
         self.maxima = [0.0, 0.0, -1.0]
+        #: a :class:`gapfit.committee.Committee` whose members' energies are computed on check steps (or None)
+        self.committee = committee
+        self.committee_energies = np.zeros(committee.n_members if committee is not None else 0)
+        self.writer = None
+        if committee is not None and committee_file and self.rank == 0:
+            from ..md_io import AppendingXYZ
+            self.writer = AppendingXYZ(committee_file)
 
     def __call__(self, caller, step, nlocal, tag, x, f) -> None:
         t0 = time.perf_counter()
@@ -186,6 +194,65 @@ class ModelFix:
                 FIX_ID, np.ascontiguousarray(np.stack([av[:, i, j] for i, j in LAMMPS_VIRIAL], axis=1)))
         if check:
             self._write_stds(step, total, rows, nlocal)
+        if self.committee is not None and step % self.every == 0:
+            self._write_committee(step, frame, nlocal, tag, periodic)
+
+    def _write_committee(self, step: int, frame: Frame, nlocal: int, tag, periodic: bool) -> None:
+        """The members' energies as the fix's vector entries 4.. and, with a file, the frame with them.
+
+        Rank 0 predicts the whole frame (every rank holds it); the frame written
+        carries the model's energy, the members' energies and stresses and the
+        atoms' momenta (from LAMMPS's velocities), as ``gapfit md --committee``
+        writes them, for ``gapfit analyze``.
+        """
+        velocities = np.asarray(self.lmp.numpy.extract_atom("v"), dtype=float).reshape(-1, 3)[:nlocal]
+        tags = np.asarray(tag, dtype=np.int64).reshape(-1)[:nlocal]
+        if self.comm is not None:
+            velocities, tags = self._allgather(velocities), self._allgather(tags)
+        buf = np.zeros(1 + self.committee.n_members)  # [failed, member energies]: one Bcast, fixed size
+        failure = None
+        if self.rank == 0:
+            try:
+                buf[1:] = self._committee_frame(step, frame, velocities, tags, periodic)
+            except Exception as exc:  # every rank must reach the Bcast, or the others wait for ever
+                failure, buf[0] = exc, 1.0
+        if self.comm is not None:
+            self.comm.Bcast(buf, root=0)
+        if failure is not None:
+            raise failure
+        if buf[0]:
+            raise InputError(f"step {step}: the committee's prediction failed on rank 0")
+        energies = buf[1:]
+        self.committee_energies = energies
+        for k, value in enumerate(energies, start=4):
+            self.lmp.fix_external_set_vector(FIX_ID, k, float(value))
+
+    def _committee_frame(self, step: int, frame: Frame, velocities: np.ndarray, tags: np.ndarray,
+                         periodic: bool) -> np.ndarray:
+        """Rank 0: the members' energies of the whole frame (eV), and the frame written with them."""
+        from ase import units
+        from ase.calculators.singlepoint import SinglePointCalculator
+
+        from ..md import INFO_COMMITTEE_KIND, INFO_COMMITTEE_SEED, INFO_ENERGY_COMMITTEE, INFO_STRESS_COMMITTEE
+        cp = self.committee.predict(frame.atoms, forces=False, stress=periodic)[0]
+        energies = np.asarray(cp.energy_eV, dtype=float)
+        if self.writer is not None:
+            a = frame.atoms.copy()
+            # LAMMPS metal velocities are Å/ps; ASE's time unit is units.fs fs
+            a.set_velocities(velocities[np.argsort(tags, kind="stable")] / (1000.0 * units.fs))
+            a.info.update({"step": int(step), INFO_ENERGY_COMMITTEE: energies,
+                           INFO_COMMITTEE_SEED: self.committee.seed, INFO_COMMITTEE_KIND: self.committee.kind})
+            if cp.stress_eV_per_A3 is not None:
+                a.info[INFO_STRESS_COMMITTEE] = np.asarray(cp.stress_eV_per_A3, dtype=float)
+            a.calc = SinglePointCalculator(a, energy=float(cp.mean.energy))
+            self.writer.write(a)
+        return energies
+
+    def close(self) -> None:
+        """Close the committee's file."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
     def _frame(self, nlocal: int, tag, x) -> Frame:
         """All atoms in ID order (positions from the box's lower corner), on every rank."""

@@ -96,38 +96,55 @@ def names_gapfit(words: List[str]) -> bool:
 
 @dataclass(frozen=True)
 class PairStyle:
-    """The settings of a ``pair_style gapfit MODEL [uncertainty local_energy|forces] [every N]`` line."""
+    """The settings of a ``pair_style gapfit MODEL [uncertainty local_energy|forces] [every N]
+    [committee K [seed S] [file PATH]]`` line."""
 
     model: str
     uncertainty: Tuple[str, ...] = ()  # the stds computed on check steps
-    every: int = 1  # steps between checks
+    every: int = 1  # steps between checks (and committee frames)
+    committee: int = 0  # members whose energies are written on check steps (0: none)
+    committee_seed: int = 0
+    committee_file: Optional[str] = None  # extended XYZ of the check steps' frames, with the members' energies
 
     @classmethod
     def parse(cls, words: List[str], where: str) -> "PairStyle":
         """The settings of the (variable-expanded) words of the line; InputError naming the line at fault."""
-        form = "pair_style gapfit MODEL.npz [uncertainty local_energy|forces] [every N]"
+        form = ("pair_style gapfit MODEL.npz [uncertainty local_energy|forces] [every N] "
+                "[committee K [seed S] [file PATH]]")
         if words[1] != "gapfit":
             raise InputError(f"{where}: {' '.join(words)}: gapfit cannot be part of a hybrid pair style; "
                              f"use {form} alone")
         if len(words) < 3:
             raise InputError(f"{where}: pair_style gapfit needs the model file: {form}")
         model, rest = words[2], words[3:]
-        uncertainty, every = (), None
+        uncertainty, every, committee, seed, path = (), None, 0, None, None
+        whole = {"every": 1, "committee": 2, "seed": 0}  # the least value of each whole-number keyword
         while rest:
             key = rest.pop(0)
             if key == "uncertainty" and rest and rest[0] in UNCERTAINTY_CHOICES:
                 uncertainty = UNCERTAINTY_CHOICES[rest.pop(0)]
-            elif key == "every" and rest and rest[0].isdigit() and int(rest[0]) >= 1:
-                every = int(rest.pop(0))
+            elif key in whole and rest and rest[0].isdigit() and int(rest[0]) >= whole[key]:
+                value = int(rest.pop(0))
+                if key == "every":
+                    every = value
+                elif key == "committee":
+                    committee = value
+                else:
+                    seed = value
+            elif key == "file" and rest:
+                path = rest.pop(0)
             else:
                 what = (f"'{key} {rest[0]}'" if rest else f"'{key}' without its value") \
-                    if key in ("uncertainty", "every") else f"unknown keyword '{key}'"
+                    if key in ("uncertainty", "file", *whole) else f"unknown keyword '{key}'"
                 raise InputError(f"{where}: pair_style gapfit: {what}; the form is {form} "
-                                 "(every: a whole number of steps, at least 1)")
-        if every is not None and not uncertainty:
-            raise InputError(f"{where}: pair_style gapfit: 'every {every}' sets how often the stds are computed: "
-                             "give 'uncertainty local_energy' or 'uncertainty forces' with it")
-        return cls(model, uncertainty, every or 1)
+                                 "(every: a whole number of steps, at least 1; committee: at least 2 members)")
+        if every is not None and not uncertainty and not committee:
+            raise InputError(f"{where}: pair_style gapfit: 'every {every}' sets how often the stds or the committee "
+                             "are computed: give 'uncertainty local_energy', 'uncertainty forces' or "
+                             "'committee K' with it")
+        if (seed is not None or path is not None) and not committee:
+            raise InputError(f"{where}: pair_style gapfit: 'seed' and 'file' belong to 'committee K': {form}")
+        return cls(model, uncertainty, every or 1, committee, seed or 0, path)
 
 
 def parse_pair_coeff(words: List[str], ntypes: int, where: str) -> List[str]:

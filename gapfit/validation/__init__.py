@@ -2,10 +2,11 @@
 
 One function per property (:func:`equation_of_state`, :func:`elastic_constants`,
 :func:`phonons`, :func:`vacancy_formation`, :func:`surface_energy`,
-:func:`nve`, :func:`stress_consistency`), each taking an
+:func:`nve`, :func:`stress_consistency`, :func:`melting_point`), each taking an
 :class:`~gapfit.validation.evaluate.Evaluator` (a gapfit model with its
 posterior committee, or any ASE calculator) and a structure, and returning a
-:class:`~gapfit.validation.results.PropertyResult`. :func:`validate` runs a
+:class:`~gapfit.validation.results.PropertyResult` (:func:`melting_point` takes an element and a
+lattice constant instead of a structure). :func:`validate` runs a
 list of them on a relaxed structure, as ``gapfit validate`` does.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .dynamics import nve, stress_consistency
 from .elastic import elastic_constants
 from .eos import equation_of_state, plot_eos
 from .evaluate import CalculatorEvaluator, CommitteeEvaluator, Evaluation, Evaluator
+from .melting import NoMeltingCrossing, melting_point, plot_melting
 from .phonons import gamma_frequencies, phonons, plot_phonons
 from .results import PropertyResult
 from .structures import lattice_structure, relax, require_periodic
@@ -27,7 +29,7 @@ from .structures import lattice_structure, relax, require_periodic
 __all__ = ["validate", "equation_of_state", "elastic_constants", "phonons", "gamma_frequencies",
            "vacancy_formation", "surface_energy", "nve", "stress_consistency", "Evaluator", "Evaluation",
            "CalculatorEvaluator", "CommitteeEvaluator", "PropertyResult", "lattice_structure", "relax",
-           "report_json", "report_table",
+           "report_json", "report_table", "melting_point", "plot_melting", "NoMeltingCrossing",
            "PROPERTIES"]
 
 #: the properties :func:`validate` knows, in the order it runs them

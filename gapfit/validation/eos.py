@@ -83,7 +83,11 @@ def plot_eos(result: PropertyResult, path: str) -> None:
     grid = np.linspace(V.min(), V.max(), 200)
     for e in d["member_energies_eV"]:
         eos = EquationOfState(V, np.array(e), eos=d["eos"])
-        eos.fit()
+        try:
+            eos.fit()
+        except (RuntimeError, ValueError):  # as in equation_of_state: the member's points, joined
+            ax.plot(V / n, np.array(e) / n, color="0.75", lw=0.8, ls=":")
+            continue
         ax.plot(grid / n, eos.func(grid, *eos.eos_parameters) / n, color="0.75", lw=0.8)
     eos = EquationOfState(V, np.array(d["energies_eV"]), eos=d["eos"])
     eos.fit()
