@@ -312,6 +312,9 @@ def _add_validate_parser(sub) -> None:
     v.add_argument("--committee", type=int, default=16, metavar="K",
                    help="posterior committee size for the ± (default 16; 0 for none)")
     v.add_argument("--seed", type=int, default=0, help="seed of the committee (default 0)")
+    v.add_argument("--committee-kind", choices=["predictive", "weights"], default="predictive",
+                   help="members from the whole predictive distribution, the sparse points' residual included "
+                        "(default), or from the weights' posterior only (docs/validation.md#the-committee)")
     v.add_argument("--reference", metavar="FILE.json", help="reference values by figure name, shown with deviations")
     v.add_argument("--json", action="store_true", help="print one JSON object: figure: value, figure_std: std")
     v.add_argument("--plot", metavar="DIR", help="write eos.png, phonons.png and melting.png into DIR")
@@ -1065,7 +1068,7 @@ def _validate(args) -> int:
         check_structure(atoms, atoms.info.get("gapfit_source", args.structure))
     model = _load_model_for(args)
     model.check_frames([atoms])
-    evaluator = CommitteeEvaluator(model, args.committee, seed=args.seed)
+    evaluator = CommitteeEvaluator(model, args.committee, seed=args.seed, kind=args.committee_kind)
     results = validate(evaluator, atoms, props, plot_dir=args.plot, progress=not args.no_progress) if props else {}
     if melting is not None:
         from .validation import melting_point
