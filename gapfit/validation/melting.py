@@ -621,6 +621,259 @@ def _coexistence_start(evaluator: Evaluator, lattice: str, element: str, a_A: fl
 
 # ----------------------------------------------------------------------------- the workflow
 
+def _melting_settings(*, lattice: str, a_A: float, temperature_guess_K: float,
+                      temperatures_K: Optional[Sequence[float]], cell: Tuple[int, int, int], timestep_fs: float,
+                      steps: int, interval: int, lattice_steps: int, melt_steps: int,
+                      melt_temperature_K: Optional[float], cool_steps: int, equilibration_fraction: float,
+                      threshold: float, bins_per_cell: Optional[int], tdamp_fs: float, pdamp_fs: float,
+                      friction_per_fs: float, bulk_repeat: int, bulk_steps: int, min_ess_fraction: float,
+                      seed: int) -> Tuple[_Settings, float, float, List[float]]:
+    """Checks :func:`melting_point`'s arguments; returns (settings, guess K, a_A Å, the runs' temperatures K)."""
+    if lattice not in K_VECTORS:
+        raise InputError(f"--lattice {lattice}: the melting workflow builds cubic cells of "
+                         f"{', '.join(MELTING_LATTICES)}", param="lattice")
+    guess = _positive_float(temperature_guess_K, "temperature_guess_K", "K")
+    a_A = _positive_float(a_A, "a_A", "Å")
+    cell = tuple(int(c) for c in cell)
+    if len(cell) != 3 or min(cell) < 1:
+        raise InputError(f"cell must be three repeats ≥ 1 (nx ny nz); got {cell}", param="cell")
+    if cell[2] < 2:
+        raise InputError(f"cell {cell}: the z repeat must be ≥ 2 to hold a solid and a liquid half", param="cell")
+    if temperatures_K is None:
+        temperatures_K = [guess + d for d in (-100.0, -50.0, 0.0, 50.0, 100.0)]
+    temps = [_positive_float(t, "temperatures_K", "K") for t in temperatures_K]
+    if len(temps) < 2 or len(set(temps)) != len(temps):
+        raise InputError(f"temperatures_K needs at least 2 different temperatures; got {list(temperatures_K)}",
+                         param="temperatures_K")
+    s = _Settings(lattice, cell, _positive_float(timestep_fs, "timestep_fs", "fs"),
+                  _positive_int(steps, "steps", 10), _positive_int(interval, "interval"),
+                  _positive_int(lattice_steps, "lattice_steps", 10), _positive_int(melt_steps, "melt_steps"),
+                  _positive_float(melt_temperature_K if melt_temperature_K is not None else 2.0 * guess,
+                                  "melt_temperature_K", "K"),
+                  _positive_int(cool_steps, "cool_steps", 0), float(equilibration_fraction),
+                  _positive_float(threshold, "threshold", "(structure factor, 0 to 1)"),
+                  _positive_int(bins_per_cell if bins_per_cell is not None else _default_bins_per_cell(lattice, cell),
+                                "bins_per_cell"), _positive_float(tdamp_fs, "tdamp_fs", "fs"),
+                  _positive_float(pdamp_fs, "pdamp_fs", "fs"),
+                  _positive_float(friction_per_fs, "friction_per_fs", "1/fs"),
+                  _positive_int(bulk_repeat, "bulk_repeat"), _positive_int(bulk_steps, "bulk_steps", 10),
+                  float(min_ess_fraction), int(seed))
+    if s.steps // s.interval < 10:
+        raise InputError(f"steps={s.steps} with interval={s.interval} saves {s.steps // s.interval} frames; the "
+                         "rate fit needs at least 10: more steps or a shorter interval", param="steps")
+    if not 0.0 <= s.equilibration_fraction < 1.0:
+        raise InputError(f"equilibration_fraction must lie in [0, 1); got {equilibration_fraction!r}",
+                         param="equilibration_fraction")
+    return s, guess, a_A, temps
+
+
+def _lattice_at_guess(evaluator: Evaluator, element: str, a_A: float, guess: float, s: _Settings, progress: bool,
+                      seconds: Dict[str, float]) -> float:
+    """(a) The crystal's lattice constant at the guess, Å, from isotropic NPT at 0 GPa; logged and timed."""
+    t0 = time.perf_counter()
+    nl = max(s.cell[0], s.cell[1])
+    a_T, a_sd, npt_iso = equilibrium_lattice_constant(
+        evaluator, s.lattice, element, a_A, guess, repeat=nl, steps=s.lattice_steps, timestep_fs=s.timestep_fs,
+        tdamp_fs=s.tdamp_fs, pdamp_fs=s.pdamp_fs, seed=s.seed, progress=progress)
+    seconds["lattice"] = time.perf_counter() - t0
+    s.log.append(f"lattice constant at {guess:g} K: {a_T:.4f} ± {a_sd:.4f} Å (std over the second half) from "
+                 f"{s.lattice_steps} steps of {npt_iso} at 0 GPa on {nl}³ conventional cells, from a = {a_A:g} Å")
+    return a_T
+
+
+def _checked_start(evaluator: Evaluator, element: str, a_T: float, guess: float, s: _Settings,
+                   rng: np.random.Generator, progress: bool, seconds: Dict[str, float]) -> Tuple[Atoms, int, int]:
+    """(b) The coexistence start at the guess, checked to hold both phases; returns (start, atoms, z-bins)."""
+    lattice, cell, log = s.lattice, s.cell, s.log
+    t0 = time.perf_counter()
+    start = coexistence_cell(lattice, element, a_T, cell)
+    n = len(start)
+    n_bins = s.bins_per_cell * cell[2]
+    per_bin = n / n_bins
+    log.append(f"coexistence cell: {cell[0]}×{cell[1]}×{cell[2]} conventional cells, {n} atoms, lateral "
+               f"{start.cell.lengths()[0]:.3f} × {start.cell.lengths()[1]:.3f} Å fixed at a({guess:g} K) for every "
+               "run")
+    log.append(f"order parameter: in-plane structure factor at k = 2π/a·{K_VECTORS[lattice][0]} and "
+               f"{K_VECTORS[lattice][1]} per z-bin; {n_bins} bins ({s.bins_per_cell} per cell, "
+               f"{per_bin:.1f} atoms each; a liquid bin gives ≈ {1 / per_bin:.3f}); solid above {s.threshold:g}")
+    if per_bin < MIN_ATOMS_PER_BIN:
+        log.append(f"warning: {per_bin:.1f} atoms per bin (< {MIN_ATOMS_PER_BIN}): liquid bins fluctuate near "
+                   "the threshold; use fewer bins per cell or a wider cell")
+    start, _, melt_log = _coexistence_start(evaluator, lattice, element, a_T, cell, guess, s, rng, progress)
+    log.extend(melt_log)
+    f0 = solid_fraction(start, cell[:2], n_bins, lattice=lattice, threshold=s.threshold)
+    seconds["melt"] = time.perf_counter() - t0
+    log.append(f"solid fraction of the coexistence start: {f0:.3f}")
+    if f0 > 0.75:
+        raise InputError(f"the liquid half froze back: solid fraction {f0:.2f} of the coexistence start at {guess:g} "
+                         "K; the guess is far below the melting point (raise temperature_guess_K) or cool_steps is "
+                         "too long", param="temperature_guess_K")
+    if f0 < 0.2:
+        raise InputError(f"the solid half melted: solid fraction {f0:.2f} of the coexistence start at {guess:g} K; "
+                         "the guess is far above the melting point (lower temperature_guess_K) or cool_steps is "
+                         "too long", param="temperature_guess_K")
+    return start, n, n_bins
+
+
+def _coexistence_run(evaluator: Evaluator, start: Atoms, start_positions: np.ndarray, start_cell, j: int, T: float,
+                     n_temps: int, n: int, n_bins: int, s: _Settings, progress: bool) -> Tuple[Dict[str, Any], str]:
+    """(c) Run ``j`` at ``T`` from the start, lateral cell fixed, z free at 0 GPa; returns (run, integrator's name)."""
+    lattice, cell = s.lattice, s.cell
+    atoms = start.copy()
+    atoms.set_positions(start_positions)
+    atoms.set_cell(start_cell)
+    atoms.info["melting_lateral_repeats"] = cell[:2]
+    atoms.calc = evaluator.calculator
+    _thermalize(atoms, T, np.random.default_rng([s.seed, j]))
+    dyn, npt_z = _npt(atoms, T, s, z_only=True)
+    rec: Dict[str, List[float]] = {"time_ps": [], "solid_fraction": [], "potential_energy_eV_per_atom": [],
+                                   "cell_z_A": [], "kinetic_temperature_K": []}
+
+    def record(atoms=atoms, rec=rec, dyn=dyn):
+        rec["time_ps"].append(dyn.nsteps * s.timestep_fs / 1000.0)
+        rec["solid_fraction"].append(solid_fraction(atoms, cell[:2], n_bins, lattice=lattice,
+                                                    threshold=s.threshold))
+        rec["potential_energy_eV_per_atom"].append(atoms.get_potential_energy() / n)
+        rec["cell_z_A"].append(float(atoms.cell.lengths()[2]))
+        rec["kinetic_temperature_K"].append(float(atoms.get_temperature()))
+    t1 = time.perf_counter()
+    _run(dyn, atoms, s.steps, s.interval, record, desc=f"coexistence {T:g} K ({j + 1}/{n_temps})",
+         progress=progress, target_K=T)
+    fit = interface_rate(rec["time_ps"], rec["solid_fraction"], equilibration_fraction=s.equilibration_fraction,
+                         resolution=1.0 / n_bins)
+    tp = np.array(rec["time_ps"])
+    w = (tp >= fit.start_ps) & (tp <= fit.end_ps)
+    e_slope = float(np.polyfit(tp[w], np.array(rec["potential_energy_eV_per_atom"])[w], 1)[0]) \
+        if w.sum() >= 2 else float("nan")
+    lz = float(np.mean(rec["cell_z_A"]))
+    run = {"temperature_K": T, **rec, "rate_per_ps": fit.rate_per_ps,
+           "rate_error_per_ps": fit.error_per_ps, "fit_start_ps": fit.start_ps, "fit_end_ps": fit.end_ps,
+           "fit_points": fit.n_points, "saturated": fit.saturated,
+           # two interfaces share the change of the solid length L_z·Δf: v = L_z·rate/2 (Å/ps = 100 m/s)
+           "interface_velocity_m_per_s": 100.0 * lz * fit.rate_per_ps / 2.0,
+           "energy_rate_meV_per_atom_per_ps": 1000.0 * e_slope,
+           "mean_temperature_K": float(np.mean(np.array(rec["kinetic_temperature_K"])[tp >= fit.start_ps])),
+           "seconds": time.perf_counter() - t1}
+    return run, npt_z
+
+
+def _coexistence_runs(evaluator: Evaluator, start: Atoms, temps: List[float], n: int, n_bins: int, s: _Settings,
+                      progress: bool, seconds: Dict[str, float]) -> Tuple[List[Dict[str, Any]], str]:
+    """(c) One coexistence run per temperature from the one start; returns (runs, integrator's name), logged."""
+    start_positions, start_cell = start.get_positions(), start.get_cell()
+    runs: List[Dict[str, Any]] = []
+    npt_z = ""
+    t0 = time.perf_counter()
+    for j, T in enumerate(temps):
+        run, npt_z = _coexistence_run(evaluator, start, start_positions, start_cell, j, T, len(temps), n, n_bins, s,
+                                      progress)
+        runs.append(run)
+    seconds["coexistence"] = time.perf_counter() - t0
+    s.log.append(f"coexistence runs at {', '.join(f'{t:g}' for t in temps)} K: {s.steps} steps of "
+                 f"{s.timestep_fs:g} fs each ({s.steps * s.timestep_fs / 1000:g} ps), {npt_z} at 0 GPa on the c "
+                 f"axis (a, b fixed), Nosé–Hoover tdamp {s.tdamp_fs:g} fs, barostat pdamp {s.pdamp_fs:g} fs; "
+                 f"fresh Maxwell–Boltzmann velocities at each T; a frame every {s.interval} steps")
+    s.log.append(f"rate: straight line through the solid fraction after the first "
+                 f"{100 * s.equilibration_fraction:g} % of each run, up to where it reaches 0 or 1; error × "
+                 "sqrt((1+ρ)/(1−ρ)) for the lag-1 autocorrelation ρ")
+    return runs, npt_z
+
+
+def _new_result(evaluator: Evaluator, element: str, a_A: float, guess: float, temps: List[float], s: _Settings,
+                runs: List[Dict[str, Any]], a_T: float, n: int, n_bins: int, npt_z: str,
+                seconds: Dict[str, float]) -> PropertyResult:
+    """The PropertyResult ``"melting"`` with no values yet; its details hold the runs, the settings and the log."""
+    values: Dict[str, float] = {}
+    result = PropertyResult("melting", values)
+    result.details = {"runs": runs, "log": s.log, "lattice_constant_at_guess_A": a_T,
+                      "settings": {"lattice": s.lattice, "element": element, "a_start_A": a_A, "cell": list(s.cell),
+                                   "n_atoms": n, "temperature_guess_K": guess, "temperatures_K": temps,
+                                   "timestep_fs": s.timestep_fs, "steps": s.steps, "interval": s.interval,
+                                   "lattice_steps": s.lattice_steps, "melt_steps": s.melt_steps,
+                                   "melt_temperature_K": s.melt_temperature_K, "cool_steps": s.cool_steps,
+                                   "equilibration_fraction": s.equilibration_fraction, "threshold": s.threshold,
+                                   "n_bins": n_bins, "tdamp_fs": s.tdamp_fs, "pdamp_fs": s.pdamp_fs,
+                                   "friction_per_fs": s.friction_per_fs, "thermostat_barostat": npt_z,
+                                   "bulk_repeat": s.bulk_repeat, "bulk_steps": s.bulk_steps,
+                                   "min_ess_fraction": s.min_ess_fraction, "seed": s.seed,
+                                   "committee_members": int(getattr(evaluator, "n_members", 0))},
+                      "seconds": seconds}
+    return result
+
+
+def _finish(result: PropertyResult, t_start: float, plot_dir: Optional[str]) -> None:
+    """Stamps the wall time since ``t_start`` on the result and writes melting.png into ``plot_dir`` if given."""
+    result.seconds = time.perf_counter() - t_start
+    if plot_dir:
+        plot_melting(result, os.path.join(plot_dir, "melting.png"))
+
+
+def _no_crossing(result: PropertyResult, exc: NoMeltingCrossing, t_start: float, plot_dir: Optional[str],
+                 require_crossing: bool) -> PropertyResult:
+    """T_m NaN with the reason as a note; raises NoMeltingCrossing carrying the result if ``require_crossing``."""
+    result.values["melting_temperature_K"] = float("nan")
+    result.notes.append(str(exc))
+    _finish(result, t_start, plot_dir)
+    if require_crossing:
+        raise NoMeltingCrossing(str(exc), result) from None
+    return result
+
+
+def _record_crossing(result: PropertyResult, cross: Crossing, temps: List[float], runs: List[Dict[str, Any]],
+                     log: List[str]) -> float:
+    """Puts T_m and its fit error, the crossing's details, its log line and notes into the result; returns T_m, K."""
+    tm = cross.melting_temperature_K
+    result.values["melting_temperature_K"] = tm
+    result.values["melting_temperature_fit_error_K"] = cross.error_K
+    result.standard_errors["melting_temperature_K"] = cross.error_K
+    result.details["crossing"] = {"slope_per_ps_K": cross.slope_per_ps_K, "intercept_per_ps": cross.intercept_per_ps,
+                                  "reference_K": cross.reference_K, "runs_fitted_K": [temps[i] for i in cross.used],
+                                  "extrapolated": cross.extrapolated}
+    log.append(f"T_m: zero of a straight line (weights 1/error²) through the rates at "
+               f"{', '.join(f'{temps[i]:g}' for i in cross.used)} K: {tm:.1f} ± {cross.error_K:.1f} K")
+    if cross.extrapolated:
+        result.notes.append(f"T_m = {tm:.0f} K lies outside the temperatures fitted: run one beyond it")
+    if any(runs[i]["saturated"] for i in cross.used):
+        result.notes.append("some fitted runs melted or froze through: their rates are lower bounds; runs closer "
+                            "to T_m or a longer cell sharpen the crossing")
+    return tm
+
+
+def _add_committee_fep(result: PropertyResult, ph: Dict[str, Any], tm: float) -> None:
+    """The members' T_m (T_m + ΔT_k from FEP of both phases), the FEP details and the note on the ±."""
+    dT = np.asarray(ph["delta_T_K"])
+    result.members["melting_temperature_K"] = tm + dT
+    result.details["fep"] = {k: ph[k] for k in ("delta_T_K", "delta_f_solid_eV_per_atom",
+                                                 "delta_f_liquid_eV_per_atom", "ess_fraction_solid",
+                                                 "ess_fraction_liquid", "method_solid", "method_liquid")}
+    result.notes.append("the ± of melting_temperature_K is the committee std from FEP of both phases at "
+                        "T_m (first order in ΔT, ΔS_m of the model); melting_temperature_fit_error_K is "
+                        "the statistical error of the zero crossing")
+
+
+def _add_bulk_phases(evaluator: Evaluator, result: PropertyResult, element: str, a_T: float, tm: float,
+                     s: _Settings, progress: bool, seconds: Dict[str, float]) -> None:
+    """(d) Bulk solid and liquid at T_m: enthalpy, entropy and volume of melting, and the committee's FEP spread."""
+    t0 = time.perf_counter()
+    ph = phase_fep(evaluator, s.lattice, element, a_T, tm, repeat=s.bulk_repeat, steps=s.bulk_steps,
+                   melt_steps=s.melt_steps, timestep_fs=s.timestep_fs, interval=s.interval,
+                   equilibration_fraction=s.equilibration_fraction, threshold=s.threshold,
+                   tdamp_fs=s.tdamp_fs, pdamp_fs=s.pdamp_fs, min_ess_fraction=s.min_ess_fraction, seed=s.seed,
+                   progress=progress)
+    seconds["bulk"] = time.perf_counter() - t0
+    values = result.values
+    values["melting_enthalpy_eV_per_atom"] = ph["enthalpy_eV_per_atom"]
+    values["melting_entropy_kB_per_atom"] = ph["entropy_kB_per_atom"]
+    values["melting_volume_change_percent"] = ph["volume_change_percent"]
+    result.standard_errors["melting_enthalpy_eV_per_atom"] = ph["enthalpy_error_eV_per_atom"]
+    result.standard_errors["melting_entropy_kB_per_atom"] = ph["entropy_error_kB_per_atom"]
+    s.log.extend(ph["log"])
+    result.notes.extend(ph["notes"])
+    result.details["bulk"] = ph["phases"]
+    if ph.get("delta_T_K") is not None:
+        _add_committee_fep(result, ph, tm)
+
+
 def melting_point(evaluator: Evaluator, element: str, a_A: float, *, lattice: str = "fcc",
                   temperature_guess_K: float, temperatures_K: Optional[Sequence[float]] = None,
                   cell: Tuple[int, int, int] = (3, 3, 8), timestep_fs: float = 4.0, steps: int = 5000,
@@ -674,211 +927,34 @@ def melting_point(evaluator: Evaluator, element: str, a_A: float, *, lattice: st
     ``melting_volume_change_percent``; ``details`` holds every run, the settings and the log of choices.
     """
     t_start = time.perf_counter()
-    if lattice not in K_VECTORS:
-        raise InputError(f"--lattice {lattice}: the melting workflow builds cubic cells of "
-                         f"{', '.join(MELTING_LATTICES)}", param="lattice")
-    guess = _positive_float(temperature_guess_K, "temperature_guess_K", "K")
-    a_A = _positive_float(a_A, "a_A", "Å")
-    cell = tuple(int(c) for c in cell)
-    if len(cell) != 3 or min(cell) < 1:
-        raise InputError(f"cell must be three repeats ≥ 1 (nx ny nz); got {cell}", param="cell")
-    if cell[2] < 2:
-        raise InputError(f"cell {cell}: the z repeat must be ≥ 2 to hold a solid and a liquid half", param="cell")
-    if temperatures_K is None:
-        temperatures_K = [guess + d for d in (-100.0, -50.0, 0.0, 50.0, 100.0)]
-    temps = [_positive_float(t, "temperatures_K", "K") for t in temperatures_K]
-    if len(temps) < 2 or len(set(temps)) != len(temps):
-        raise InputError(f"temperatures_K needs at least 2 different temperatures; got {list(temperatures_K)}",
-                         param="temperatures_K")
-    s = _Settings(lattice, cell, _positive_float(timestep_fs, "timestep_fs", "fs"),
-                  _positive_int(steps, "steps", 10), _positive_int(interval, "interval"),
-                  _positive_int(lattice_steps, "lattice_steps", 10), _positive_int(melt_steps, "melt_steps"),
-                  _positive_float(melt_temperature_K if melt_temperature_K is not None else 2.0 * guess,
-                                  "melt_temperature_K", "K"),
-                  _positive_int(cool_steps, "cool_steps", 0), float(equilibration_fraction),
-                  _positive_float(threshold, "threshold", "(structure factor, 0 to 1)"),
-                  _positive_int(bins_per_cell if bins_per_cell is not None else _default_bins_per_cell(lattice, cell),
-                                "bins_per_cell"), _positive_float(tdamp_fs, "tdamp_fs", "fs"),
-                  _positive_float(pdamp_fs, "pdamp_fs", "fs"),
-                  _positive_float(friction_per_fs, "friction_per_fs", "1/fs"),
-                  _positive_int(bulk_repeat, "bulk_repeat"), _positive_int(bulk_steps, "bulk_steps", 10),
-                  float(min_ess_fraction), int(seed))
-    if s.steps // s.interval < 10:
-        raise InputError(f"steps={s.steps} with interval={s.interval} saves {s.steps // s.interval} frames; the "
-                         "rate fit needs at least 10: more steps or a shorter interval", param="steps")
-    if not 0.0 <= s.equilibration_fraction < 1.0:
-        raise InputError(f"equilibration_fraction must lie in [0, 1); got {equilibration_fraction!r}",
-                         param="equilibration_fraction")
+    s, guess, a_A, temps = _melting_settings(
+        lattice=lattice, a_A=a_A, temperature_guess_K=temperature_guess_K, temperatures_K=temperatures_K, cell=cell,
+        timestep_fs=timestep_fs, steps=steps, interval=interval, lattice_steps=lattice_steps, melt_steps=melt_steps,
+        melt_temperature_K=melt_temperature_K, cool_steps=cool_steps, equilibration_fraction=equilibration_fraction,
+        threshold=threshold, bins_per_cell=bins_per_cell, tdamp_fs=tdamp_fs, pdamp_fs=pdamp_fs,
+        friction_per_fs=friction_per_fs, bulk_repeat=bulk_repeat, bulk_steps=bulk_steps,
+        min_ess_fraction=min_ess_fraction, seed=seed)
     committee = getattr(evaluator, "n_members", 0) >= 2
     do_bulk = committee if bulk_phases is None else bool(bulk_phases)
     seconds: Dict[str, float] = {}
-    log = s.log
     rng = np.random.default_rng(s.seed)
 
-    # (a) the lattice constant at the guess
-    t0 = time.perf_counter()
-    nl = max(cell[0], cell[1])
-    a_T, a_sd, npt_iso = equilibrium_lattice_constant(
-        evaluator, lattice, element, a_A, guess, repeat=nl, steps=s.lattice_steps, timestep_fs=s.timestep_fs,
-        tdamp_fs=s.tdamp_fs, pdamp_fs=s.pdamp_fs, seed=s.seed, progress=progress)
-    seconds["lattice"] = time.perf_counter() - t0
-    log.append(f"lattice constant at {guess:g} K: {a_T:.4f} ± {a_sd:.4f} Å (std over the second half) from "
-               f"{s.lattice_steps} steps of {npt_iso} at 0 GPa on {nl}³ conventional cells, from a = {a_A:g} Å")
-
-    # (b) the coexistence start: a crystal half and a liquid half
-    t0 = time.perf_counter()
-    start = coexistence_cell(lattice, element, a_T, cell)
-    n = len(start)
-    n_bins = s.bins_per_cell * cell[2]
-    per_bin = n / n_bins
-    log.append(f"coexistence cell: {cell[0]}×{cell[1]}×{cell[2]} conventional cells, {n} atoms, lateral "
-               f"{start.cell.lengths()[0]:.3f} × {start.cell.lengths()[1]:.3f} Å fixed at a({guess:g} K) for every "
-               "run")
-    log.append(f"order parameter: in-plane structure factor at k = 2π/a·{K_VECTORS[lattice][0]} and "
-               f"{K_VECTORS[lattice][1]} per z-bin; {n_bins} bins ({s.bins_per_cell} per cell, "
-               f"{per_bin:.1f} atoms each; a liquid bin gives ≈ {1 / per_bin:.3f}); solid above {s.threshold:g}")
-    if per_bin < MIN_ATOMS_PER_BIN:
-        log.append(f"warning: {per_bin:.1f} atoms per bin (< {MIN_ATOMS_PER_BIN}): liquid bins fluctuate near "
-                   "the threshold; use fewer bins per cell or a wider cell")
-    start, _, melt_log = _coexistence_start(evaluator, lattice, element, a_T, cell, guess, s, rng, progress)
-    log.extend(melt_log)
-    f0 = solid_fraction(start, cell[:2], n_bins, lattice=lattice, threshold=s.threshold)
-    seconds["melt"] = time.perf_counter() - t0
-    log.append(f"solid fraction of the coexistence start: {f0:.3f}")
-    if f0 > 0.75:
-        raise InputError(f"the liquid half froze back: solid fraction {f0:.2f} of the coexistence start at {guess:g} "
-                         "K; the guess is far below the melting point (raise temperature_guess_K) or cool_steps is "
-                         "too long", param="temperature_guess_K")
-    if f0 < 0.2:
-        raise InputError(f"the solid half melted: solid fraction {f0:.2f} of the coexistence start at {guess:g} K; "
-                         "the guess is far above the melting point (lower temperature_guess_K) or cool_steps is "
-                         "too long", param="temperature_guess_K")
-    start_positions, start_cell = start.get_positions(), start.get_cell()
-
-    # (c) one coexistence run per temperature, lateral cell fixed, z free at 0 GPa
-    runs: List[Dict[str, Any]] = []
-    npt_z = ""
-    t0 = time.perf_counter()
-    for j, T in enumerate(temps):
-        atoms = start.copy()
-        atoms.set_positions(start_positions)
-        atoms.set_cell(start_cell)
-        atoms.info["melting_lateral_repeats"] = cell[:2]
-        atoms.calc = evaluator.calculator
-        _thermalize(atoms, T, np.random.default_rng([s.seed, j]))
-        dyn, npt_z = _npt(atoms, T, s, z_only=True)
-        rec: Dict[str, List[float]] = {"time_ps": [], "solid_fraction": [], "potential_energy_eV_per_atom": [],
-                                       "cell_z_A": [], "kinetic_temperature_K": []}
-
-        def record(atoms=atoms, rec=rec, dyn=dyn):
-            rec["time_ps"].append(dyn.nsteps * s.timestep_fs / 1000.0)
-            rec["solid_fraction"].append(solid_fraction(atoms, cell[:2], n_bins, lattice=lattice,
-                                                        threshold=s.threshold))
-            rec["potential_energy_eV_per_atom"].append(atoms.get_potential_energy() / n)
-            rec["cell_z_A"].append(float(atoms.cell.lengths()[2]))
-            rec["kinetic_temperature_K"].append(float(atoms.get_temperature()))
-        t1 = time.perf_counter()
-        _run(dyn, atoms, s.steps, s.interval, record, desc=f"coexistence {T:g} K ({j + 1}/{len(temps)})",
-             progress=progress, target_K=T)
-        fit = interface_rate(rec["time_ps"], rec["solid_fraction"], equilibration_fraction=s.equilibration_fraction,
-                             resolution=1.0 / n_bins)
-        tp = np.array(rec["time_ps"])
-        w = (tp >= fit.start_ps) & (tp <= fit.end_ps)
-        e_slope = float(np.polyfit(tp[w], np.array(rec["potential_energy_eV_per_atom"])[w], 1)[0]) \
-            if w.sum() >= 2 else float("nan")
-        lz = float(np.mean(rec["cell_z_A"]))
-        runs.append({"temperature_K": T, **rec, "rate_per_ps": fit.rate_per_ps,
-                     "rate_error_per_ps": fit.error_per_ps, "fit_start_ps": fit.start_ps, "fit_end_ps": fit.end_ps,
-                     "fit_points": fit.n_points, "saturated": fit.saturated,
-                     # two interfaces share the change of the solid length L_z·Δf: v = L_z·rate/2 (Å/ps = 100 m/s)
-                     "interface_velocity_m_per_s": 100.0 * lz * fit.rate_per_ps / 2.0,
-                     "energy_rate_meV_per_atom_per_ps": 1000.0 * e_slope,
-                     "mean_temperature_K": float(np.mean(np.array(rec["kinetic_temperature_K"])[tp >= fit.start_ps])),
-                     "seconds": time.perf_counter() - t1})
-    seconds["coexistence"] = time.perf_counter() - t0
-    log.append(f"coexistence runs at {', '.join(f'{t:g}' for t in temps)} K: {s.steps} steps of "
-               f"{s.timestep_fs:g} fs each ({s.steps * s.timestep_fs / 1000:g} ps), {npt_z} at 0 GPa on the c "
-               f"axis (a, b fixed), Nosé–Hoover tdamp {s.tdamp_fs:g} fs, barostat pdamp {s.pdamp_fs:g} fs; "
-               f"fresh Maxwell–Boltzmann velocities at each T; a frame every {s.interval} steps")
-    log.append(f"rate: straight line through the solid fraction after the first {100 * s.equilibration_fraction:g} "
-               "% of each run, up to where it reaches 0 or 1; error × sqrt((1+ρ)/(1−ρ)) for the lag-1 "
-               "autocorrelation ρ")
-
-    # the zero crossing
-    values: Dict[str, float] = {}
-    result = PropertyResult("melting", values)
-    result.details = {"runs": runs, "log": log, "lattice_constant_at_guess_A": a_T,
-                      "settings": {"lattice": lattice, "element": element, "a_start_A": a_A, "cell": list(cell),
-                                   "n_atoms": n, "temperature_guess_K": guess, "temperatures_K": temps,
-                                   "timestep_fs": s.timestep_fs, "steps": s.steps, "interval": s.interval,
-                                   "lattice_steps": s.lattice_steps, "melt_steps": s.melt_steps,
-                                   "melt_temperature_K": s.melt_temperature_K, "cool_steps": s.cool_steps,
-                                   "equilibration_fraction": s.equilibration_fraction, "threshold": s.threshold,
-                                   "n_bins": n_bins, "tdamp_fs": s.tdamp_fs, "pdamp_fs": s.pdamp_fs,
-                                   "friction_per_fs": s.friction_per_fs, "thermostat_barostat": npt_z,
-                                   "bulk_repeat": s.bulk_repeat, "bulk_steps": s.bulk_steps,
-                                   "min_ess_fraction": s.min_ess_fraction, "seed": s.seed,
-                                   "committee_members": int(getattr(evaluator, "n_members", 0))},
-                      "seconds": seconds}
+    a_T = _lattice_at_guess(evaluator, element, a_A, guess, s, progress, seconds)
+    start, n, n_bins = _checked_start(evaluator, element, a_T, guess, s, rng, progress, seconds)
+    runs, npt_z = _coexistence_runs(evaluator, start, temps, n, n_bins, s, progress, seconds)
+    result = _new_result(evaluator, element, a_A, guess, temps, s, runs, a_T, n, n_bins, npt_z, seconds)
     try:
         cross = melting_crossing(temps, [r["rate_per_ps"] for r in runs],
                                  [r["rate_error_per_ps"] for r in runs], n_points=n_fit)
     except NoMeltingCrossing as exc:
-        values["melting_temperature_K"] = float("nan")
-        result.notes.append(str(exc))
-        result.seconds = time.perf_counter() - t_start
-        if plot_dir:
-            plot_melting(result, os.path.join(plot_dir, "melting.png"))
-        if require_crossing:
-            raise NoMeltingCrossing(str(exc), result) from None
-        return result
-    tm = cross.melting_temperature_K
-    values["melting_temperature_K"] = tm
-    values["melting_temperature_fit_error_K"] = cross.error_K
-    result.standard_errors["melting_temperature_K"] = cross.error_K
-    result.details["crossing"] = {"slope_per_ps_K": cross.slope_per_ps_K, "intercept_per_ps": cross.intercept_per_ps,
-                                  "reference_K": cross.reference_K, "runs_fitted_K": [temps[i] for i in cross.used],
-                                  "extrapolated": cross.extrapolated}
-    log.append(f"T_m: zero of a straight line (weights 1/error²) through the rates at "
-               f"{', '.join(f'{temps[i]:g}' for i in cross.used)} K: {tm:.1f} ± {cross.error_K:.1f} K")
-    if cross.extrapolated:
-        result.notes.append(f"T_m = {tm:.0f} K lies outside the temperatures fitted: run one beyond it")
-    if any(runs[i]["saturated"] for i in cross.used):
-        result.notes.append("some fitted runs melted or froze through: their rates are lower bounds; runs closer "
-                            "to T_m or a longer cell sharpen the crossing")
-
-    # (d) bulk solid and liquid at T_m: enthalpy and entropy of melting, and the committee's FEP spread
+        return _no_crossing(result, exc, t_start, plot_dir, require_crossing)
+    tm = _record_crossing(result, cross, temps, runs, s.log)
     if do_bulk:
-        t0 = time.perf_counter()
-        ph = phase_fep(evaluator, lattice, element, a_T, tm, repeat=s.bulk_repeat, steps=s.bulk_steps,
-                       melt_steps=s.melt_steps, timestep_fs=s.timestep_fs, interval=s.interval,
-                       equilibration_fraction=s.equilibration_fraction, threshold=s.threshold,
-                       tdamp_fs=s.tdamp_fs, pdamp_fs=s.pdamp_fs, min_ess_fraction=s.min_ess_fraction, seed=s.seed,
-                       progress=progress)
-        seconds["bulk"] = time.perf_counter() - t0
-        values["melting_enthalpy_eV_per_atom"] = ph["enthalpy_eV_per_atom"]
-        values["melting_entropy_kB_per_atom"] = ph["entropy_kB_per_atom"]
-        values["melting_volume_change_percent"] = ph["volume_change_percent"]
-        result.standard_errors["melting_enthalpy_eV_per_atom"] = ph["enthalpy_error_eV_per_atom"]
-        result.standard_errors["melting_entropy_kB_per_atom"] = ph["entropy_error_kB_per_atom"]
-        log.extend(ph["log"])
-        result.notes.extend(ph["notes"])
-        result.details["bulk"] = ph["phases"]
-        if ph.get("delta_T_K") is not None:
-            dT = np.asarray(ph["delta_T_K"])
-            result.members["melting_temperature_K"] = tm + dT
-            result.details["fep"] = {k: ph[k] for k in ("delta_T_K", "delta_f_solid_eV_per_atom",
-                                                         "delta_f_liquid_eV_per_atom", "ess_fraction_solid",
-                                                         "ess_fraction_liquid", "method_solid", "method_liquid")}
-            result.notes.append("the ± of melting_temperature_K is the committee std from FEP of both phases at "
-                                "T_m (first order in ΔT, ΔS_m of the model); melting_temperature_fit_error_K is "
-                                "the statistical error of the zero crossing")
+        _add_bulk_phases(evaluator, result, element, a_T, tm, s, progress, seconds)
     if not committee:
         result.notes.append("the ± of melting_temperature_K is the statistical error of the zero crossing (no "
                             "committee)")
-    result.seconds = time.perf_counter() - t_start
-    if plot_dir:
-        plot_melting(result, os.path.join(plot_dir, "melting.png"))
+    _finish(result, t_start, plot_dir)
     return result
 
 
