@@ -241,7 +241,7 @@ class ResidualDraws:
         threshold = self.tolerance * dd
         room = self.max_points - blk.n_points
         chosen: List[int] = []
-        V: List[np.ndarray] = []
+        V = np.zeros((min(room, len(Q), 64), len(Q)))  # rows: the new factor's columns; doubled as needed
         # pivoted Cholesky of the conditional residual kernel over this frame's environments
         while True:
             j = int(np.argmax(var))
@@ -250,14 +250,14 @@ class ResidualDraws:
             if len(chosen) >= room:
                 self.uncovered_max = max(self.uncovered_max, float(var[j]))
                 break
-            col = blk.k(Q, Q[j:j + 1])[:, 0] - AQ.T @ AQ[:, j]
+            s = len(chosen)
+            if s == len(V):
+                V = np.vstack([V, np.zeros((min(len(V), room - s), len(Q)))])
+            col = blk.k(Q, Q[j:j + 1])[:, 0] - AQ.T @ AQ[:, j] - V[:s].T @ V[:s, j]
             if CQ is not None:
                 col -= CQ.T @ CQ[:, j]
-            for v in V:
-                col -= v * v[j]
-            v = col / np.sqrt(var[j])
-            V.append(v)
-            var = var - v * v
+            V[s] = col / np.sqrt(var[j])
+            var = var - V[s] * V[s]
             var[j] = 0.0
             chosen.append(j)
         if not chosen:
@@ -267,7 +267,7 @@ class ResidualDraws:
         B = CQ[:, chosen] if CQ is not None else None
         # the pivoted factor itself is the new block of L: exact, and no jitter that
         # would make the member's values at U move when U grows
-        L2 = np.tril(np.array(V)[:, chosen].T)
+        L2 = np.tril(V[:len(chosen)][:, chosen].T)
         w_new = self.rng.standard_normal((len(chosen), self.n_members))
         if blk.n_points:
             u, s = blk.n_points, len(chosen)
