@@ -43,6 +43,7 @@ pairs.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -50,6 +51,8 @@ import numpy as np
 import scipy.linalg
 
 from .kernels import dot_kernel
+
+log = logging.getLogger("gapfit")
 
 
 def _lower_solve(L: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -248,6 +251,11 @@ class ResidualDraws:
             if var[j] <= threshold:
                 break
             if len(chosen) >= room:
+                if not self.uncovered_max:  # once: a committee predicts many frames
+                    log.warning("committee: %d residual draws reached for term %d, block %d (max_points); "
+                                "environments beyond them get the draws' conditional mean, so the spread is a "
+                                "lower bound there (Committee(..., max_points=N) raises the limit, N² doubles of "
+                                "memory)", self.max_points, blk.term, blk.z)
                 self.uncovered_max = max(self.uncovered_max, float(var[j]))
                 break
             s = len(chosen)

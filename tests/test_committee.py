@@ -191,3 +191,15 @@ def test_predictive_members_are_not_models_of_their_own(cu_model):
         member_models(com)
     with pytest.raises(ValueError, match="kind"):
         Committee(cu_model, 3, kind="everything")
+
+
+def test_a_full_set_of_residual_draws_says_so_once(cu_model, caplog):
+    """At max_points the members stop drawing: the largest variance left out is kept and one warning names it."""
+    import logging
+    com = Committee(cu_model, 3, seed=0, max_points=4)
+    with caplog.at_level(logging.WARNING, logger="gapfit"):
+        com.predict([_cell(1), _cell(2), _slab()], forces=False, stress=False)
+    assert all(b.n_points <= 4 for b in com.residual.blocks.values())
+    assert com.residual.uncovered_max > 0
+    warned = [r for r in caplog.records if "max_points" in r.getMessage()]
+    assert len(warned) == 1
