@@ -25,6 +25,21 @@ Reproduce (full run, about 15 min for EMT and 1.5 h for the model on 2 cores):
     python bench/melting_cu.py --emt-only            # EMT alone
     python bench/melting_cu.py --model-only --K 8    # the model alone (data and fit cached)
 
+Measured (2026-12-06, 2 cores shared with other jobs; docs/melting.md has the plots):
+
+    python bench/melting_cu.py --emt-only --steps 3000
+    python bench/melting_cu.py --model-only --steps 3000 --temperatures 1100 1200 1300 1400 --guess 1250
+
+| potential | T_m (K) | fit error (K) | committee std (K) | ΔH_m (eV/atom) | ΔS_m (k_B/atom) | ΔV_m (%) | wall |
+|---|---|---|---|---|---|---|---|
+| EMT | 1235 | 11 | | | | | 1650 s |
+| gapfit (K = 8) | 1256 | 40 | 2 | 0.1334 | 1.232 | 7.2 | 3477 s |
+
+EMT's T_m is 0.5σ from the model's against the combined error (42 K) but
+ten committee std from it: the committee spread alone (FEP ΔT_k within
+±4 K, ESS ≥ 0.96; the liquid's residual draws reached max_points) is far
+below the coexistence runs' own statistical error. Data 782 s, fit 106 s.
+
 Smoke test (a minute or two; numbers meaningless):
 
     python bench/melting_cu.py --smoke

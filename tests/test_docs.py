@@ -151,6 +151,8 @@ NOT_RUN: Dict[str, str] = {
     "docs/melting.md: from ase.calculators.emt import EMT":
         "the default sizes take about 15 minutes with EMT; tests/test_melting.py runs melting_point with EMT on a "
         "2×2×4 cell",
+    "docs/melting.md: python bench/melting_cu.py --emt-only --steps 3000":
+        "the benchmark's own commands (27 min and an hour); bench/melting_cu.py --smoke checks that the script runs",
 }
 
 #: Changes made to a block before it runs: (text, replacement, why). Every text must occur in the block.
