@@ -48,7 +48,10 @@ class GAPCalculator(Calculator):
     (:class:`gapfit.committee.Committee`, seeded by ``committee_seed``):
     ``energy_committee`` (K,), ``forces_committee`` (K, n_atoms, 3) and, for
     periodic cells, ``stress_committee`` (K, 6), from the same descriptors
-    as the energy.
+    as the energy. ``committee_kind``: "predictive" (default: the members
+    also draw the sparse points' residual at each new structure's
+    environments, up to a limit) or "weights" (the weights' posterior only,
+    no draws as the structures change); see :mod:`gapfit.committee`.
 
     A model with charge equilibration (``charges="qeq"``) also gives
     ``charges`` (e, per atom, summing to ``atoms.info["charge"]``, 0 when
@@ -60,13 +63,14 @@ class GAPCalculator(Calculator):
 
     implemented_properties = (("energy", "free_energy", "energies", "forces", "stress") + UNCERTAINTY_PROPERTIES
                               + COMMITTEE_PROPERTIES + CHARGE_PROPERTIES)
-    default_parameters = {"uncertainty": False, "committee": 0, "committee_seed": 0}
+    default_parameters = {"uncertainty": False, "committee": 0, "committee_seed": 0, "committee_kind": "predictive"}
 
     def __init__(self, model: Union["GAP", str], *, uncertainty: Union[bool, str, Sequence[str]] = False,
                  baseline: Any = None,
-                 committee: int = 0, committee_seed: int = 0, **kwargs):
+                 committee: int = 0, committee_seed: int = 0, committee_kind: str = "predictive", **kwargs):
         UncertaintyRequest.parse(uncertainty)  # a bad selection fails here, not at the first step
-        super().__init__(uncertainty=uncertainty, committee=committee, committee_seed=committee_seed, **kwargs)
+        super().__init__(uncertainty=uncertainty, committee=committee, committee_seed=committee_seed,
+                         committee_kind=committee_kind, **kwargs)
         if isinstance(model, str):
             from .model import load
             model = load(model, baseline=baseline)
@@ -76,7 +80,7 @@ class GAPCalculator(Calculator):
         self.committee = None
         if committee:
             from .committee import Committee
-            self.committee = Committee(model, committee, seed=committee_seed)
+            self.committee = Committee(model, committee, seed=committee_seed, kind=committee_kind)
         self.prediction = None
         #: compute uncertainties at the next calculation even if ``uncertainty`` is False: True (as
         #: selected by ``uncertainty``, all when that is False) or a selection (MD sets it before a step it

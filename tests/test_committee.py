@@ -216,3 +216,13 @@ def test_a_full_set_of_residual_draws_says_so_once(cu_model):
     assert all(b.n_points <= 4 for b in com.residual.blocks.values())
     assert com.residual.uncovered_max > 0
     assert len([m for m in keep.messages if "max_points" in m]) == 1
+
+
+def test_calculator_takes_the_kind_of_member(cu_model):
+    from gapfit.calculator import GAPCalculator
+    atoms = _cell(7)
+    for kind in Committee.KINDS:
+        atoms.calc = GAPCalculator(cu_model, committee=4, committee_seed=2, committee_kind=kind)
+        ref = Committee(cu_model, 4, seed=2, kind=kind).predict(atoms)[0]
+        assert atoms.calc.committee.kind == kind
+        np.testing.assert_allclose(atoms.calc.get_property("energy_committee", atoms), ref.energy_eV, rtol=1e-12)
