@@ -61,8 +61,12 @@ class MDResult:
 
 def initial_velocities(atoms: Atoms, temperature_K: float, seed: int) -> None:
     """Seeded Maxwell-Boltzmann momenta at ``temperature_K`` with no centre-of-mass drift."""
+    thermalize(atoms, temperature_K, np.random.default_rng(seed))
+
+
+def thermalize(atoms: Atoms, temperature_K: float, rng: np.random.Generator) -> None:
+    """Maxwell-Boltzmann momenta at ``temperature_K`` from ``rng``, with no centre-of-mass drift."""
     from ase.md import velocitydistribution as vd
-    rng = np.random.default_rng(seed)
     if hasattr(vd, "thermalize_momenta"):  # ASE >= 3.29
         vd.thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
     else:

@@ -292,6 +292,24 @@ class ReweightResult:
         return "\n".join(lines)
 
 
+def boltzmann_weights(delta_energies_eV: np.ndarray, beta_per_eV: float
+                      ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each member's frame weights exp(−β ΔV) by log-sum-exp, from ΔV = V_k − V̄ of shape (K, T), eV.
+
+    Returns the weights normalised per member (K, T), ln⟨exp(−β ΔV)⟩ over the
+    frames (K,) (the free-energy perturbation's average) and the effective
+    sample size as a fraction of the frames, (Σw)²/Σw²/T (K,).
+    """
+    log_w = -beta_per_eV * np.asarray(delta_energies_eV, dtype=np.float64)
+    # subtracting each member's largest log-weight keeps exp() in range whatever the energies
+    top = log_w.max(axis=1, keepdims=True)
+    w = np.exp(log_w - top)
+    total = w.sum(axis=1, keepdims=True)
+    ln_mean = (top + np.log(total / w.shape[1]))[:, 0]
+    w /= total
+    return w, ln_mean, 1.0 / np.einsum("kt,kt->k", w, w) / w.shape[1]
+
+
 def reweight(observable, member_energies_eV, mean_energies_eV, temperature_K: float, *,
              min_ess_fraction: float = 0.1, n_blocks: int = 20) -> ReweightResult:
     """Each committee member's average of a per-frame observable, reweighted from the mean model's MD.
@@ -353,13 +371,8 @@ def reweight(observable, member_energies_eV, mean_energies_eV, temperature_K: fl
     Af = A.reshape(n_frames, -1)  # (T, P): any per-frame shape as one flat axis
     dV = V - Vbar[None, :]  # (K, T)
 
-    # log-sum-exp: subtracting each member's largest log-weight keeps exp() in range whatever the energies
-    log_w = -beta * dV
-    log_w -= log_w.max(axis=1, keepdims=True)
-    w = np.exp(log_w)
-    w /= w.sum(axis=1, keepdims=True)
-    ess = 1.0 / np.einsum("kt,kt->k", w, w)
-    ess_fraction = ess / n_frames
+    w, _, ess_fraction = boltzmann_weights(dV, beta)
+    ess = ess_fraction * n_frames
     degenerate = ess_fraction < min_ess_fraction
 
     weighted = w @ Af  # (K, P)

@@ -65,6 +65,8 @@ import numpy as np
 from ase import Atoms, units
 
 from ..errors import InputError
+from ..md import thermalize
+from ..reweight import boltzmann_weights
 from .evaluate import Evaluator
 from .results import PropertyResult
 
@@ -367,13 +369,8 @@ def free_energy_perturbation(energies_eV, n_atoms: int, temperature_K: float, *,
                          param="n_atoms")
     beta = 1.0 / (units.kB * float(temperature_K))
     dV = E[:, 1:] - E[:, :1]  # (T, K)
-    x = -beta * dV
-    xmax = x.max(axis=0)
-    lse = xmax + np.log(np.mean(np.exp(x - xmax), axis=0))  # ln⟨exp(−βΔV)⟩
-    expo = -lse / (beta * n_atoms)
-    w = np.exp(x - xmax)
-    w /= w.sum(axis=0)
-    ess_fraction = 1.0 / np.sum(w * w, axis=0) / E.shape[0]
+    _, ln_mean, ess_fraction = boltzmann_weights(dV.T, beta)  # ln⟨exp(−βΔV)⟩ by log-sum-exp
+    expo = -ln_mean / (beta * n_atoms)
     cum = (dV.mean(axis=0) - 0.5 * beta * dV.var(axis=0, ddof=1)) / n_atoms
     collapsed = ess_fraction < min_ess_fraction
     return FEPResult(np.where(collapsed, cum, expo), expo, cum, ess_fraction,
@@ -397,15 +394,6 @@ def melting_shift(delta_f_liquid_eV_per_atom, delta_f_solid_eV_per_atom, entropy
 
 
 # ----------------------------------------------------------------------------- MD helpers
-
-def _thermalize(atoms: Atoms, temperature_K: float, rng: np.random.Generator) -> None:
-    from ase.md import velocitydistribution as vd
-    if hasattr(vd, "thermalize_momenta"):  # ASE >= 3.29
-        vd.thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
-    else:
-        vd.MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
-    vd.Stationary(atoms)
-
 
 def _langevin(atoms: Atoms, temperature_K: float, s: "_Settings", rng: np.random.Generator):
     from ase.md.langevin import Langevin
@@ -534,7 +522,7 @@ def equilibrium_lattice_constant(evaluator: Evaluator, lattice: str, element: st
                   DEFAULT_THRESHOLD, 1, tdamp_fs, pdamp_fs, 0.01, repeat, 0, 0.0, seed)
     atoms = lattice_structure(lattice, element, a_A).repeat((repeat,) * 3)
     atoms.calc = evaluator.calculator
-    _thermalize(atoms, temperature_K, np.random.default_rng(seed))
+    thermalize(atoms, temperature_K, np.random.default_rng(seed))
     dyn, name = _npt(atoms, temperature_K, s, z_only=False)
     edges: List[float] = []
     _run(dyn, atoms, steps, 10, lambda: edges.append(float(np.cbrt(atoms.get_volume())) / repeat),
@@ -576,7 +564,7 @@ def _coexistence_start(evaluator: Evaluator, lattice: str, element: str, a_A: fl
     solid = coexistence_cell(lattice, element, a_A, (nx, ny, nz_s))
     liquid = coexistence_cell(lattice, element, a_A, (nx, ny, nz - nz_s))
     liquid.calc = evaluator.calculator
-    _thermalize(liquid, s.melt_temperature_K, rng)
+    thermalize(liquid, s.melt_temperature_K, rng)
     dyn, name = _npt(liquid, s.melt_temperature_K, s, z_only=True)
     _run(dyn, liquid, s.melt_steps, 10, None, desc=f"melt at {s.melt_temperature_K:g} K", progress=progress,
          target_K=s.melt_temperature_K)
@@ -724,7 +712,7 @@ def _coexistence_run(evaluator: Evaluator, start: Atoms, start_positions: np.nda
     atoms.set_cell(start_cell)
     atoms.info["melting_lateral_repeats"] = cell[:2]
     atoms.calc = evaluator.calculator
-    _thermalize(atoms, T, np.random.default_rng([s.seed, j]))
+    thermalize(atoms, T, np.random.default_rng([s.seed, j]))
     dyn, npt_z = _npt(atoms, T, s, z_only=True)
     rec: Dict[str, List[float]] = {"time_ps": [], "solid_fraction": [], "potential_energy_eV_per_atom": [],
                                    "cell_z_A": [], "kinetic_temperature_K": []}
@@ -1051,11 +1039,11 @@ def _bulk_phase(evaluator: Evaluator, lattice: str, element: str, a_A: float, te
     n = len(atoms)
     if phase == "liquid":
         hot = 2.0 * temperature_K
-        _thermalize(atoms, hot, rng)
+        thermalize(atoms, hot, rng)
         dyn, _ = _npt(atoms, hot, s, z_only=False)  # at 0 GPa: at fixed volume the crystal would not melt
         _run(dyn, atoms, s.melt_steps, 10, None, desc=f"bulk liquid: melt at {hot:.0f} K", progress=progress,
              target_K=hot)
-    _thermalize(atoms, temperature_K, rng)
+    thermalize(atoms, temperature_K, rng)
     dyn, _ = _npt(atoms, temperature_K, s, z_only=False)
     frames: List[Atoms] = []
 
