@@ -211,6 +211,7 @@ class ResidualDraws:
             self.blocks[(t, z)] = _Block(t, z, int(term_col0[t] + off), X, chol[b], term.delta_eV,
                                          kind.kernel(term), kind, term)
         self._beta: Optional[Dict[Tuple[int, int], np.ndarray]] = None
+        self._correction: Optional[np.ndarray] = None  # weight_correction's, valid while _beta is
 
     @property
     def n_points(self) -> int:
@@ -229,7 +230,7 @@ class ResidualDraws:
             if len(Q):
                 added += self._cover_block(blk, Q)
         if added:
-            self._beta = None
+            self._beta = self._correction = None
         return added
 
     def _cover_block(self, blk: _Block, Q: np.ndarray) -> int:
@@ -299,12 +300,18 @@ class ResidualDraws:
         return self._beta
 
     def weight_correction(self, n_columns: int) -> np.ndarray:
-        """(n_columns, K): −K_MM⁻¹ K_MU β on each block's sparse-point columns, zero elsewhere."""
+        """(n_columns, K): −K_MM⁻¹ K_MU β on each block's sparse-point columns, zero elsewhere.
+
+        Kept until new draws are made (most frames of a run add none).
+        """
+        if self._beta is not None and self._correction is not None and len(self._correction) == n_columns:
+            return self._correction
         out = np.zeros((n_columns, self.n_members))
         for key, beta in self._betas().items():
             b = self.blocks[key]
             out[b.col0:b.col0 + len(b.X_M)] = -scipy.linalg.solve_triangular(
                 b.L_M, b.A_U @ beta, lower=True, trans="T", check_finite=False)
+        self._correction = out
         return out
 
     def rows(self, frame_descs: Sequence[object], *, forces: bool, virial: bool):
